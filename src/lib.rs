@@ -1,0 +1,14 @@
+//! nacos-raft: the Nacos 1.x persistent consistency service (datum store, notifier) made
+//! safe by a real Raft log.
+//!
+//! Layout: `raft` is the pure consensus core (no clock, no I/O, no threads); `store` owns the
+//! bytes on disk; `node` is the shell that drives the core with threads, disk and network;
+//! `http` maps requests and errors; `client` is the typed HTTP client of `nacosctl` and tests.
+
+pub mod datum;
+pub mod error;
+pub mod linearizability;
+pub mod store;
+
+pub use datum::{validate_key, Datum};
+pub use error::{Error, Result};

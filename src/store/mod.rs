@@ -1,0 +1,7 @@
+//! Durable state: the CRC-checked Raft log, `meta.properties` (term and vote), datum files.
+//!
+//! Nothing here knows about roles or messages; the node shell decides when to call it.
+
+pub mod datum_dir;
+
+pub use datum_dir::{read_datum_dir, remove_datum, write_datum};
