@@ -5,9 +5,11 @@
 //! bytes on disk; `node` is the shell that drives the core with threads, disk and network;
 //! `http` maps requests and errors; `client` is the typed HTTP client of `nacosctl` and tests.
 
+pub mod client;
 pub mod datum;
 pub mod error;
 pub mod linearizability;
+pub mod raft;
 pub mod store;
 
 pub use datum::{validate_key, Datum};

@@ -3,5 +3,9 @@
 //! Nothing here knows about roles or messages; the node shell decides when to call it.
 
 pub mod datum_dir;
+pub mod log;
+pub mod meta;
 
 pub use datum_dir::{read_datum_dir, remove_datum, write_datum};
+pub use log::LogStore;
+pub use meta::{read_meta, write_meta};

@@ -1,0 +1,140 @@
+//! Log entries and the messages members exchange; the wire format of the peer API.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A member's identity: the `host:port` of its HTTP listener, as Nacos `RaftPeer.ip`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PeerAddr(pub String);
+
+impl PeerAddr {
+    pub fn new(s: impl Into<String>) -> PeerAddr {
+        PeerAddr(s.into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a log entry asks the state machine to do (Nacos `signalPublish` / `signalDelete`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    /// Appended by every new leader so it can commit (and serve reads) in its term (Raft §5.4.2).
+    Noop,
+    Publish {
+        key: String,
+        value: serde_json::Value,
+    },
+    Delete {
+        key: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub index: u64,
+    pub term: u64,
+    #[serde(flatten)]
+    pub command: Command,
+}
+
+/// Term and vote: what must be durable before a vote or an append is answered (Raft §5.2).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HardState {
+    pub term: u64,
+    pub vote_for: Option<PeerAddr>,
+}
+
+/// One message between members. `term` is the sender's term, except for pre-votes, where it
+/// is the term the sender would campaign in (Raft thesis §9.6).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub from: PeerAddr,
+    pub to: PeerAddr,
+    pub term: u64,
+    pub msg: Message,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    PreVote {
+        last_log_index: u64,
+        last_log_term: u64,
+    },
+    PreVoteResp {
+        granted: bool,
+    },
+    Vote {
+        last_log_index: u64,
+        last_log_term: u64,
+        /// Sent after TimeoutNow: the voter must not ignore it for leader stickiness.
+        #[serde(default)]
+        transfer: bool,
+    },
+    VoteResp {
+        granted: bool,
+    },
+    Append {
+        prev_log_index: u64,
+        prev_log_term: u64,
+        entries: Vec<Entry>,
+        leader_commit: u64,
+    },
+    AppendResp {
+        success: bool,
+        /// On success: the index of the last entry now known to match the leader's log.
+        /// On rejection: the `prev_log_index` that failed.
+        index: u64,
+        /// On rejection: where the leader should try next (the follower's best guess of the
+        /// last index that can match).
+        hint: u64,
+    },
+    /// Keeps followers in line, carries the commit index, and confirms leadership for reads.
+    Heartbeat {
+        leader_commit: u64,
+        read_ctx: u64,
+    },
+    HeartbeatResp {
+        read_ctx: u64,
+        last_index: u64,
+    },
+    /// A follower asks the leader for a read index on behalf of its client.
+    ReadIndex {
+        ctx: u64,
+    },
+    /// `index: None` when the receiver could not serve it (no longer leader).
+    ReadIndexResp {
+        ctx: u64,
+        index: Option<u64>,
+    },
+    /// Leadership transfer: campaign now, ignoring the election timer (Raft thesis §3.10).
+    TimeoutNow,
+}
+
+impl Message {
+    /// Messages that promise nothing about the sender's durable state, so they may leave
+    /// before its disk catches up (a leader ships entries while it fsyncs them itself, Raft
+    /// thesis §10.2.1). Votes and append acknowledgements must wait for the fsync.
+    pub fn sendable_before_persist(&self) -> bool {
+        matches!(
+            self,
+            Message::PreVote { .. }
+                | Message::PreVoteResp { .. }
+                | Message::HeartbeatResp { .. }
+                | Message::Append { .. }
+                | Message::Heartbeat { .. }
+                | Message::ReadIndex { .. }
+                | Message::ReadIndexResp { .. }
+                | Message::TimeoutNow
+        )
+    }
+}
