@@ -1,1 +1,164 @@
-fn main() {}
+//! `nacos-node`: one member of a nacos-raft cluster (standalone with no member list).
+//!
+//! Parses flags into a validated `NodeConfig`, starts the node and its HTTP server, and
+//! stops cleanly on SIGINT/SIGTERM. Everything else lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+use nacos_raft::node::{self, log_event, members, Node, NodeConfig};
+use nacos_raft::raft::PeerAddr;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "nacos-node",
+    version,
+    about = "A nacos-raft member: the Nacos persistent store on a real Raft log"
+)]
+struct Args {
+    /// Address to serve HTTP on.
+    #[arg(long, env = "NACOS_LISTEN", default_value = "127.0.0.1:8848")]
+    listen: String,
+    /// This member's address as the others know it (default: --listen).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Where the log, meta.properties and datum files live.
+    #[arg(long, env = "NACOS_DATA_DIR", default_value = "./nacos-data")]
+    data_dir: PathBuf,
+    /// Every member, this one included: ip:port,ip:port,... (none = standalone).
+    #[arg(long, env = "NACOS_PEERS", conflicts_with = "cluster_conf")]
+    peers: Option<String>,
+    /// A Nacos cluster.conf: one ip[:port] per line, # comments.
+    #[arg(long)]
+    cluster_conf: Option<PathBuf>,
+    #[arg(long, default_value_t = 100)]
+    heartbeat_interval_ms: u64,
+    /// Base election timeout; each election waits a random time in [N, 2N).
+    #[arg(long, default_value_t = 500)]
+    election_timeout_ms: u64,
+    /// How long a write may wait for a leader and for its commit.
+    #[arg(long, default_value_t = 5000)]
+    publish_timeout_ms: u64,
+    /// Shared secret for peer traffic; every member must use the same one.
+    #[arg(long, env = "NACOS_CLUSTER_TOKEN", hide_env_values = true)]
+    cluster_token: Option<String>,
+    /// Log more (one line per election event and peer problem is always logged).
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nacos-node: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config(args: &Args) -> anyhow::Result<NodeConfig> {
+    let advertise = args
+        .advertise
+        .clone()
+        .unwrap_or_else(|| args.listen.clone());
+    let advertise = members::normalize(&advertise)
+        .map_err(|why| anyhow::anyhow!("--advertise {advertise}: {why}"))?;
+    let peers = match (&args.peers, &args.cluster_conf) {
+        (Some(list), _) => members::parse_members(list).context("--peers")?,
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --cluster-conf {}", path.display()))?;
+            members::parse_members(&text).with_context(|| format!("{}", path.display()))?
+        }
+        (None, None) => vec![advertise.clone()],
+    };
+    if peers.len() > 1 && advertise.as_str().starts_with("0.0.0.0:") {
+        bail!(
+            "--listen {} is not an address other members can reach; give --advertise ip:port",
+            args.listen
+        );
+    }
+    if !peers.contains(&advertise) {
+        // The commonest Nacos outage (#770, #1418): say exactly what did not match.
+        bail!(
+            "this node's address {advertise} is not in the member list [{}]; set --advertise to the address the other members use for this node",
+            peers.iter().map(PeerAddr::as_str).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let cfg = NodeConfig {
+        advertise,
+        data_dir: args.data_dir.clone(),
+        peers,
+        heartbeat_interval_ms: args.heartbeat_interval_ms,
+        election_timeout_ms: args.election_timeout_ms,
+        publish_timeout_ms: args.publish_timeout_ms,
+        cluster_token: args.cluster_token.clone().filter(|t| !t.is_empty()),
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Blocks SIGINT and SIGTERM in every thread (call before spawning any), so that only
+/// `wait_for_signal` sees them.
+fn block_stop_signals() -> libc::sigset_t {
+    // SAFETY: plain libc calls on a stack sigset, no aliasing.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_for_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig = 0;
+    // SAFETY: `set` is a valid, initialised sigset; `sig` is a valid out pointer.
+    unsafe {
+        libc::sigwait(set, &mut sig);
+    }
+    sig
+}
+
+fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let verbose = args.verbose
+        || std::env::var("RUST_LOG").is_ok_and(|v| v.contains("debug") || v.contains("trace"));
+    node::set_verbose(verbose);
+    let cfg = config(&args)?;
+    let signals = block_stop_signals();
+    let node = Node::start(cfg.clone())
+        .with_context(|| format!("cannot start with data dir {}", cfg.data_dir.display()))?;
+    let server = nacos_raft::http::serve(node.clone(), &args.listen)?;
+    log_event(&format!(
+        "serving on {} as {} ({} member{}), data in {}",
+        server.local_addr(),
+        cfg.advertise,
+        cfg.peers.len(),
+        if cfg.peers.len() == 1 {
+            ", standalone"
+        } else {
+            "s"
+        },
+        cfg.data_dir.display()
+    ));
+    let sig = wait_for_signal(&signals);
+    log_event(&format!(
+        "stopping on {}",
+        if sig == libc::SIGINT {
+            "SIGINT"
+        } else {
+            "SIGTERM"
+        }
+    ));
+    // Every acknowledged write is already fsynced; a leader hands over first so the others
+    // do not wait an election timeout.
+    node.shutdown();
+    server.stop();
+    Ok(())
+}

@@ -212,7 +212,9 @@ pub struct Status {
 /// Why a proposal was refused. The shell forwards or waits; nothing was appended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProposeError {
-    NotLeader { leader: Option<PeerAddr> },
+    NotLeader {
+        leader: Option<PeerAddr>,
+    },
     /// Leadership is being handed over; retry at the new leader shortly.
     Transferring,
 }
@@ -277,7 +279,11 @@ impl RaftCore {
             panic!("RaftCore::new with an invalid config (validate it first): {e}");
         }
         for (i, e) in log.iter().enumerate() {
-            assert_eq!(e.index, log_offset + i as u64 + 1, "log on disk is not contiguous");
+            assert_eq!(
+                e.index,
+                log_offset + i as u64 + 1,
+                "log on disk is not contiguous"
+            );
         }
         let last = log_offset + log.len() as u64;
         let mut core = RaftCore {
@@ -804,7 +810,11 @@ impl RaftCore {
                     self.send(env.from, self.term, Message::PreVoteResp { granted: false });
                 }
                 Message::ReadIndex { ctx } => {
-                    self.send(env.from, self.term, Message::ReadIndexResp { ctx, index: None });
+                    self.send(
+                        env.from,
+                        self.term,
+                        Message::ReadIndexResp { ctx, index: None },
+                    );
                 }
                 _ => {}
             }
@@ -820,8 +830,10 @@ impl RaftCore {
             } => {
                 // etcd's rule: a pre-vote for a later term is judged on the log alone; one
                 // for our own term also needs us to be free to vote in it.
-                let free = self.vote_for.as_ref().is_none_or(|v| *v == from) && self.leader.is_none();
-                let granted = (term > self.term || free) && self.log_ok(last_log_index, last_log_term);
+                let free =
+                    self.vote_for.as_ref().is_none_or(|v| *v == from) && self.leader.is_none();
+                let granted =
+                    (term > self.term || free) && self.log_ok(last_log_index, last_log_term);
                 // A granted pre-vote carries the prospective term, a refusal our own.
                 let t = if granted { term } else { self.term };
                 self.send(from, t, Message::PreVoteResp { granted });
@@ -831,8 +843,8 @@ impl RaftCore {
                 last_log_term,
                 ..
             } => {
-                let can_vote = self.vote_for.as_ref().is_none_or(|v| *v == from)
-                    && self.leader.is_none();
+                let can_vote =
+                    self.vote_for.as_ref().is_none_or(|v| *v == from) && self.leader.is_none();
                 let granted = can_vote && self.log_ok(last_log_index, last_log_term);
                 if granted {
                     self.vote_for = Some(from.clone());
@@ -947,7 +959,14 @@ impl RaftCore {
             let last_new = prev_log_index + entries.len() as u64;
             if last_new <= self.commit_index {
                 let index = self.commit_index;
-                self.send_after_persist(from, Message::AppendResp { success: true, index, hint: 0 });
+                self.send_after_persist(
+                    from,
+                    Message::AppendResp {
+                        success: true,
+                        index,
+                        hint: 0,
+                    },
+                );
                 return;
             }
             let skip = (self.commit_index - prev_log_index) as usize;
@@ -1209,7 +1228,11 @@ impl RaftCore {
         if !self.reads.is_empty() {
             self.read_round += 1;
         }
-        let round = if self.reads.is_empty() { 0 } else { self.read_round };
+        let round = if self.reads.is_empty() {
+            0
+        } else {
+            self.read_round
+        };
         let targets: Vec<(PeerAddr, u64)> = self
             .progress
             .iter()

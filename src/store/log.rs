@@ -292,7 +292,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut r = LogStore::open(dir.path()).unwrap();
         assert!(r.entries.is_empty());
-        r.store.append(None, &[entry(1, 1), entry(2, 1), entry(3, 1)]).unwrap();
+        r.store
+            .append(None, &[entry(1, 1), entry(2, 1), entry(3, 1)])
+            .unwrap();
         r.store.sync().unwrap();
         r.store.append(Some(2), &[entry(2, 2)]).unwrap();
         r.store.sync().unwrap();
@@ -324,7 +326,10 @@ mod tests {
         store.append(None, &[entry(2, 3)]).unwrap();
         store.sync().unwrap();
         drop(store);
-        assert_eq!(LogStore::open(dir.path()).unwrap().entries, vec![entry(1, 1), entry(2, 3)]);
+        assert_eq!(
+            LogStore::open(dir.path()).unwrap().entries,
+            vec![entry(1, 1), entry(2, 3)]
+        );
     }
 
     #[test]

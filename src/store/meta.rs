@@ -82,7 +82,10 @@ mod tests {
         };
         write_meta(dir.path(), &hs).unwrap();
         assert_eq!(read_meta(dir.path()).unwrap(), hs);
-        let none = HardState { term: 8, vote_for: None };
+        let none = HardState {
+            term: 8,
+            vote_for: None,
+        };
         write_meta(dir.path(), &none).unwrap();
         assert_eq!(read_meta(dir.path()).unwrap(), none);
     }
@@ -90,7 +93,11 @@ mod tests {
     #[test]
     fn nacos_written_meta_is_read() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join(META_FILE), "#Wed Jan 01 00:00:00 CST 2020\nterm=305\n").unwrap();
+        fs::write(
+            dir.path().join(META_FILE),
+            "#Wed Jan 01 00:00:00 CST 2020\nterm=305\n",
+        )
+        .unwrap();
         assert_eq!(read_meta(dir.path()).unwrap().term, 305);
     }
 

@@ -1,1 +1,167 @@
-fn main() {}
+//! nacosctl: the command-line client of a nacos-raft cluster (DESIGN §4; docs/cli.md).
+//!
+//! A thin binary over `nacos_raft::client`: it parses flags, runs one command, prints data on
+//! stdout and diagnostics on stderr (`nacosctl: ...` then a `hint:`), and exits with a code
+//! from the contract (see `exit.rs`). It never waits on the network longer than `--timeout`.
+
+mod cli;
+mod commands;
+mod exit;
+mod render;
+mod status;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use nacos_raft::client::{fmt_duration, Client, ClientError, UnavailableKind};
+
+use crate::cli::{Cli, Command};
+use crate::exit::{Exit, UsageError};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_error(e).into(),
+    };
+    match run(&cli) {
+        Ok(exit) => exit.into(),
+        Err(e) => report(&e, &cli).into(),
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<Exit> {
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let client = || Client::new(cli.endpoints.0.clone(), cli.timeout);
+    let exit = match &cli.command {
+        Command::Put { key, value, json } => {
+            commands::check_key(key)?;
+            let value = commands::read_value(value, *json, &mut io::stdin().lock())?;
+            commands::put(&client(), cli.output, &mut out, key, value)?
+        }
+        Command::Get { key, stale } => {
+            commands::check_key(key)?;
+            commands::get(&client(), cli.output, &mut out, key, *stale)?
+        }
+        Command::Del { key } => {
+            commands::check_key(key)?;
+            commands::del(&client(), cli.output, &mut out, key)?
+        }
+        Command::Ls { prefix, stale } => commands::ls(
+            &client(),
+            cli.output,
+            &mut out,
+            prefix.as_deref().unwrap_or(""),
+            *stale,
+        )?,
+        Command::Leader => commands::leader(&client(), cli.output, &mut out)?,
+        Command::Status => status::run(&client(), cli.output, &mut out)?,
+        Command::Dump { data_dir } => commands::dump(cli.output, &mut out, data_dir)?,
+        Command::Completion { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "nacosctl", &mut out);
+            Exit::Ok
+        }
+    };
+    out.flush()?;
+    Ok(exit)
+}
+
+/// Prints a clap failure as `nacosctl: ...` (help and version go out as clap prints them).
+fn clap_error(e: clap::Error) -> Exit {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Ok
+            }
+        }
+        _ => {
+            let text = e.render().to_string();
+            let text = text.strip_prefix("error: ").unwrap_or(&text);
+            eprint!("nacosctl: {text}");
+            Exit::Usage
+        }
+    }
+}
+
+/// Prints an error once, with a hint that names the next step, and picks the exit code.
+fn report(e: &anyhow::Error, cli: &Cli) -> Exit {
+    // Output cut short by a closed pipe (`nacosctl ls | head`) is not a failure.
+    if e.chain()
+        .filter_map(|c| c.downcast_ref::<io::Error>())
+        .any(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    {
+        return Exit::Ok;
+    }
+    eprintln!("nacosctl: {e:#}");
+    let (exit, hint) = if let Some(u) = e.downcast_ref::<UsageError>() {
+        (Exit::Usage, u.hint.clone())
+    } else if let Some(c) = e.chain().find_map(|c| c.downcast_ref::<ClientError>()) {
+        (Exit::of_client_error(c), client_hint(c, cli))
+    } else if let Some(nacos_raft::Error::Corrupt { path, .. }) = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<nacos_raft::Error>())
+    {
+        (
+            Exit::Error,
+            Some(format!(
+                "nothing was skipped: {} does not hold a valid datum; to see the rest, dump a copy of the data dir without that file",
+                path.display()
+            )),
+        )
+    } else {
+        (Exit::Error, None)
+    };
+    if let Some(h) = hint {
+        eprintln!("hint: {h}");
+    }
+    exit
+}
+
+fn client_hint(e: &ClientError, cli: &Cli) -> Option<String> {
+    let endpoints = cli.endpoints.0.join(",");
+    let timeout = fmt_duration(cli.timeout);
+    Some(match e {
+        ClientError::NotFound { .. } => return None,
+        ClientError::Unavailable { kind, leader, .. } => match kind {
+            UnavailableKind::Unreachable => format!(
+                "is nacos-node running at {endpoints}? Name a live member with --endpoints (or NACOSCTL_ENDPOINTS)"
+            ),
+            UnavailableKind::TimedOut => format!(
+                "no answer within --timeout {timeout}; check the members with `nacosctl status`, or raise --timeout"
+            ),
+            UnavailableKind::NoLeader => {
+                "a leader needs a majority of the members up and reaching each other; see `nacosctl status`".into()
+            }
+            UnavailableKind::NotLeader => match leader {
+                Some(l) => format!("leadership moved to {l}; retry"),
+                None => "leadership moved; retry".into(),
+            },
+            UnavailableKind::WriteTimeout => {
+                "the write may still commit: read the key before retrying a non-idempotent change; see `nacosctl status`".into()
+            }
+            UnavailableKind::ServiceUnavailable => {
+                "see `nacosctl status` and the node's log".into()
+            }
+        },
+        ClientError::Server { status: 413, .. } => {
+            "a request body is limited to 4 MiB; split the value".into()
+        }
+        ClientError::Server { status, endpoint, .. } if *status >= 500 => {
+            format!("see the log of the node at {endpoint}")
+        }
+        ClientError::Server { .. } => "the node refused the request; the message says why".into(),
+        ClientError::BadResponse { endpoint, .. } => {
+            format!("is {endpoint} a nacos-node of a matching version?")
+        }
+        ClientError::InvalidEndpoint { .. } => {
+            "endpoints are HOST:PORT, comma-separated, e.g. --endpoints 127.0.0.1:8848,127.0.0.1:8849".into()
+        }
+    })
+}

@@ -1,0 +1,259 @@
+//! nacosctl's command line (DESIGN §4, a contract): flags, commands, and the parsers that
+//! turn flag text into validated values. Nothing here talks to a node.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::exit::EXIT_CODES_HELP;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nacosctl",
+    version,
+    about = "Read and write a nacos-raft cluster, check its health, inspect a data dir",
+    after_help = EXIT_CODES_HELP
+)]
+pub struct Cli {
+    /// Members to talk to, comma-separated HOST:PORT; any member will do, and a command tries
+    /// them in turn until one answers
+    #[arg(
+        long,
+        global = true,
+        env = "NACOSCTL_ENDPOINTS",
+        default_value = "127.0.0.1:8848",
+        value_name = "ADDR,...",
+        value_parser = parse_endpoints
+    )]
+    pub endpoints: Endpoints,
+
+    /// Output form: text for people and shell scripts, table, or json (fields per the contract)
+    #[arg(
+        short = 'o',
+        long,
+        global = true,
+        env = "NACOSCTL_OUTPUT",
+        value_enum,
+        default_value_t = Output::Text
+    )]
+    pub output: Output,
+
+    /// Bound on every network wait: 500ms, 5s, 1m, or plain seconds
+    #[arg(
+        long,
+        global = true,
+        env = "NACOSCTL_TIMEOUT",
+        default_value = "5s",
+        value_name = "DURATION",
+        value_parser = parse_duration
+    )]
+    pub timeout: Duration,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Publish VALUE under KEY; prints the new timestamp (version) and log index
+    Put {
+        key: String,
+        /// The value: text stored as a JSON string, '-' to read stdin, '@FILE' to read a file
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+        /// Parse VALUE (or the stdin/file contents) as JSON instead of storing a string
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the value of KEY (a string raw, any other JSON as JSON); exit 3 if absent
+    Get {
+        key: String,
+        /// Read the answering node's replica without asking the leader (fast, maybe old)
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Delete KEY; exit 3 if it did not exist
+    #[command(visible_alias = "delete")]
+    Del { key: String },
+    /// List keys (those starting with PREFIX, if given) with their timestamps
+    #[command(visible_alias = "list")]
+    Ls {
+        prefix: Option<String>,
+        /// Read the answering node's replica without asking the leader
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Every member's role, term, leader and progress, queried in parallel; exit 0 healthy,
+    /// 4 unavailable, 5 degraded
+    Status,
+    /// Print the leader's address; exit 4 if none is known
+    Leader,
+    /// Print the datum files of a data dir (no running node needed)
+    Dump {
+        /// A nacos-node --data-dir
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+    },
+    /// Print a shell completion script
+    Completion { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Table,
+    Json,
+}
+
+/// A validated, non-empty, duplicate-free list of endpoints as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints(pub Vec<String>);
+
+/// `HOST:PORT[,HOST:PORT...]`, each optionally `http://HOST:PORT`. Empty items (a trailing
+/// comma) are skipped; anything else that is not an address is refused here, so a typo is a
+/// usage error (exit 2) rather than an unreachable endpoint (exit 4).
+pub fn parse_endpoints(s: &str) -> Result<Endpoints, String> {
+    let mut out: Vec<String> = Vec::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let bare = item.strip_prefix("http://").unwrap_or(item);
+        let bare = bare.strip_suffix('/').unwrap_or(bare);
+        if bare.contains("://") {
+            return Err(format!(
+                "{item:?}: only http:// endpoints are served by nacos-node"
+            ));
+        }
+        let (host, port) = bare
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{item:?} has no port: give HOST:PORT, e.g. 127.0.0.1:8848"))?;
+        if host.is_empty() || host.contains(['/', ' ', '?', '#']) {
+            return Err(format!("{item:?} is not HOST:PORT"));
+        }
+        port.parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| format!("{item:?}: {port:?} is not a port number (1-65535)"))?;
+        if !out.iter().any(|e| e == bare) {
+            out.push(bare.to_string());
+        }
+    }
+    if out.is_empty() {
+        return Err("no endpoint given: use HOST:PORT[,HOST:PORT...]".into());
+    }
+    Ok(Endpoints(out))
+}
+
+/// `500ms`, `5s`, `1m`, or plain (possibly fractional) seconds. Zero is refused: it would
+/// make every call fail without trying.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    // Units in nanoseconds, so that whole numbers of any unit convert exactly.
+    let (num, unit_nanos) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e6)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1e9)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60e9)
+    } else {
+        (t, 1e9)
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n >= 0.0)
+        .ok_or_else(|| format!("{s:?} is not a duration: use e.g. 500ms, 5s, 1m or 5"))?;
+    let nanos = (n * unit_nanos).round();
+    if nanos > 24.0 * 3600.0 * 1e9 {
+        return Err(format!("{s:?} is longer than a day"));
+    }
+    let d = Duration::from_nanos(nanos as u64);
+    if d < Duration::from_millis(1) {
+        return Err(format!("{s:?} is too short: give at least 1ms"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        let ok = [
+            ("500ms", 500),
+            ("5s", 5000),
+            ("1m", 60_000),
+            ("5", 5000),
+            ("0.25", 250),
+            ("1.5s", 1500),
+        ];
+        for (s, ms) in ok {
+            assert_eq!(parse_duration(s), Ok(Duration::from_millis(ms)), "{s}");
+        }
+        for bad in ["", "0", "0s", "-1s", "abc", "5h", "1e400", "NaN"] {
+            assert!(parse_duration(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            parse_endpoints("127.0.0.1:8848, http://h:1/,127.0.0.1:8848,").unwrap(),
+            Endpoints(vec!["127.0.0.1:8848".into(), "h:1".into()])
+        );
+        assert_eq!(
+            parse_endpoints("[::1]:8848").unwrap(),
+            Endpoints(vec!["[::1]:8848".into()])
+        );
+        for bad in [
+            "",
+            ",",
+            "localhost",
+            "h:0",
+            "h:99999",
+            ":80",
+            "https://h:1",
+            "h/x:1",
+        ] {
+            assert!(parse_endpoints(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn values_may_start_with_a_hyphen_but_flags_still_win() {
+        let cli = Cli::try_parse_from(["nacosctl", "put", "k", "-5"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Put { ref value, json: false, .. } if value == "-5")
+        );
+        let cli = Cli::try_parse_from(["nacosctl", "put", "k", "--json", "-5"]).unwrap();
+        assert!(matches!(cli.command, Command::Put { ref value, json: true, .. } if value == "-5"));
+        let cli = Cli::try_parse_from(["nacosctl", "put", "k", "-"]).unwrap();
+        assert!(matches!(cli.command, Command::Put { ref value, .. } if value == "-"));
+    }
+
+    #[test]
+    fn global_flags_go_anywhere() {
+        let cli = Cli::try_parse_from([
+            "nacosctl",
+            "get",
+            "k",
+            "-o",
+            "json",
+            "--timeout",
+            "2s",
+            "--endpoints",
+            "a:1",
+        ])
+        .unwrap();
+        assert_eq!(cli.output, Output::Json);
+        assert_eq!(cli.timeout, Duration::from_secs(2));
+        assert_eq!(cli.endpoints, Endpoints(vec!["a:1".into()]));
+    }
+}

@@ -1,0 +1,937 @@
+//! Typed, blocking HTTP client of a node's `/v1` API (docs/http-api.md), shared by `nacosctl`
+//! and the end-to-end tests.
+//!
+//! It owns endpoint failover and the time bound of every call. It does not print, retry a
+//! write whose outcome is unknown, or decide exit policy beyond [`ClientError::exit_code`].
+
+use std::error::Error as _;
+use std::io;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Answer to `POST /v1/datum`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutResult {
+    pub key: String,
+    /// Per-key version: 1 for a new key, previous + 1 on each update (Nacos `Datum.timestamp`).
+    pub timestamp: u64,
+    /// The leader's term when the write committed.
+    pub term: u64,
+    /// Log index of the write.
+    pub index: u64,
+}
+
+/// Answer to `GET /v1/datum`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GetResult {
+    pub key: String,
+    pub value: Value,
+    pub timestamp: u64,
+    #[serde(default)]
+    pub index: u64,
+}
+
+/// Answer to `DELETE /v1/datum`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteResult {
+    pub key: String,
+    #[serde(default)]
+    pub term: u64,
+    #[serde(default)]
+    pub index: u64,
+}
+
+/// One row of `GET /v1/datums`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListEntry {
+    pub key: String,
+    pub timestamp: u64,
+    #[serde(default)]
+    pub index: u64,
+}
+
+/// Answer to `GET /v1/status`: one node's own view of the cluster.
+///
+/// Every field but `role` and `term` has a default, so a node that adds, renames or has not
+/// yet filled in a field still yields a usable status (operators need `status` most when
+/// versions are mixed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    #[serde(default)]
+    pub endpoint: String,
+    /// `LEADER`, `FOLLOWER` or `CANDIDATE`.
+    pub role: String,
+    pub term: u64,
+    #[serde(default)]
+    pub leader: Option<String>,
+    #[serde(default)]
+    pub vote_for: Option<String>,
+    #[serde(default)]
+    pub commit_index: u64,
+    #[serde(default)]
+    pub applied_index: u64,
+    #[serde(default)]
+    pub last_log_index: u64,
+    #[serde(default)]
+    pub datums: u64,
+    #[serde(default)]
+    pub peers: Vec<String>,
+    #[serde(default)]
+    pub followers: Vec<FollowerStatus>,
+}
+
+/// The leader's view of one follower, inside [`Status`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowerStatus {
+    pub peer: String,
+    #[serde(default)]
+    pub match_index: u64,
+    #[serde(default)]
+    pub next_index: u64,
+    #[serde(default)]
+    pub last_contact_ms: Option<u64>,
+}
+
+/// Answer to `GET /v1/leader`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderInfo {
+    /// `None` when the node that answered knows of no leader.
+    pub leader: Option<String>,
+    #[serde(default)]
+    pub term: u64,
+}
+
+/// Answer to `GET /v1/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub ok: bool,
+}
+
+/// Why a request could not be served. All of these map to exit code 4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnavailableKind {
+    /// 503 `no_leader`: no leader was elected within the node's publish timeout.
+    NoLeader,
+    /// 503 `not_leader`: leadership moved while the request was being forwarded.
+    NotLeader,
+    /// Any other 503.
+    ServiceUnavailable,
+    /// 504 `timeout`: the node did not see the write confirmed in time; it may still commit.
+    WriteTimeout,
+    /// Connection refused or reset before the request was sent, or the name did not
+    /// resolve: the request reached no node.
+    Unreachable,
+    /// No answer within the client's timeout. For a write the outcome is unknown.
+    TimedOut,
+}
+
+/// Every failure of a [`Client`] call.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// 404 `not_found`: the key does not exist.
+    #[error("key not found: {key}")]
+    NotFound { key: String },
+
+    /// No node could serve the request. `endpoint` is the one whose answer (or silence) is
+    /// reported; `message` is the node's message or the transport failure, and names any
+    /// other endpoint that was tried.
+    #[error("{endpoint}: {message}")]
+    Unavailable {
+        endpoint: String,
+        kind: UnavailableKind,
+        message: String,
+        /// The leader named by a 503 `not_leader`, if any.
+        leader: Option<String>,
+    },
+
+    /// Any other HTTP error answer, with the node's `error` code and message.
+    #[error("{endpoint}: {status} {error}: {message}")]
+    Server {
+        endpoint: String,
+        status: u16,
+        error: String,
+        message: String,
+    },
+
+    /// The node answered something that is not the documented JSON.
+    #[error("{endpoint}: unexpected answer: {message}")]
+    BadResponse { endpoint: String, message: String },
+
+    /// An endpoint that is not a usable address, or no endpoint at all.
+    #[error("invalid endpoint {endpoint:?}: {message}")]
+    InvalidEndpoint { endpoint: String, message: String },
+}
+
+impl ClientError {
+    /// The `nacosctl` exit code for this error (DESIGN §4): 3 not found, 4 unavailable,
+    /// 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::NotFound { .. } => 3,
+            ClientError::Unavailable { .. } => 4,
+            ClientError::Server { .. }
+            | ClientError::BadResponse { .. }
+            | ClientError::InvalidEndpoint { .. } => 1,
+        }
+    }
+}
+
+/// The error body every node answers with (docs/http-api.md, "Errors").
+#[derive(Debug, Default, Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    leader: Option<String>,
+}
+
+/// One request, before an endpoint is chosen.
+struct Req<'a> {
+    method: &'static str,
+    path: &'static str,
+    query: Vec<(&'static str, &'a str)>,
+    body: Option<Value>,
+    /// Safe to send again to another endpoint after the first may have received it. Writes
+    /// are not: a retried publish would bump the timestamp twice.
+    idempotent: bool,
+    /// The key, to name it in [`ClientError::NotFound`].
+    key: Option<&'a str>,
+}
+
+/// What one attempt at one endpoint ended with.
+enum Attempt<T> {
+    Done(T),
+    /// Final: report it without trying another endpoint.
+    Fail(ClientError),
+    /// The request was not served here and may be tried at the next endpoint.
+    Next(ClientError),
+}
+
+/// A blocking client over a list of endpoints (`HOST:PORT` or `http://HOST:PORT`).
+///
+/// Every call finishes within the timeout given to [`Client::new`], whatever the number of
+/// endpoints: they share one deadline.
+#[derive(Debug, Clone)]
+pub struct Client {
+    endpoints: Vec<String>,
+    timeout: Duration,
+    /// Connects within the request's own deadline.
+    agent: ureq::Agent,
+    /// Connects within `connect_cap`, so an address that silently drops packets cannot
+    /// use up the whole deadline while other endpoints are left to try.
+    capped: ureq::Agent,
+    connect_cap: Duration,
+}
+
+impl Client {
+    /// A client that tries `endpoints` in order, each call bounded by `timeout`.
+    pub fn new(endpoints: Vec<String>, timeout: Duration) -> Client {
+        let n = endpoints.len().max(1) as u32;
+        let connect_cap = (timeout / n).max(Duration::from_millis(1));
+        // No `timeout_connect` here: ureq then bounds the connect by the request deadline,
+        // which is what keeps a call within `timeout`.
+        let agent = ureq::AgentBuilder::new().build();
+        let capped = ureq::AgentBuilder::new()
+            .timeout_connect(connect_cap)
+            .build();
+        Client {
+            endpoints,
+            timeout,
+            agent,
+            capped,
+            connect_cap,
+        }
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Publishes `value` under `key` (`POST /v1/datum`). Answers once the write is committed
+    /// and applied. Never sent twice: a write with no answer is reported as
+    /// [`UnavailableKind::TimedOut`], and it may still have been applied.
+    pub fn put(&self, key: &str, value: Value) -> Result<PutResult, ClientError> {
+        self.call(
+            &Req {
+                method: "POST",
+                path: "/v1/datum",
+                query: vec![],
+                body: Some(serde_json::json!({ "key": key, "value": value })),
+                idempotent: false,
+                key: Some(key),
+            },
+            |_: &PutResult| true,
+        )
+    }
+
+    /// Reads `key` (`GET /v1/datum`): linearizable, or from the answering node's replica
+    /// when `stale`.
+    pub fn get(&self, key: &str, stale: bool) -> Result<GetResult, ClientError> {
+        let mut query = vec![("key", key)];
+        if stale {
+            query.push(("stale", "true"));
+        }
+        self.call(
+            &Req {
+                method: "GET",
+                path: "/v1/datum",
+                query,
+                body: None,
+                idempotent: true,
+                key: Some(key),
+            },
+            |_: &GetResult| true,
+        )
+    }
+
+    /// Deletes `key` (`DELETE /v1/datum`); [`ClientError::NotFound`] if it did not exist.
+    pub fn delete(&self, key: &str) -> Result<DeleteResult, ClientError> {
+        self.call(
+            &Req {
+                method: "DELETE",
+                path: "/v1/datum",
+                query: vec![("key", key)],
+                body: None,
+                // A second DELETE after an unanswered first one would report a not-found
+                // that hides the delete that did happen.
+                idempotent: false,
+                key: Some(key),
+            },
+            |_: &DeleteResult| true,
+        )
+    }
+
+    /// Keys starting with `prefix` (every key when it is empty), sorted by key.
+    pub fn list(&self, prefix: &str, stale: bool) -> Result<Vec<ListEntry>, ClientError> {
+        let mut query = vec![];
+        if !prefix.is_empty() {
+            query.push(("prefix", prefix));
+        }
+        if stale {
+            query.push(("stale", "true"));
+        }
+        self.call(
+            &Req {
+                method: "GET",
+                path: "/v1/datums",
+                query,
+                body: None,
+                idempotent: true,
+                key: None,
+            },
+            |_: &Vec<ListEntry>| true,
+        )
+    }
+
+    /// The leader, as known by the first endpoint that knows one. When no endpoint that
+    /// answers knows a leader, the last answer (with `leader: None`) is returned, so the
+    /// caller sees the term.
+    pub fn leader(&self) -> Result<LeaderInfo, ClientError> {
+        self.call(
+            &Req {
+                method: "GET",
+                path: "/v1/leader",
+                query: vec![],
+                body: None,
+                idempotent: true,
+                key: None,
+            },
+            |l: &LeaderInfo| l.leader.is_some(),
+        )
+    }
+
+    /// `GET /v1/leader` of one endpoint, without failover.
+    pub fn leader_of(&self, endpoint: &str) -> Result<LeaderInfo, ClientError> {
+        self.call_one(endpoint, "/v1/leader")
+    }
+
+    /// `GET /v1/status` of one endpoint, without failover (for `nacosctl status`, which
+    /// must report each member on its own).
+    pub fn status_of(&self, endpoint: &str) -> Result<Status, ClientError> {
+        self.call_one(endpoint, "/v1/status")
+    }
+
+    /// `GET /v1/health` of one endpoint, without failover.
+    pub fn health_of(&self, endpoint: &str) -> Result<Health, ClientError> {
+        self.call_one(endpoint, "/v1/health")
+    }
+
+    fn call_one<T: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        path: &'static str,
+    ) -> Result<T, ClientError> {
+        let req = Req {
+            method: "GET",
+            path,
+            query: vec![],
+            body: None,
+            idempotent: true,
+            key: None,
+        };
+        match self.attempt(&self.agent, endpoint, &req, self.timeout) {
+            Attempt::Done(v) => Ok(v),
+            Attempt::Fail(e) | Attempt::Next(e) => Err(e),
+        }
+    }
+
+    /// Tries the endpoints in turn within one deadline. `accept` can pass over an answer
+    /// in the hope of a better one (used by [`Client::leader`]); the last passed-over
+    /// answer is returned if nothing better comes.
+    fn call<T: DeserializeOwned>(
+        &self,
+        req: &Req,
+        accept: impl Fn(&T) -> bool,
+    ) -> Result<T, ClientError> {
+        if self.endpoints.is_empty() {
+            return Err(ClientError::InvalidEndpoint {
+                endpoint: String::new(),
+                message: "no endpoint given".into(),
+            });
+        }
+        let deadline = Instant::now() + self.timeout;
+        let mut passed_over: Option<T> = None;
+        let mut failures: Vec<ClientError> = Vec::new();
+        for (i, endpoint) in self.endpoints.iter().enumerate() {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            let others_left = i + 1 < self.endpoints.len();
+            let agent = if others_left && remaining > self.connect_cap {
+                &self.capped
+            } else {
+                &self.agent
+            };
+            match self.attempt::<T>(agent, endpoint, req, remaining) {
+                Attempt::Done(v) if accept(&v) => return Ok(v),
+                Attempt::Done(v) => passed_over = Some(v),
+                Attempt::Fail(e) => return Err(e),
+                Attempt::Next(e) => failures.push(e),
+            }
+        }
+        if let Some(v) = passed_over {
+            return Ok(v);
+        }
+        Err(combine(failures, self.timeout))
+    }
+
+    /// One request to one endpoint, bounded by `budget`.
+    fn attempt<T: DeserializeOwned>(
+        &self,
+        agent: &ureq::Agent,
+        endpoint: &str,
+        req: &Req,
+        budget: Duration,
+    ) -> Attempt<T> {
+        let url = format!("{}{}", base_url(endpoint), req.path);
+        let mut request = agent.request(req.method, &url).timeout(budget);
+        for (k, v) in &req.query {
+            request = request.query(k, v);
+        }
+        let result = match &req.body {
+            Some(body) => request.send_json(body),
+            None => request.call(),
+        };
+        let name = display_name(endpoint);
+        match result {
+            Ok(resp) => match resp.into_json::<T>() {
+                Ok(v) => Attempt::Done(v),
+                Err(e) if is_timeout(&e) => {
+                    let err = timed_out(&name, budget, req.idempotent);
+                    if req.idempotent {
+                        Attempt::Next(err)
+                    } else {
+                        Attempt::Fail(err)
+                    }
+                }
+                Err(e) => Attempt::Fail(ClientError::BadResponse {
+                    endpoint: name,
+                    message: format!("the body is not the documented JSON: {e}"),
+                }),
+            },
+            Err(ureq::Error::Status(status, resp)) => {
+                let text = resp.into_string().unwrap_or_default();
+                classify_status(name, status, &text, req.key)
+            }
+            Err(ureq::Error::Transport(t)) => classify_transport(name, &t, budget, req.idempotent),
+        }
+    }
+}
+
+/// `HOST:PORT` becomes `http://HOST:PORT`; a URL keeps its scheme. No trailing slash.
+fn base_url(endpoint: &str) -> String {
+    let e = endpoint.trim().trim_end_matches('/');
+    if e.contains("://") {
+        e.to_string()
+    } else {
+        format!("http://{e}")
+    }
+}
+
+/// The endpoint as people write it: without `http://` or a trailing slash.
+pub fn display_name(endpoint: &str) -> String {
+    let e = endpoint.trim().trim_end_matches('/');
+    e.strip_prefix("http://").unwrap_or(e).to_string()
+}
+
+fn classify_status<T>(endpoint: String, status: u16, text: &str, key: Option<&str>) -> Attempt<T> {
+    let body: ErrorBody = serde_json::from_str(text).unwrap_or_else(|_| ErrorBody {
+        // Not our error body (a proxy, another server): keep a bounded excerpt of it.
+        message: text.chars().take(200).collect(),
+        ..ErrorBody::default()
+    });
+    let message = if body.message.is_empty() {
+        format!("HTTP {status} with no message")
+    } else {
+        body.message
+    };
+    match (status, body.error.as_str()) {
+        (404, "not_found") => Attempt::Fail(ClientError::NotFound {
+            key: key.unwrap_or_default().to_string(),
+        }),
+        (503, code) => {
+            let kind = match code {
+                "no_leader" => UnavailableKind::NoLeader,
+                "not_leader" => UnavailableKind::NotLeader,
+                _ => UnavailableKind::ServiceUnavailable,
+            };
+            // A 503 means the node did not act on the request, so another may.
+            Attempt::Next(ClientError::Unavailable {
+                endpoint,
+                kind,
+                message,
+                leader: body.leader,
+            })
+        }
+        (504, _) => Attempt::Fail(ClientError::Unavailable {
+            endpoint,
+            kind: UnavailableKind::WriteTimeout,
+            message,
+            leader: None,
+        }),
+        (status, code) => Attempt::Fail(ClientError::Server {
+            endpoint,
+            status,
+            error: if code.is_empty() {
+                "unknown".into()
+            } else {
+                code.into()
+            },
+            message,
+        }),
+    }
+}
+
+fn classify_transport<T>(
+    endpoint: String,
+    t: &ureq::Transport,
+    budget: Duration,
+    idempotent: bool,
+) -> Attempt<T> {
+    use ureq::ErrorKind as K;
+    let io = io_kind(t);
+    let timed_out_kind = matches!(
+        io,
+        Some(io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
+    );
+    match t.kind() {
+        K::InvalidUrl | K::UnknownScheme => Attempt::Fail(ClientError::InvalidEndpoint {
+            endpoint,
+            message: t.to_string(),
+        }),
+        // Nothing was sent: any endpoint may be tried next, writes included.
+        K::ConnectionFailed | K::Dns => {
+            let message = match (t.kind(), io) {
+                (K::Dns, _) => "cannot resolve the host name".to_string(),
+                (_, Some(io::ErrorKind::ConnectionRefused)) => "connection refused".to_string(),
+                _ if timed_out_kind => "could not connect: timed out".to_string(),
+                _ => format!("could not connect: {}", cause(t)),
+            };
+            let kind = if timed_out_kind {
+                UnavailableKind::TimedOut
+            } else {
+                UnavailableKind::Unreachable
+            };
+            Attempt::Next(ClientError::Unavailable {
+                endpoint,
+                kind,
+                message,
+                leader: None,
+            })
+        }
+        K::Io if timed_out_kind => {
+            let err = timed_out(&endpoint, budget, idempotent);
+            if idempotent {
+                Attempt::Next(err)
+            } else {
+                Attempt::Fail(err)
+            }
+        }
+        // Reset or closed after the request went out: only a read may be sent again.
+        K::Io => {
+            let err = ClientError::Unavailable {
+                endpoint,
+                kind: UnavailableKind::Unreachable,
+                message: if idempotent {
+                    format!("connection lost: {}", cause(t))
+                } else {
+                    format!(
+                        "connection lost after the write was sent ({}); it may still be applied: read the key before retrying",
+                        cause(t)
+                    )
+                },
+                leader: None,
+            };
+            if idempotent {
+                Attempt::Next(err)
+            } else {
+                Attempt::Fail(err)
+            }
+        }
+        _ => Attempt::Fail(ClientError::BadResponse {
+            endpoint,
+            message: t.to_string(),
+        }),
+    }
+}
+
+fn timed_out(endpoint: &str, budget: Duration, idempotent: bool) -> ClientError {
+    let mut message = format!("no answer within {}", fmt_duration(budget));
+    if !idempotent {
+        message.push_str("; the write may still be applied: read the key before retrying");
+    }
+    ClientError::Unavailable {
+        endpoint: endpoint.to_string(),
+        kind: UnavailableKind::TimedOut,
+        message,
+        leader: None,
+    }
+}
+
+/// Reduces the failures of every endpoint to one error: a node's own answer says more than
+/// a timeout, which says more than a refused connection; the others are named after it.
+fn combine(mut failures: Vec<ClientError>, timeout: Duration) -> ClientError {
+    fn rank(e: &ClientError) -> u8 {
+        match e {
+            ClientError::Unavailable { kind, .. } => match kind {
+                UnavailableKind::NoLeader | UnavailableKind::NotLeader => 3,
+                UnavailableKind::ServiceUnavailable | UnavailableKind::WriteTimeout => 2,
+                UnavailableKind::TimedOut => 1,
+                UnavailableKind::Unreachable => 0,
+            },
+            _ => 4,
+        }
+    }
+    if failures.is_empty() {
+        // Only when the deadline passed before the first attempt (a zero timeout).
+        return ClientError::Unavailable {
+            endpoint: String::new(),
+            kind: UnavailableKind::TimedOut,
+            message: format!("no endpoint tried within {}", fmt_duration(timeout)),
+            leader: None,
+        };
+    }
+    let best = (0..failures.len())
+        .max_by_key(|&i| (rank(&failures[i]), std::cmp::Reverse(i)))
+        .expect("not empty");
+    let mut chosen = failures.remove(best);
+    if !failures.is_empty() {
+        let others: Vec<String> = failures.iter().map(|e| e.to_string()).collect();
+        if let ClientError::Unavailable { message, .. } = &mut chosen {
+            message.push_str(&format!(" (also tried {})", others.join("; ")));
+        }
+    }
+    chosen
+}
+
+/// The `io::ErrorKind` at the root of a transport error, if there is one.
+fn io_kind(t: &ureq::Transport) -> Option<io::ErrorKind> {
+    let mut source = t.source();
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return Some(io.kind());
+        }
+        source = e.source();
+    }
+    None
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    ) {
+        return true;
+    }
+    // ureq wraps the body reader's errors; look one level down.
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<io::Error>())
+        .is_some_and(|inner| {
+            matches!(
+                inner.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            )
+        })
+}
+
+/// The innermost message of a transport error, without ureq's URL prefix.
+fn cause(t: &ureq::Transport) -> String {
+    let mut msg = t.message().map(str::to_string);
+    let mut source = t.source();
+    while let Some(e) = source {
+        msg = Some(e.to_string());
+        source = e.source();
+    }
+    msg.unwrap_or_else(|| t.kind().to_string())
+}
+
+/// `5s`, `500ms`, `1.5s`: how durations appear in messages.
+pub fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::thread;
+
+    /// A one-shot HTTP server: answers the first request with `status` and `body`, and
+    /// hands back the request it read.
+    fn serve_once(status: u16, body: &'static str) -> (String, thread::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let handle = thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = vec![0u8; 65536];
+            let mut got = Vec::new();
+            // Read the head and, if announced, the body.
+            loop {
+                let n = s.read(&mut buf).unwrap();
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).to_string();
+                if let Some(head_end) = text.find("\r\n\r\n") {
+                    let len = text[..head_end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if got.len() >= head_end + 4 + len {
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            let reply = format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(reply.as_bytes()).unwrap();
+            String::from_utf8_lossy(&got).to_string()
+        });
+        (addr, handle)
+    }
+
+    /// An address nothing listens on (bound, then released).
+    fn dead_addr() -> String {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    }
+
+    fn client(endpoints: &[&str]) -> Client {
+        Client::new(
+            endpoints.iter().map(|s| s.to_string()).collect(),
+            Duration::from_secs(2),
+        )
+    }
+
+    #[test]
+    fn put_sends_key_and_value_and_parses_the_answer() {
+        let (addr, h) = serve_once(200, r#"{"key":"a b","timestamp":3,"term":2,"index":17}"#);
+        let r = client(&[&addr])
+            .put("a b", serde_json::json!({"x": 1}))
+            .unwrap();
+        assert_eq!(
+            r,
+            PutResult {
+                key: "a b".into(),
+                timestamp: 3,
+                term: 2,
+                index: 17
+            }
+        );
+        let req = h.join().unwrap();
+        assert!(req.starts_with("POST /v1/datum HTTP/1.1"), "{req}");
+        let body = &req[req.find("\r\n\r\n").unwrap() + 4..];
+        let sent: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(sent, serde_json::json!({"key": "a b", "value": {"x": 1}}));
+    }
+
+    #[test]
+    fn key_is_percent_encoded_in_the_query() {
+        let (addr, h) = serve_once(200, r#"{"key":"a/b#c&d","value":1,"timestamp":1}"#);
+        let r = client(&[&addr]).get("a/b#c&d", true).unwrap();
+        assert_eq!(r.value, serde_json::json!(1));
+        let req = h.join().unwrap();
+        let line = req.lines().next().unwrap();
+        assert!(line.contains("key=a%2Fb%23c%26d"), "{line}");
+        assert!(line.contains("stale=true"), "{line}");
+    }
+
+    #[test]
+    fn not_found_is_typed_and_exits_3() {
+        let (addr, _h) = serve_once(404, r#"{"error":"not_found","message":"no key k"}"#);
+        let e = client(&[&addr]).get("k", false).unwrap_err();
+        assert!(
+            matches!(&e, ClientError::NotFound { key } if key == "k"),
+            "{e:?}"
+        );
+        assert_eq!(e.exit_code(), 3);
+    }
+
+    #[test]
+    fn unknown_route_is_a_server_error() {
+        let (addr, _h) = serve_once(404, r#"{"error":"no_route","message":"GET /x"}"#);
+        let e = client(&[&addr]).get("k", false).unwrap_err();
+        assert!(
+            matches!(&e, ClientError::Server { status: 404, error, .. } if error == "no_route"),
+            "{e:?}"
+        );
+        assert_eq!(e.exit_code(), 1);
+    }
+
+    #[test]
+    fn refused_endpoint_fails_over_to_the_next() {
+        let dead = dead_addr();
+        let (addr, _h) = serve_once(200, r#"{"leader":"n1","term":4}"#);
+        let l = client(&[&dead, &addr]).leader().unwrap();
+        assert_eq!(l.leader.as_deref(), Some("n1"));
+        assert_eq!(l.term, 4);
+    }
+
+    #[test]
+    fn no_leader_503_tries_the_next_endpoint_even_for_writes() {
+        let (a, _ha) = serve_once(503, r#"{"error":"no_leader","message":"none yet"}"#);
+        let (b, _hb) = serve_once(200, r#"{"key":"k","timestamp":1,"term":1,"index":2}"#);
+        let r = client(&[&a, &b]).put("k", Value::Null).unwrap();
+        assert_eq!(r.index, 2);
+    }
+
+    #[test]
+    fn gateway_timeout_is_final_and_unavailable() {
+        let (a, _ha) = serve_once(504, r#"{"error":"timeout","message":"may still commit"}"#);
+        let b = dead_addr();
+        let e = client(&[&a, &b]).put("k", Value::Null).unwrap_err();
+        match &e {
+            ClientError::Unavailable { endpoint, kind, .. } => {
+                assert_eq!(endpoint, &a);
+                assert_eq!(*kind, UnavailableKind::WriteTimeout);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(e.exit_code(), 4);
+    }
+
+    #[test]
+    fn all_refused_names_every_endpoint() {
+        let (a, b) = (dead_addr(), dead_addr());
+        let e = client(&[&a, &b]).get("k", false).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains(&a) && text.contains(&b), "{text}");
+        assert!(text.contains("connection refused"), "{text}");
+        assert!(matches!(
+            e,
+            ClientError::Unavailable {
+                kind: UnavailableKind::Unreachable,
+                ..
+            }
+        ));
+        assert_eq!(e.exit_code(), 4);
+    }
+
+    #[test]
+    fn a_silent_node_is_bounded_by_the_timeout() {
+        // Accepts connections (the kernel does, via the backlog) but never answers, like a
+        // SIGSTOPped node.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let c = Client::new(vec![addr], Duration::from_millis(300));
+        let start = Instant::now();
+        let e = c.put("k", Value::Null).unwrap_err();
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+        match &e {
+            ClientError::Unavailable { kind, message, .. } => {
+                assert_eq!(*kind, UnavailableKind::TimedOut);
+                assert!(message.contains("may still be applied"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        drop(listener);
+    }
+
+    #[test]
+    fn garbage_body_is_a_bad_response() {
+        let (addr, _h) = serve_once(200, "not json");
+        let e = client(&[&addr]).list("", false).unwrap_err();
+        assert!(matches!(e, ClientError::BadResponse { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn leader_prefers_an_endpoint_that_knows_one() {
+        let (a, _ha) = serve_once(200, r#"{"leader":null,"term":5}"#);
+        let (b, _hb) = serve_once(200, r#"{"leader":"n2","term":5}"#);
+        let l = client(&[&a, &b]).leader().unwrap();
+        assert_eq!(l.leader.as_deref(), Some("n2"));
+        let (c, _hc) = serve_once(200, r#"{"leader":null,"term":6}"#);
+        let l = client(&[&c]).leader().unwrap();
+        assert_eq!(
+            l,
+            LeaderInfo {
+                leader: None,
+                term: 6
+            }
+        );
+    }
+
+    #[test]
+    fn no_endpoints_is_an_error_not_a_panic() {
+        let e = Client::new(vec![], Duration::from_secs(1))
+            .get("k", false)
+            .unwrap_err();
+        assert!(matches!(e, ClientError::InvalidEndpoint { .. }));
+    }
+
+    #[test]
+    fn urls_and_names() {
+        assert_eq!(base_url("127.0.0.1:8848"), "http://127.0.0.1:8848");
+        assert_eq!(base_url("http://h:1/"), "http://h:1");
+        assert_eq!(display_name("http://h:1/"), "h:1");
+        assert_eq!(fmt_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(fmt_duration(Duration::from_secs(5)), "5s");
+        assert_eq!(fmt_duration(Duration::from_millis(1500)), "1.5s");
+    }
+}

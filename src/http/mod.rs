@@ -1,0 +1,509 @@
+//! HTTP: the client API (`/v1/...`), the peer API (`/v1/raft/messages`) and the Nacos 1.x
+//! read endpoints (`/nacos/v1/ns/raft/...`), served by tiny_http with a thread per request.
+//!
+//! Routes are functions from [`Request`] to [`Response`], so they are tested without
+//! sockets; `serve` is the thin socket glue. Errors become JSON only in `error`.
+
+pub mod error;
+
+use std::io::Read;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::node::{Node, PROXIED_HEADER, TOKEN_HEADER};
+use crate::raft::{Envelope, PeerAddr, Role};
+use error::{error_response, ErrorBody};
+
+/// Largest request body accepted (DESIGN §5: a few MiB, 413 past it).
+pub const MAX_BODY_BYTES: usize = 4 << 20;
+
+/// A request as the routes see it.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub proxied: bool,
+    pub token: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        matches!(self.param(name), Some("" | "true" | "1" | "yes"))
+    }
+
+    fn required(&self, name: &str) -> Result<&str> {
+        self.param(name)
+            .ok_or_else(|| Error::BadRequest(format!("the query parameter `{name}` is required")))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json(status: u16, v: &impl serde::Serialize) -> Response {
+        Response {
+            status,
+            body: serde_json::to_vec(v).expect("responses serialise"),
+        }
+    }
+
+    pub fn error(e: &Error) -> Response {
+        let (status, body) = error_response(e);
+        Response::json(status, &body)
+    }
+
+    fn no_content() -> Response {
+        Response {
+            status: 204,
+            body: Vec::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    key: String,
+    value: Value,
+}
+
+/// Routes one request.
+pub fn route(node: &Node, req: &Request) -> Response {
+    let deadline = Instant::now() + node.publish_timeout();
+    let result = match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/v1/health") => Ok(Response::json(200, &json!({"ok": true}))),
+        ("POST", "/v1/datum") | ("DELETE", "/v1/datum") => write(node, req, deadline),
+        ("GET", "/v1/datum") => get(node, req, deadline),
+        ("GET", "/v1/datums") => list(node, req, deadline),
+        ("GET", "/v1/status") => Ok(status(node)),
+        ("GET", "/v1/leader") => {
+            let s = node.raft_status();
+            Ok(Response::json(
+                200,
+                &json!({"leader": s.leader.map(|l| l.0), "term": s.term}),
+            ))
+        }
+        ("POST", "/v1/raft/messages") => peer_messages(node, req),
+        ("POST", "/v1/transfer-leader") => transfer_leader(node, req),
+        ("GET", "/nacos/v1/ns/raft/state") => Ok(nacos_state(node)),
+        ("GET", "/nacos/v1/ns/raft/leader") => Ok(nacos_leader(node)),
+        ("GET", "/nacos/v1/ns/raft/peer") => Ok(Response::json(200, &nacos_self_peer(node))),
+        ("GET", "/nacos/v1/ns/raft/listeners") => Ok(Response::json(
+            200,
+            &json!({"listeners": node.state().listener_keys()}),
+        )),
+        (m, p) => Ok(Response::json(
+            404,
+            &ErrorBody::new(
+                "no_route",
+                format!("no route for {m} {p}; see docs/http-api.md for the API"),
+            ),
+        )),
+    };
+    result.unwrap_or_else(|e| Response::error(&e))
+}
+
+/// Publish or delete: on the leader, propose; on a follower, forward once to the leader.
+fn write(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
+    // Validate before forwarding, so bad input never costs the leader anything.
+    let publish = if req.method == "POST" {
+        let body: PublishBody = serde_json::from_slice(&req.body).map_err(|e| {
+            Error::BadRequest(format!(
+                "the body must be JSON {{\"key\": \"...\", \"value\": <any JSON>}}: {e}"
+            ))
+        })?;
+        crate::validate_key(&body.key)?;
+        Some(body)
+    } else {
+        crate::validate_key(req.required("key")?)?;
+        None
+    };
+    loop {
+        let leader = node.wait_for_leader(deadline).ok_or(Error::NoLeader {
+            waited_ms: node.config().publish_timeout_ms,
+        })?;
+        if leader != node.config().advertise {
+            if req.proxied {
+                // Forwarded to us, but we do not lead (any more): never forward twice.
+                return Err(Error::NotLeader {
+                    leader: Some(leader.0),
+                });
+            }
+            return forward(node, &leader, req, deadline);
+        }
+        let result = match &publish {
+            Some(b) => node
+                .publish(&b.key, b.value.clone(), deadline)
+                .map(|(timestamp, term, index)| {
+                    Response::json(
+                        200,
+                        &json!({"key": b.key, "timestamp": timestamp, "term": term, "index": index}),
+                    )
+                }),
+            None => {
+                let key = req.required("key")?;
+                node.delete(key, deadline).and_then(|(existed, term, index)| {
+                    if existed {
+                        Ok(Response::json(200, &json!({"key": key, "term": term, "index": index})))
+                    } else {
+                        Err(Error::NotFound(key.to_string()))
+                    }
+                })
+            }
+        };
+        match result {
+            // Leadership moved between the check and the proposal: nothing was appended,
+            // so go round again and forward to the new leader.
+            Err(Error::NotLeader { .. }) if !req.proxied && Instant::now() < deadline => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Sends a client write to the leader and relays its answer.
+fn forward(node: &Node, leader: &PeerAddr, req: &Request, deadline: Instant) -> Result<Response> {
+    let timeout = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    let agent = ureq::AgentBuilder::new().timeout(timeout).build();
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(req.query.iter())
+        .finish();
+    let url = format!("http://{leader}{}?{query}", req.path);
+    let r = agent
+        .request(&req.method, &url)
+        .set(PROXIED_HEADER, "1")
+        .set("Content-Type", "application/json");
+    let r = match &node.config().cluster_token {
+        Some(t) => r.set(TOKEN_HEADER, t),
+        None => r,
+    };
+    let resp = match r.send_bytes(&req.body) {
+        Ok(resp) => resp,
+        Err(ureq::Error::Status(_, resp)) => resp,
+        Err(e) => {
+            return Err(
+                if matches!(e.kind(), ureq::ErrorKind::Io) && Instant::now() >= deadline {
+                    Error::Timeout {
+                        waited_ms: node.config().publish_timeout_ms,
+                    }
+                } else {
+                    Error::NotLeader {
+                        leader: Some(leader.0.clone()),
+                    }
+                },
+            )
+        }
+    };
+    let status = resp.status();
+    let mut body = Vec::new();
+    resp.into_reader()
+        .take(MAX_BODY_BYTES as u64)
+        .read_to_end(&mut body)
+        .map_err(|_| Error::NotLeader {
+            leader: Some(leader.0.clone()),
+        })?;
+    Ok(Response { status, body })
+}
+
+fn datum_json(d: &crate::Datum) -> Value {
+    json!({"key": d.key, "value": d.value, "timestamp": d.timestamp, "index": d.index})
+}
+
+fn get(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
+    let key = req.required("key")?;
+    match node.get(key, req.flag("stale"), deadline)? {
+        Some(d) => Ok(Response::json(200, &datum_json(&d))),
+        None => Err(Error::NotFound(key.to_string())),
+    }
+}
+
+fn list(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
+    let prefix = req.param("prefix").unwrap_or("");
+    let items: Vec<Value> = node
+        .list(prefix, req.flag("stale"), deadline)?
+        .iter()
+        .map(|d| json!({"key": d.key, "timestamp": d.timestamp, "index": d.index}))
+        .collect();
+    Ok(Response::json(200, &items))
+}
+
+fn status(node: &Node) -> Response {
+    let s = node.status();
+    let r = &s.raft;
+    let followers: Vec<Value> = r
+        .followers
+        .iter()
+        .map(|f| {
+            json!({"peer": f.peer.0, "match_index": f.match_index, "next_index": f.next_index,
+                   "last_contact_ms": f.last_contact_ms})
+        })
+        .collect();
+    Response::json(
+        200,
+        &json!({
+            "endpoint": r.id.0,
+            "role": r.role.as_str(),
+            "term": r.term,
+            "leader": r.leader.as_ref().map(|l| &l.0),
+            "vote_for": r.vote_for.as_ref().map(|l| &l.0),
+            "commit_index": r.commit_index,
+            "applied_index": s.applied_index,
+            "last_log_index": r.last_log_index,
+            "datums": s.datums,
+            "peers": node.config().peers.iter().map(|p| &p.0).collect::<Vec<_>>(),
+            "followers": followers,
+        }),
+    )
+}
+
+/// Peer traffic: only members holding the cluster token may vote, append or read-index
+/// (Nacos let anyone, reference §13.8).
+fn peer_messages(node: &Node, req: &Request) -> Result<Response> {
+    if let Some(expected) = &node.config().cluster_token {
+        if req.token.as_deref() != Some(expected.as_str()) {
+            return Ok(Response::json(
+                403,
+                &ErrorBody::new(
+                    "forbidden",
+                    "peer traffic needs the cluster token; start every member with the same --cluster-token",
+                ),
+            ));
+        }
+    }
+    let envs: Vec<Envelope> = serde_json::from_slice(&req.body)
+        .map_err(|e| Error::BadRequest(format!("peer messages do not parse: {e}")))?;
+    let members = &node.config().peers;
+    if let Some(stranger) = envs.iter().find(|e| !members.contains(&e.from)) {
+        return Ok(Response::json(
+            403,
+            &ErrorBody::new(
+                "forbidden",
+                format!(
+                    "{} is not a member of this cluster; members: {}",
+                    stranger.from,
+                    members
+                        .iter()
+                        .map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            ),
+        ));
+    }
+    node.deliver(envs)?;
+    Ok(Response::no_content())
+}
+
+fn transfer_leader(node: &Node, req: &Request) -> Result<Response> {
+    let target = req.param("to").filter(|t| !t.is_empty()).map(PeerAddr::new);
+    if let Some(t) = &target {
+        if !node.config().peers.contains(t) || *t == node.config().advertise {
+            return Err(Error::BadRequest(format!(
+                "{t} is not another member of this cluster"
+            )));
+        }
+    }
+    let to = node.transfer_leader(target)?;
+    Ok(Response::json(
+        200,
+        &json!({"from": node.config().advertise.0, "to": to.0}),
+    ))
+}
+
+/// Nacos `RaftPeer` JSON of this node (reference §3.2).
+fn nacos_self_peer(node: &Node) -> Value {
+    let s = node.raft_status();
+    json!({
+        "ip": s.id.0,
+        "voteFor": s.vote_for.map(|v| v.0),
+        "term": s.term,
+        "leaderDueMs": s.leader_due_ms,
+        "heartbeatDueMs": s.heartbeat_due_ms,
+        "state": s.role.as_str(),
+    })
+}
+
+fn nacos_peer_list(node: &Node) -> Vec<Value> {
+    let s = node.raft_status();
+    node.config()
+        .peers
+        .iter()
+        .map(|p| {
+            if *p == s.id {
+                nacos_self_peer(node)
+            } else {
+                let leads = s.leader.as_ref() == Some(p);
+                json!({
+                    "ip": p.0,
+                    "voteFor": Value::Null,
+                    "term": s.term,
+                    "leaderDueMs": 0,
+                    "heartbeatDueMs": 0,
+                    "state": if leads { Role::Leader.as_str() } else { Role::Follower.as_str() },
+                })
+            }
+        })
+        .collect()
+}
+
+fn nacos_state(node: &Node) -> Response {
+    Response::json(
+        200,
+        &json!({"services": node.state().len(), "peers": nacos_peer_list(node)}),
+    )
+}
+
+/// Nacos's odd shape: the leader's RaftPeer JSON *as a string* inside JSON, `"null"` if none.
+fn nacos_leader(node: &Node) -> Response {
+    let s = node.raft_status();
+    let leader = s.leader.and_then(|l| {
+        nacos_peer_list(node)
+            .into_iter()
+            .find(|p| p["ip"] == json!(l.0))
+    });
+    let text = leader.map_or("null".to_string(), |p| p.to_string());
+    Response::json(200, &json!({"leader": text}))
+}
+
+// ---------------------------------------------------------------- socket glue
+
+/// A running HTTP server; dropping it does not stop it, `stop` does.
+pub struct HttpServer {
+    server: Arc<tiny_http::Server>,
+    accept: Option<thread::JoinHandle<()>>,
+}
+
+impl HttpServer {
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> String {
+        match self.server.server_addr() {
+            tiny_http::ListenAddr::IP(a) => a.to_string(),
+            #[allow(unreachable_patterns)]
+            other => format!("{other:?}"),
+        }
+    }
+
+    /// Stops accepting; requests in progress finish on their own threads.
+    pub fn stop(mut self) {
+        self.server.unblock();
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn serve(node: Node, listen: &str) -> Result<HttpServer> {
+    let server = tiny_http::Server::http(listen).map_err(|e| {
+        Error::Config(format!(
+            "cannot listen on {listen}: {e}; is another node already running there? choose another --listen"
+        ))
+    })?;
+    let server = Arc::new(server);
+    let s2 = server.clone();
+    let accept = thread::Builder::new()
+        .name("http-accept".into())
+        .spawn(move || {
+            for rq in s2.incoming_requests() {
+                let node = node.clone();
+                let spawned = thread::Builder::new()
+                    .name("http".into())
+                    .spawn(move || handle(&node, rq));
+                if let Err(e) = spawned {
+                    crate::node::log_event(&format!("cannot start a request thread: {e}"));
+                }
+            }
+        })
+        .expect("spawn http accept");
+    Ok(HttpServer {
+        server,
+        accept: Some(accept),
+    })
+}
+
+fn handle(node: &Node, mut rq: tiny_http::Request) {
+    let resp = match read_request(&mut rq) {
+        Ok(req) => {
+            // A panic in one request is a 500 for that request, never a dead server.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| route(node, &req))) {
+                Ok(r) => r,
+                Err(_) => Response::json(
+                    500,
+                    &ErrorBody::new("internal", "the request handler panicked; see the node log"),
+                ),
+            }
+        }
+        Err(r) => r,
+    };
+    let mut out = tiny_http::Response::from_data(resp.body).with_status_code(resp.status);
+    if let Ok(h) = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]) {
+        out = out.with_header(h);
+    }
+    let _ = rq.respond(out);
+}
+
+fn read_request(rq: &mut tiny_http::Request) -> std::result::Result<Request, Response> {
+    let too_large = || {
+        Response::json(
+            413,
+            &ErrorBody::new(
+                "payload_too_large",
+                format!(
+                    "the body is over the limit of {MAX_BODY_BYTES} bytes; store smaller values"
+                ),
+            ),
+        )
+    };
+    if rq.body_length().is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    if let Err(e) = rq
+        .as_reader()
+        .take(MAX_BODY_BYTES as u64 + 1)
+        .read_to_end(&mut body)
+    {
+        return Err(Response::error(&Error::BadRequest(format!(
+            "cannot read the body: {e}"
+        ))));
+    }
+    if body.len() > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    let url = rq.url().to_string();
+    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    let header = |name: &str| {
+        rq.headers()
+            .iter()
+            .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str().to_string())
+    };
+    Ok(Request {
+        method: rq.method().as_str().to_uppercase(),
+        path: path.to_string(),
+        query: form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect(),
+        proxied: header(PROXIED_HEADER).is_some(),
+        token: header(TOKEN_HEADER),
+        body,
+    })
+}

@@ -1,0 +1,264 @@
+//! The driver thread (sole owner of the core), the log writer thread and the applier thread.
+//!
+//! The driver never touches disk or network: it hands persistence to the writer (which
+//! batches whatever queued up into one fsync: group commit), messages to the per-peer
+//! senders, and committed entries to the applier. That is how the core lock is never held
+//! across I/O: there is no lock, only the driver's ownership.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::Error;
+use crate::raft::{Command, Entry, Envelope, HardState, PeerAddr, ProposeError, RaftCore, Ready};
+use crate::store::{write_meta, LogStore};
+
+use super::state::Applied;
+use super::{log_event, Shared};
+
+/// A client's answer once its entry is applied (or why it never will be).
+pub type ProposeReply = Sender<Result<(Applied, u64, u64), Error>>;
+
+pub enum DriverEvent {
+    Step(Vec<Envelope>),
+    Propose {
+        command: Command,
+        reply: ProposeReply,
+    },
+    ReadIndex {
+        reply: Sender<Option<u64>>,
+    },
+    TransferLeader {
+        target: Option<PeerAddr>,
+        reply: Sender<Result<PeerAddr, ProposeError>>,
+    },
+    Persisted {
+        last: Option<(u64, u64)>,
+        messages: Vec<Envelope>,
+    },
+    Shutdown,
+}
+
+/// One unit of work for the log writer.
+pub struct WriteBatch {
+    pub hard_state: Option<HardState>,
+    pub truncate_from: Option<u64>,
+    pub entries: Vec<Entry>,
+    pub after_persist: Vec<Envelope>,
+}
+
+/// Waiters for proposals, by log index: the term they were proposed in, and the reply.
+pub type Waiters = HashMap<u64, (u64, ProposeReply)>;
+
+pub struct Driver {
+    pub core: RaftCore,
+    pub shared: Arc<Shared>,
+    pub events: Receiver<DriverEvent>,
+    pub writer: Sender<WriteBatch>,
+    pub applier: Sender<Vec<Entry>>,
+    pub senders: HashMap<PeerAddr, Sender<Envelope>>,
+    pub tick: Duration,
+}
+
+impl Driver {
+    pub fn run(mut self) {
+        let mut reads: HashMap<u64, Sender<Option<u64>>> = HashMap::new();
+        let mut next_ctx = 1u64;
+        let mut last_tick = Instant::now();
+        let mut last_role = (
+            self.core.role(),
+            self.core.term(),
+            self.core.leader().cloned(),
+        );
+        loop {
+            let timeout = self.tick.saturating_sub(last_tick.elapsed());
+            let first = match self.events.recv_timeout(timeout) {
+                Ok(ev) => Some(ev),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            // Take everything that queued up, so that one Ready (one Append per follower,
+            // one fsync) serves all of it.
+            let mut batch: Vec<DriverEvent> = first.into_iter().collect();
+            batch.extend(self.events.try_iter().take(4096));
+            for ev in batch {
+                match ev {
+                    DriverEvent::Step(envs) => {
+                        for env in envs {
+                            self.core.step(env);
+                        }
+                    }
+                    DriverEvent::Propose { command, reply } => {
+                        match self.core.propose(vec![command]) {
+                            Ok((index, term)) => {
+                                self.shared
+                                    .waiters
+                                    .lock()
+                                    .expect("waiters lock")
+                                    .insert(index, (term, reply));
+                            }
+                            Err(ProposeError::NotLeader { leader }) => {
+                                let _ = reply.send(Err(Error::NotLeader {
+                                    leader: leader.map(|l| l.0),
+                                }));
+                            }
+                            Err(ProposeError::Transferring) => {
+                                let _ = reply.send(Err(Error::NotLeader { leader: None }));
+                            }
+                        }
+                    }
+                    DriverEvent::ReadIndex { reply } => {
+                        let ctx = next_ctx;
+                        next_ctx += 1;
+                        reads.insert(ctx, reply);
+                        self.core.read_index(ctx);
+                    }
+                    DriverEvent::TransferLeader { target, reply } => {
+                        let _ = reply.send(self.core.transfer_leader(target));
+                    }
+                    DriverEvent::Persisted { last, messages } => {
+                        if let Some((index, term)) = last {
+                            self.core.on_persisted(index, term);
+                        }
+                        self.send_all(messages);
+                    }
+                    DriverEvent::Shutdown => return,
+                }
+            }
+            let elapsed = last_tick.elapsed();
+            if elapsed >= self.tick {
+                self.core.tick(elapsed.as_millis() as u64);
+                last_tick = Instant::now();
+            }
+            let ready = self.core.take_ready();
+            self.dispatch(ready, &mut reads);
+
+            let now_role = (
+                self.core.role(),
+                self.core.term(),
+                self.core.leader().cloned(),
+            );
+            if now_role != last_role {
+                log_event(&format!(
+                    "{} term {} leader {}",
+                    now_role.0.as_str(),
+                    now_role.1,
+                    now_role.2.as_ref().map_or("none", |l| l.as_str())
+                ));
+                last_role = now_role;
+            }
+            self.shared.publish_status(self.core.status());
+        }
+    }
+
+    fn dispatch(&mut self, ready: Ready, reads: &mut HashMap<u64, Sender<Option<u64>>>) {
+        let Ready {
+            hard_state,
+            truncate_from,
+            entries,
+            messages,
+            after_persist,
+            committed,
+            reads: read_states,
+        } = ready;
+        if hard_state.is_some()
+            || truncate_from.is_some()
+            || !entries.is_empty()
+            || !after_persist.is_empty()
+        {
+            // Everything that needs durability goes through the writer, in order, even
+            // messages with nothing new to persist: an earlier batch may still be in flight.
+            let _ = self.writer.send(WriteBatch {
+                hard_state,
+                truncate_from,
+                entries,
+                after_persist,
+            });
+        }
+        self.send_all(messages);
+        if !committed.is_empty() {
+            let _ = self.applier.send(committed);
+        }
+        for rs in read_states {
+            if let Some(reply) = reads.remove(&rs.ctx) {
+                let _ = reply.send(rs.index);
+            }
+        }
+    }
+
+    fn send_all(&self, messages: Vec<Envelope>) {
+        for env in messages {
+            if let Some(tx) = self.senders.get(&env.to) {
+                let _ = tx.send(env);
+            }
+        }
+    }
+}
+
+/// The log writer: appends what the driver hands it and fsyncs once per batch of batches.
+pub fn run_writer(
+    mut log: LogStore,
+    data_dir: std::path::PathBuf,
+    batches: Receiver<WriteBatch>,
+    driver: Sender<DriverEvent>,
+) {
+    while let Ok(first) = batches.recv() {
+        let mut last = None;
+        let mut messages = Vec::new();
+        let mut hard_state = None;
+        for b in std::iter::once(first).chain(batches.try_iter()) {
+            if b.hard_state.is_some() {
+                hard_state = b.hard_state;
+            }
+            if let Err(e) = log.append(b.truncate_from, &b.entries) {
+                super::fatal(&format!("cannot append to the log: {e}"));
+            }
+            if let Some(e) = b.entries.last() {
+                last = Some((e.index, e.term));
+            }
+            messages.extend(b.after_persist);
+        }
+        // The term and vote must be durable before any message that depends on them.
+        if let Some(hs) = hard_state {
+            if let Err(e) = write_meta(&data_dir, &hs) {
+                super::fatal(&format!("cannot persist term and vote: {e}"));
+            }
+        }
+        if let Err(e) = log.sync() {
+            super::fatal(&format!("cannot fsync the log: {e}"));
+        }
+        if driver
+            .send(DriverEvent::Persisted { last, messages })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// The applier: applies committed entries and answers the clients that proposed them.
+pub fn run_applier(shared: Arc<Shared>, committed: Receiver<Vec<Entry>>) {
+    while let Ok(first) = committed.recv() {
+        let mut entries = first;
+        for more in committed.try_iter() {
+            entries.extend(more);
+        }
+        let results = match shared.state.apply(&entries) {
+            Ok(r) => r,
+            Err(e) => super::fatal(&format!("cannot apply committed entries: {e}")),
+        };
+        let mut waiters = shared.waiters.lock().expect("waiters lock");
+        for (index, term, applied) in results {
+            if let Some((want_term, reply)) = waiters.remove(&index) {
+                // Another leader's entry took this index: ours was never committed.
+                let answer = if want_term == term {
+                    Ok((applied, term, index))
+                } else {
+                    Err(Error::Superseded)
+                };
+                let _ = reply.send(answer);
+            }
+        }
+    }
+}

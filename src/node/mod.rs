@@ -1,0 +1,498 @@
+//! The node shell: starts the threads around the pure core and offers the operations HTTP
+//! serves (publish, delete, read, list, status, leader transfer).
+//!
+//! Threads: HTTP workers (one per request, in `crate::http`), the driver (owns the core),
+//! the log writer (group commit), one sender per peer, and the applier (datum files,
+//! in-memory map, listeners). Only this module and `crate::http` do I/O.
+
+mod driver;
+pub mod members;
+pub mod state;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::datum::{validate_key, Datum};
+use crate::error::{Error, Result};
+use crate::raft::{self, Command, Envelope, PeerAddr, RaftCore, Role, Status};
+use crate::store::{self, LogStore};
+
+pub use driver::DriverEvent;
+use driver::{Driver, Waiters};
+pub use state::{Applied, Event, EventKind, StateMachine};
+
+/// Header on requests a follower forwards to the leader, so they are never forwarded again.
+pub const PROXIED_HEADER: &str = "X-Nacos-Proxied";
+/// Header carrying the cluster token on peer traffic.
+pub const TOKEN_HEADER: &str = "X-Nacos-Cluster-Token";
+
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+
+/// Turns on per-event debug logging (`-v` or `RUST_LOG=debug`).
+pub fn set_verbose(on: bool) {
+    VERBOSE.store(on, Ordering::Relaxed);
+}
+
+pub fn verbose() -> bool {
+    VERBOSE.load(Ordering::Relaxed)
+}
+
+/// One line to stderr per event that an operator cares about (role changes, warnings).
+pub fn log_event(msg: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "nacos-node: {msg}");
+}
+
+/// A storage failure the node cannot continue after: the log can no longer promise
+/// durability, so serving on would risk acknowledging what is not on disk.
+pub fn fatal(msg: &str) -> ! {
+    log_event(&format!(
+        "FATAL: {msg}; stopping so that nothing unsafe is acknowledged"
+    ));
+    std::process::exit(1);
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This member's identity: the address the others reach it at.
+    pub advertise: PeerAddr,
+    pub data_dir: PathBuf,
+    /// Every member, this one included. One member = standalone.
+    pub peers: Vec<PeerAddr>,
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_ms: u64,
+    pub publish_timeout_ms: u64,
+    /// Shared secret every member must present on peer traffic (None: membership check only).
+    pub cluster_token: Option<String>,
+}
+
+impl NodeConfig {
+    pub fn standalone(advertise: &str, data_dir: PathBuf) -> NodeConfig {
+        NodeConfig {
+            advertise: PeerAddr::new(advertise),
+            data_dir,
+            peers: vec![PeerAddr::new(advertise)],
+            heartbeat_interval_ms: 100,
+            election_timeout_ms: 500,
+            publish_timeout_ms: 5000,
+            cluster_token: None,
+        }
+    }
+
+    fn raft_config(&self) -> raft::Config {
+        let mut c = raft::Config::new(self.advertise.clone(), self.peers.clone());
+        c.heartbeat_interval_ms = self.heartbeat_interval_ms;
+        c.election_timeout_ms = self.election_timeout_ms;
+        // Distinct per member and per start, so restarted members do not tie forever.
+        c.seed = self
+            .advertise
+            .as_str()
+            .bytes()
+            .fold(std::process::id() as u64, |h, b| {
+                h.wrapping_mul(31).wrapping_add(b as u64)
+            })
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+        c
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.raft_config().validate().map_err(Error::Config)?;
+        if self.publish_timeout_ms == 0 {
+            return Err(Error::Config(
+                "the publish timeout must be at least 1 ms".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Status as published by the driver after every turn, plus a condvar for leader waits.
+struct StatusCell {
+    status: Mutex<Status>,
+    changed: Condvar,
+}
+
+/// State shared by the threads of one node.
+pub struct Shared {
+    pub cfg: NodeConfig,
+    pub state: StateMachine,
+    waiters: Mutex<Waiters>,
+    status: StatusCell,
+    driver: Sender<DriverEvent>,
+    pub log_warnings: Vec<String>,
+}
+
+impl Shared {
+    fn publish_status(&self, s: Status) {
+        let mut cur = self.status.status.lock().expect("status lock");
+        let leader_changed = cur.leader != s.leader || cur.role != s.role;
+        *cur = s;
+        if leader_changed {
+            self.status.changed.notify_all();
+        }
+    }
+}
+
+/// A running node. Cloning shares it.
+#[derive(Clone)]
+pub struct Node {
+    shared: Arc<Shared>,
+}
+
+/// The node's view for `/v1/status`.
+#[derive(Clone, Debug)]
+pub struct NodeStatus {
+    pub raft: Status,
+    pub applied_index: u64,
+    pub datums: usize,
+}
+
+impl Node {
+    /// Opens the data dir, rebuilds state from the datum files and the log, and starts the
+    /// driver, writer, applier and peer senders.
+    pub fn start(cfg: NodeConfig) -> Result<Node> {
+        cfg.validate()?;
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| Error::store(&cfg.data_dir, e))?;
+        let hs = store::read_meta(&cfg.data_dir)?;
+        let recovered = LogStore::open(&cfg.data_dir.join("log"))?;
+        for w in &recovered.warnings {
+            log_event(&format!("warning: {w}"));
+        }
+        let state = StateMachine::load(cfg.data_dir.clone())?;
+        let log_offset = recovered.entries.first().map_or(0, |e| e.index - 1);
+        let core = RaftCore::new(cfg.raft_config(), hs, (log_offset, 0), recovered.entries);
+
+        let (driver_tx, driver_rx) = mpsc::channel();
+        let (writer_tx, writer_rx) = mpsc::channel();
+        let (applier_tx, applier_rx) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            cfg: cfg.clone(),
+            state,
+            waiters: Mutex::new(HashMap::new()),
+            status: StatusCell {
+                status: Mutex::new(core.status()),
+                changed: Condvar::new(),
+            },
+            driver: driver_tx.clone(),
+            log_warnings: recovered.warnings,
+        });
+
+        let mut senders = HashMap::new();
+        for peer in cfg.peers.iter().filter(|p| **p != cfg.advertise) {
+            let (tx, rx) = mpsc::channel();
+            senders.insert(peer.clone(), tx);
+            let peer = peer.clone();
+            let token = cfg.cluster_token.clone();
+            let timeout = Duration::from_millis(cfg.election_timeout_ms.max(200));
+            thread::Builder::new()
+                .name(format!("send-{peer}"))
+                .spawn(move || run_sender(peer, token, timeout, rx))
+                .expect("spawn sender");
+        }
+        let data_dir = cfg.data_dir.clone();
+        let d2 = driver_tx.clone();
+        let log = recovered.store;
+        thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || driver::run_writer(log, data_dir, writer_rx, d2))
+            .expect("spawn writer");
+        let s2 = shared.clone();
+        thread::Builder::new()
+            .name("applier".into())
+            .spawn(move || driver::run_applier(s2, applier_rx))
+            .expect("spawn applier");
+        let drv = Driver {
+            core,
+            shared: shared.clone(),
+            events: driver_rx,
+            writer: writer_tx,
+            applier: applier_tx,
+            senders,
+            tick: Duration::from_millis((cfg.heartbeat_interval_ms / 4).clamp(1, 10)),
+        };
+        thread::Builder::new()
+            .name("driver".into())
+            .spawn(move || drv.run())
+            .expect("spawn driver");
+        Ok(Node { shared })
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.shared.cfg
+    }
+
+    pub fn state(&self) -> &StateMachine {
+        &self.shared.state
+    }
+
+    pub fn publish_timeout(&self) -> Duration {
+        Duration::from_millis(self.shared.cfg.publish_timeout_ms)
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        NodeStatus {
+            raft: self.raft_status(),
+            applied_index: self.shared.state.applied_index(),
+            datums: self.shared.state.len(),
+        }
+    }
+
+    pub fn raft_status(&self) -> Status {
+        self.shared
+            .status
+            .status
+            .lock()
+            .expect("status lock")
+            .clone()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft_status().role == Role::Leader
+    }
+
+    /// Waits until some member is known to lead (this one or another) and returns it.
+    pub fn wait_for_leader(&self, deadline: Instant) -> Option<PeerAddr> {
+        let mut s = self.shared.status.status.lock().expect("status lock");
+        loop {
+            if let Some(l) = &s.leader {
+                return Some(l.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            s = self
+                .shared
+                .status
+                .changed
+                .wait_timeout(s, deadline - now)
+                .expect("status lock")
+                .0;
+        }
+    }
+
+    /// Hands messages from a peer to the core.
+    pub fn deliver(&self, envs: Vec<Envelope>) -> Result<()> {
+        self.shared
+            .driver
+            .send(DriverEvent::Step(envs))
+            .map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Appends a command on this node (which must lead) and waits until it is applied here.
+    /// Returns what applying it did, with its term and index.
+    pub fn propose(&self, command: Command, deadline: Instant) -> Result<(Applied, u64, u64)> {
+        let (tx, rx) = mpsc::channel();
+        self.shared
+            .driver
+            .send(DriverEvent::Propose { command, reply: tx })
+            .map_err(|_| Error::ShuttingDown)?;
+        wait_reply(&rx, deadline, self.shared.cfg.publish_timeout_ms)?
+    }
+
+    pub fn publish(
+        &self,
+        key: &str,
+        value: serde_json::Value,
+        deadline: Instant,
+    ) -> Result<(u64, u64, u64)> {
+        validate_key(key)?;
+        let command = Command::Publish {
+            key: key.to_string(),
+            value,
+        };
+        match self.propose(command, deadline)? {
+            (Applied::Published { timestamp }, term, index) => Ok((timestamp, term, index)),
+            other => unreachable!("a publish applied as {other:?}"),
+        }
+    }
+
+    pub fn delete(&self, key: &str, deadline: Instant) -> Result<(bool, u64, u64)> {
+        validate_key(key)?;
+        match self.propose(
+            Command::Delete {
+                key: key.to_string(),
+            },
+            deadline,
+        )? {
+            (Applied::Deleted { existed }, term, index) => Ok((existed, term, index)),
+            other => unreachable!("a delete applied as {other:?}"),
+        }
+    }
+
+    /// Waits until this node's state machine reflects every write committed before the call
+    /// (ReadIndex, Raft thesis §6.4): the leader confirms it still leads with a heartbeat
+    /// round; a follower asks the leader for the index and waits to apply it.
+    pub fn linearizable_barrier(&self, deadline: Instant) -> Result<()> {
+        let cfg = &self.shared.cfg;
+        // One attempt may be lost with its message; retry well before the client gives up.
+        let attempt = Duration::from_millis(cfg.election_timeout_ms * 2);
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(match self.raft_status().leader {
+                    None => Error::NoLeader {
+                        waited_ms: cfg.publish_timeout_ms,
+                    },
+                    Some(_) => Error::Timeout {
+                        waited_ms: cfg.publish_timeout_ms,
+                    },
+                });
+            }
+            let (tx, rx) = mpsc::channel();
+            self.shared
+                .driver
+                .send(DriverEvent::ReadIndex { reply: tx })
+                .map_err(|_| Error::ShuttingDown)?;
+            match rx.recv_timeout(state::remaining(deadline.min(now + attempt))) {
+                Ok(Some(index)) => {
+                    return if self.shared.state.wait_applied(index, deadline) {
+                        Ok(())
+                    } else {
+                        Err(Error::Timeout {
+                            waited_ms: cfg.publish_timeout_ms,
+                        })
+                    };
+                }
+                Ok(None) => {
+                    // No leader, or the one asked no longer leads: wait for news, then retry.
+                    self.wait_for_leader(deadline);
+                    self.wait_status_change(
+                        deadline.min(Instant::now() + Duration::from_millis(10)),
+                    );
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(Error::ShuttingDown),
+            }
+        }
+    }
+
+    /// Waits for the next role or leader change, or the deadline.
+    fn wait_status_change(&self, deadline: Instant) {
+        let s = self.shared.status.status.lock().expect("status lock");
+        let _ = self
+            .shared
+            .status
+            .changed
+            .wait_timeout(s, state::remaining(deadline))
+            .expect("status lock");
+    }
+
+    pub fn get(&self, key: &str, stale: bool, deadline: Instant) -> Result<Option<Datum>> {
+        validate_key(key)?;
+        if !stale {
+            self.linearizable_barrier(deadline)?;
+        }
+        Ok(self.shared.state.get(key))
+    }
+
+    pub fn list(&self, prefix: &str, stale: bool, deadline: Instant) -> Result<Vec<Datum>> {
+        if !stale {
+            self.linearizable_barrier(deadline)?;
+        }
+        Ok(self.shared.state.list(prefix))
+    }
+
+    /// Starts a leadership transfer (to `target`, or the most up-to-date follower).
+    pub fn transfer_leader(&self, target: Option<PeerAddr>) -> Result<PeerAddr> {
+        let (tx, rx) = mpsc::channel();
+        self.shared
+            .driver
+            .send(DriverEvent::TransferLeader { target, reply: tx })
+            .map_err(|_| Error::ShuttingDown)?;
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(raft::ProposeError::NotLeader { leader })) => Err(Error::NotLeader {
+                leader: leader.map(|l| l.0),
+            }),
+            Ok(Err(raft::ProposeError::Transferring)) => Err(Error::NotLeader { leader: None }),
+            Err(_) => Err(Error::ShuttingDown),
+        }
+    }
+
+    /// Stops cleanly: a leader first hands leadership to a follower (bounded wait), so a
+    /// rolling restart does not leave the cluster leaderless for an election timeout.
+    pub fn shutdown(&self) {
+        let s = self.raft_status();
+        if s.role == Role::Leader && self.shared.cfg.peers.len() > 1 {
+            if let Ok(target) = self.transfer_leader(None) {
+                let deadline =
+                    Instant::now() + Duration::from_millis(self.shared.cfg.election_timeout_ms * 2);
+                let mut st = self.shared.status.status.lock().expect("status lock");
+                while st.role == Role::Leader && Instant::now() < deadline {
+                    st = self
+                        .shared
+                        .status
+                        .changed
+                        .wait_timeout(st, Duration::from_millis(20))
+                        .expect("status lock")
+                        .0;
+                }
+                drop(st);
+                log_event(&format!("handed leadership to {target} before stopping"));
+            }
+        }
+        let _ = self.shared.driver.send(DriverEvent::Shutdown);
+    }
+}
+
+fn wait_reply<T>(
+    rx: &Receiver<Result<T>>,
+    deadline: Instant,
+    timeout_ms: u64,
+) -> Result<Result<T>> {
+    match rx.recv_timeout(state::remaining(deadline)) {
+        Ok(r) => Ok(r),
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(Error::Timeout {
+            waited_ms: timeout_ms,
+        }),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(Error::ShuttingDown),
+    }
+}
+
+/// One sender per peer: ships whatever queued up as one POST over a keep-alive connection.
+/// Failed batches are dropped; Raft retransmits what matters (heartbeats, probes).
+fn run_sender(peer: PeerAddr, token: Option<String>, timeout: Duration, rx: Receiver<Envelope>) {
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(timeout)
+        .timeout(timeout)
+        .build();
+    let url = format!("http://{peer}/v1/raft/messages");
+    let mut failing_since: Option<Instant> = None;
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter().take(8191));
+        let body = serde_json::to_vec(&batch).expect("messages serialise");
+        let mut req = agent.post(&url).set("Content-Type", "application/json");
+        if let Some(t) = &token {
+            req = req.set(TOKEN_HEADER, t);
+        }
+        match req.send_bytes(&body) {
+            Ok(_) => {
+                if let Some(since) = failing_since.take() {
+                    log_event(&format!(
+                        "peer {peer} reachable again after {} ms",
+                        since.elapsed().as_millis()
+                    ));
+                }
+            }
+            Err(e) => {
+                if failing_since.is_none() {
+                    failing_since = Some(Instant::now());
+                    log_event(&format!("peer {peer} unreachable: {e}"));
+                }
+                // Drop what queued meanwhile (stale heartbeats and appends), and pause
+                // briefly so a dead peer does not cost a busy loop of connection attempts.
+                let _ = rx.try_iter().count();
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}

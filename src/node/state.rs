@@ -1,0 +1,381 @@
+//! The applied datum set (Nacos `RaftCore.datums` + `RaftStore`) and the notifier.
+//!
+//! Applies committed entries in index order: computes the Nacos timestamp, writes or removes
+//! the datum file, updates the in-memory map, and notifies listeners. Must not decide what
+//! is committed; the core does.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::datum::Datum;
+use crate::error::Result;
+use crate::raft::{Command, Entry};
+use crate::store::datum_dir;
+
+/// What a listener sees, in log order (Nacos `Notifier` CHANGE / DELETE).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Event {
+    pub event: EventKind,
+    pub key: String,
+    pub value: Option<serde_json::Value>,
+    pub timestamp: u64,
+    pub index: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum EventKind {
+    Change,
+    Delete,
+}
+
+/// The result of applying one entry, handed to the client that proposed it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Applied {
+    Noop,
+    Published { timestamp: u64 },
+    Deleted { existed: bool },
+}
+
+/// A registered listener: a key, or a prefix of keys.
+struct Listener {
+    id: u64,
+    key: String,
+    prefix: bool,
+    tx: Sender<Event>,
+}
+
+/// Applied state shared by the applier thread (writer) and request threads (readers).
+pub struct StateMachine {
+    data_dir: PathBuf,
+    datums: RwLock<BTreeMap<String, Datum>>,
+    applied: Mutex<u64>,
+    applied_cv: Condvar,
+    listeners: Mutex<Vec<Listener>>,
+    next_listener: Mutex<u64>,
+}
+
+impl StateMachine {
+    /// Loads the datum files of a data dir. Each holds the index that wrote it, so the log
+    /// replay that follows can skip what a file already reflects.
+    pub fn load(data_dir: PathBuf) -> Result<StateMachine> {
+        let datums = datum_dir::read_datum_dir(&data_dir)?
+            .into_iter()
+            .map(|(d, _)| (d.key.clone(), d))
+            .collect();
+        Ok(StateMachine {
+            data_dir,
+            datums: RwLock::new(datums),
+            applied: Mutex::new(0),
+            applied_cv: Condvar::new(),
+            listeners: Mutex::new(Vec::new()),
+            next_listener: Mutex::new(1),
+        })
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        *self.applied.lock().expect("applied lock")
+    }
+
+    /// Waits until `index` is applied; false on timeout.
+    pub fn wait_applied(&self, index: u64, deadline: Instant) -> bool {
+        let mut applied = self.applied.lock().expect("applied lock");
+        while *applied < index {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            applied = self
+                .applied_cv
+                .wait_timeout(applied, deadline - now)
+                .expect("applied lock")
+                .0;
+        }
+        true
+    }
+
+    pub fn get(&self, key: &str) -> Option<Datum> {
+        self.datums.read().expect("datums lock").get(key).cloned()
+    }
+
+    pub fn list(&self, prefix: &str) -> Vec<Datum> {
+        self.datums
+            .read()
+            .expect("datums lock")
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, d)| d.clone())
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.datums.read().expect("datums lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Applies committed entries in order and returns each one's result. Datum files are
+    /// written before the applied index moves, so a client that was answered can find its
+    /// write in `dump`.
+    pub fn apply(&self, entries: &[Entry]) -> Result<Vec<(u64, u64, Applied)>> {
+        let mut results = Vec::with_capacity(entries.len());
+        let mut events = Vec::new();
+        // Last state of every key touched by this batch: one file write per key.
+        let mut dirty: HashMap<String, Option<Datum>> = HashMap::new();
+        {
+            let mut datums = self.datums.write().expect("datums lock");
+            for e in entries {
+                let applied = match &e.command {
+                    Command::Noop => Applied::Noop,
+                    Command::Publish { key, value } => {
+                        let prev = datums.get(key);
+                        if prev.is_some_and(|d| d.index >= e.index) {
+                            // Replay after a restart: the file already holds this write.
+                            Applied::Published {
+                                timestamp: prev.map_or(0, |d| d.timestamp),
+                            }
+                        } else {
+                            // Nacos: 1 for a new key, previous + 1 otherwise.
+                            let timestamp = prev.map_or(1, |d| d.timestamp + 1);
+                            let d = Datum {
+                                key: key.clone(),
+                                value: value.clone(),
+                                timestamp,
+                                index: e.index,
+                            };
+                            events.push(Event {
+                                event: EventKind::Change,
+                                key: key.clone(),
+                                value: Some(value.clone()),
+                                timestamp,
+                                index: e.index,
+                            });
+                            dirty.insert(key.clone(), Some(d.clone()));
+                            datums.insert(key.clone(), d);
+                            Applied::Published { timestamp }
+                        }
+                    }
+                    Command::Delete { key } => match datums.get(key) {
+                        Some(d) if d.index >= e.index => Applied::Deleted { existed: false },
+                        Some(d) => {
+                            events.push(Event {
+                                event: EventKind::Delete,
+                                key: key.clone(),
+                                value: None,
+                                timestamp: d.timestamp,
+                                index: e.index,
+                            });
+                            datums.remove(key);
+                            dirty.insert(key.clone(), None);
+                            Applied::Deleted { existed: true }
+                        }
+                        None => {
+                            // Make sure no file survives (a replayed delete after a crash
+                            // that happened between the map update and the unlink).
+                            dirty.insert(key.clone(), None);
+                            Applied::Deleted { existed: false }
+                        }
+                    },
+                };
+                results.push((e.index, e.term, applied));
+            }
+        }
+        for (key, d) in dirty {
+            match d {
+                Some(d) => {
+                    datum_dir::write_datum(&self.data_dir, &d)?;
+                }
+                None => datum_dir::remove_datum(&self.data_dir, &key)?,
+            }
+        }
+        if let Some(last) = entries.last() {
+            let mut applied = self.applied.lock().expect("applied lock");
+            *applied = (*applied).max(last.index);
+            self.applied_cv.notify_all();
+        }
+        self.notify(events);
+        Ok(results)
+    }
+
+    /// Registers a listener on a key (or on every key under a prefix). Events arrive in log
+    /// order on the returned channel until `unlisten` or the receiver is dropped.
+    pub fn listen(&self, key: &str, prefix: bool) -> (u64, Receiver<Event>) {
+        let (tx, rx) = mpsc::channel();
+        let id = {
+            let mut n = self.next_listener.lock().expect("listener lock");
+            *n += 1;
+            *n
+        };
+        self.listeners
+            .lock()
+            .expect("listener lock")
+            .push(Listener {
+                id,
+                key: key.to_string(),
+                prefix,
+                tx,
+            });
+        (id, rx)
+    }
+
+    pub fn unlisten(&self, id: u64) {
+        self.listeners
+            .lock()
+            .expect("listener lock")
+            .retain(|l| l.id != id);
+    }
+
+    /// Keys of registered listeners (Nacos `/raft/listeners`).
+    pub fn listener_keys(&self) -> Vec<String> {
+        self.listeners
+            .lock()
+            .expect("listener lock")
+            .iter()
+            .map(|l| l.key.clone())
+            .collect()
+    }
+
+    fn notify(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let mut listeners = self.listeners.lock().expect("listener lock");
+        // A listener whose receiver is gone is dropped here, not leaked.
+        listeners.retain(|l| {
+            for ev in &events {
+                let hit = if l.prefix {
+                    ev.key.starts_with(&l.key)
+                } else {
+                    ev.key == l.key
+                };
+                if hit && l.tx.send(ev.clone()).is_err() {
+                    return false;
+                }
+            }
+            true
+        });
+    }
+}
+
+/// How long a request thread may wait for an applied index, for error messages.
+pub fn remaining(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn e(index: u64, command: Command) -> Entry {
+        Entry {
+            index,
+            term: 1,
+            command,
+        }
+    }
+    fn publish(key: &str, v: i64) -> Command {
+        Command::Publish {
+            key: key.into(),
+            value: json!(v),
+        }
+    }
+    fn delete(key: &str) -> Command {
+        Command::Delete { key: key.into() }
+    }
+
+    #[test]
+    fn timestamps_follow_nacos_and_files_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let sm = StateMachine::load(dir.path().into()).unwrap();
+        let (_, rx) = sm.listen("k", false);
+        let r = sm
+            .apply(&[
+                e(1, publish("k", 1)),
+                e(2, publish("k", 2)),
+                e(3, delete("k")),
+                e(4, publish("k", 4)),
+            ])
+            .unwrap();
+        let applied: Vec<Applied> = r.into_iter().map(|x| x.2).collect();
+        assert_eq!(
+            applied,
+            vec![
+                Applied::Published { timestamp: 1 },
+                Applied::Published { timestamp: 2 },
+                Applied::Deleted { existed: true },
+                Applied::Published { timestamp: 1 },
+            ]
+        );
+        let kinds: Vec<(EventKind, u64)> = rx.try_iter().map(|ev| (ev.event, ev.index)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (EventKind::Change, 1),
+                (EventKind::Change, 2),
+                (EventKind::Delete, 3),
+                (EventKind::Change, 4)
+            ]
+        );
+        let files = datum_dir::read_datum_dir(dir.path()).unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].0, sm.get("k").unwrap());
+        assert_eq!(sm.applied_index(), 4);
+    }
+
+    /// Replaying the whole log over files written by any prefix of it gives the same state.
+    #[test]
+    fn replay_over_any_crash_point_is_exact() {
+        let log = vec![
+            e(1, publish("a", 1)),
+            e(2, publish("b", 1)),
+            e(3, publish("a", 2)),
+            e(4, delete("a")),
+            e(5, publish("b", 2)),
+            e(6, publish("a", 3)),
+            e(7, delete("b")),
+            e(8, publish("a", 4)),
+        ];
+        let full = tempfile::tempdir().unwrap();
+        let sm = StateMachine::load(full.path().into()).unwrap();
+        sm.apply(&log).unwrap();
+        let expected = datum_dir::read_datum_dir(full.path()).unwrap();
+        for crash_at in 0..=log.len() {
+            let dir = tempfile::tempdir().unwrap();
+            StateMachine::load(dir.path().into())
+                .unwrap()
+                .apply(&log[..crash_at])
+                .unwrap();
+            let restarted = StateMachine::load(dir.path().into()).unwrap();
+            restarted.apply(&log).unwrap();
+            let got = datum_dir::read_datum_dir(dir.path()).unwrap();
+            let strip =
+                |v: &Vec<(Datum, PathBuf)>| v.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
+            assert_eq!(
+                strip(&got),
+                strip(&expected),
+                "crash after {crash_at} entries"
+            );
+        }
+    }
+
+    #[test]
+    fn prefix_listener_and_unlisten() {
+        let dir = tempfile::tempdir().unwrap();
+        let sm = StateMachine::load(dir.path().into()).unwrap();
+        let (id, rx) = sm.listen("svc.", true);
+        sm.apply(&[e(1, publish("svc.a", 1)), e(2, publish("other", 1))])
+            .unwrap();
+        sm.unlisten(id);
+        sm.apply(&[e(3, publish("svc.b", 1))]).unwrap();
+        let keys: Vec<String> = rx.try_iter().map(|ev| ev.key).collect();
+        assert_eq!(keys, vec!["svc.a"]);
+    }
+}
