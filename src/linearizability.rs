@@ -594,7 +594,7 @@ fn search<M: Model>(
             // latest choice and try the next candidate after it.
             if deepest
                 .as_ref()
-                .map_or(true, |d| stack.len() > d.prefix.len())
+                .is_none_or(|d| stack.len() > d.prefix.len())
             {
                 deepest = Some(counterexample(ops, &list, &stack, &state, entry));
             }

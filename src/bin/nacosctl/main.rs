@@ -59,7 +59,10 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Status => status::run(&client(), cli.output, &mut out)?,
         Command::Dump { data_dir } => commands::dump(cli.output, &mut out, data_dir)?,
         Command::Completion { shell } => {
-            clap_complete::generate(*shell, &mut Cli::command(), "nacosctl", &mut out);
+            // Into a buffer first: `generate` panics on a write error such as a closed pipe.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "nacosctl", &mut script);
+            out.write_all(&script)?;
             Exit::Ok
         }
     };
