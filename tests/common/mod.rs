@@ -1,0 +1,603 @@
+//! End-to-end test harness: spawns the real `nacos-node` and `nacosctl` binaries on 127.0.0.1
+//! with ephemeral ports and temp dirs, and controls the nodes with signals (kill -9, SIGTERM,
+//! SIGSTOP/SIGCONT).
+//!
+//! Rules it keeps so tests stay reliable on a loaded 2-core machine: every wait is a poll
+//! with a deadline (never a sleep standing in for synchronisation); every process it starts
+//! is signalled by its own pid and reaped, never by name; a failure message carries the
+//! node's log.
+
+// Each test binary uses a different part of the harness.
+#![allow(dead_code)]
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nacos_raft::client::{Client, Status};
+use tempfile::TempDir;
+
+pub const NODE_BIN: &str = env!("CARGO_BIN_EXE_nacos-node");
+pub const CTL_BIN: &str = env!("CARGO_BIN_EXE_nacosctl");
+
+/// How long a node may take to start serving. Generous: debug builds on a busy machine.
+pub const READY_DEADLINE: Duration = Duration::from_secs(20);
+/// How long a cluster may take to agree on a leader.
+pub const LEADER_DEADLINE: Duration = Duration::from_secs(20);
+/// A nacosctl run longer than this is a hang: it is killed and the test fails.
+pub const CTL_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Polls `f` until it gives `Some`, or `deadline` has passed (then `None`). The pause
+/// between polls is short and only spares the CPU; correctness never depends on it.
+pub fn poll_until<T>(deadline: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + deadline;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        thread::sleep(pause.min(end.saturating_duration_since(Instant::now())));
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// `n` distinct free ports on 127.0.0.1. They are held together while collected so they
+/// differ, then released for the nodes to bind.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
+}
+
+/// An address on 127.0.0.1 where nothing listens.
+pub fn dead_addr() -> String {
+    format!("127.0.0.1:{}", free_ports(1)[0])
+}
+
+/// One `nacos-node` process, its address, data dir and log file. Dropping it kills the
+/// process.
+pub struct TestNode {
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    /// Arguments after `--listen ADDR --data-dir DIR`, kept for [`TestNode::restart`].
+    pub extra_args: Vec<String>,
+    child: Option<Child>,
+    paused: bool,
+    /// Set for a standalone node, which owns its temp dir.
+    _dir: Option<TempDir>,
+}
+
+impl TestNode {
+    /// A node description; nothing is started until [`TestNode::start`].
+    pub fn new(addr: &str, data_dir: &Path, log_path: &Path, extra_args: &[&str]) -> TestNode {
+        TestNode {
+            addr: addr.to_string(),
+            data_dir: data_dir.to_path_buf(),
+            log_path: log_path.to_path_buf(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            paused: false,
+            _dir: None,
+        }
+    }
+
+    /// A started single node without `--peers` (standalone), in its own temp dir, ready and
+    /// leader of itself (a one-member cluster elects itself after one election timeout).
+    pub fn standalone(extra_args: &[&str]) -> TestNode {
+        let dir = tempfile::Builder::new()
+            .prefix("nacos-node-")
+            .tempdir()
+            .expect("temp dir");
+        let addr = format!("127.0.0.1:{}", free_ports(1)[0]);
+        let mut node = TestNode::new(
+            &addr,
+            &dir.path().join("data"),
+            &dir.path().join("node.log"),
+            extra_args,
+        );
+        node._dir = Some(dir);
+        node.start();
+        node.wait_ready(READY_DEADLINE);
+        let leader = node.wait_leader(LEADER_DEADLINE);
+        assert_eq!(leader, node.addr, "a standalone node leads itself");
+        node
+    }
+
+    /// Spawns the process with stdout and stderr appended to the log file. Panics if it is
+    /// already running.
+    pub fn start(&mut self) {
+        assert!(!self.is_running(), "{} is already running", self.addr);
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.log_path.display()));
+        writeln!(
+            log,
+            "=== harness: starting nacos-node --listen {} --data-dir {} {}",
+            self.addr,
+            self.data_dir.display(),
+            self.extra_args.join(" ")
+        )
+        .expect("write log");
+        let err = log.try_clone().expect("clone log handle");
+        let child = Command::new(NODE_BIN)
+            .arg("--listen")
+            .arg(&self.addr)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.extra_args)
+            // The node falls back to these; the test's own environment must not leak in.
+            .env_remove("NACOS_LISTEN")
+            .env_remove("NACOS_DATA_DIR")
+            .env_remove("NACOS_PEERS")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {NODE_BIN}: {e}"));
+        self.child = Some(child);
+        self.paused = false;
+    }
+
+    /// Starts the node again with the same arguments and data dir; a node still running is
+    /// killed first (SIGKILL). Does not wait for it to be ready.
+    pub fn restart(&mut self) {
+        if self.is_running() {
+            self.kill9();
+        }
+        self.start();
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process was started and has not exited (a paused node is running).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            None => false,
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+        }
+    }
+
+    /// Running and not paused: able to answer.
+    pub fn is_live(&mut self) -> bool {
+        !self.paused && self.is_running()
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// A client of this node alone.
+    pub fn client(&self, timeout: Duration) -> Client {
+        Client::new(vec![self.addr.clone()], timeout)
+    }
+
+    /// Waits until `GET /v1/health` answers 200, or panics with the node's log when the
+    /// process exits or `deadline` passes.
+    pub fn wait_ready(&mut self, deadline: Duration) {
+        if let Err(why) = self.try_wait_ready(deadline) {
+            panic!("{why}\n{}", self.log_excerpt());
+        }
+    }
+
+    /// [`TestNode::wait_ready`] without the panic: for tests that expect a start to fail.
+    pub fn try_wait_ready(&mut self, deadline: Duration) -> Result<(), String> {
+        let client = self.client(Duration::from_millis(500));
+        let addr = self.addr.clone();
+        let mut exited = None;
+        let ready = poll_until(deadline, || {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    exited = Some(status);
+                    return Some(false);
+                }
+            }
+            matches!(client.health_of(&addr), Ok(h) if h.ok).then_some(true)
+        });
+        match (ready, exited) {
+            (Some(true), _) => Ok(()),
+            (_, Some(status)) => Err(format!("nacos-node {addr} exited before ready: {status}")),
+            _ if self.child.is_none() => Err(format!("nacos-node {addr} was never started")),
+            _ => Err(format!("nacos-node {addr} not ready within {deadline:?}")),
+        }
+    }
+
+    /// Waits until this node names a leader in `/v1/leader` and returns it; panics with the
+    /// log at the deadline.
+    pub fn wait_leader(&self, deadline: Duration) -> String {
+        let client = self.client(Duration::from_millis(500));
+        poll_until(deadline, || client.leader_of(&self.addr).ok()?.leader).unwrap_or_else(|| {
+            panic!(
+                "nacos-node {} knows no leader after {deadline:?}\n{}",
+                self.addr,
+                self.log_excerpt()
+            )
+        })
+    }
+
+    /// Waits for the process to exit on its own; `None` if it is still running at the
+    /// deadline (it is left running).
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = poll_until(deadline, || child.try_wait().ok().flatten())?;
+        Some(status)
+    }
+
+    /// `/v1/status` of this node, or `None` if it does not answer within `timeout`.
+    pub fn status(&self, timeout: Duration) -> Option<Status> {
+        self.client(timeout).status_of(&self.addr).ok()
+    }
+
+    /// kill -9 and reap. Nothing of the node's shutdown path runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // std's kill is SIGKILL, and is a no-op for a child already reaped.
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.paused = false;
+    }
+
+    /// SIGTERM, then waits up to `deadline` for a clean exit. Returns the exit status, or
+    /// `None` if the node had to be killed with SIGKILL after the deadline (or was not
+    /// running).
+    pub fn terminate(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        if self.paused {
+            // A stopped process cannot act on SIGTERM.
+            self.resume();
+        }
+        let mut child = self.child.take()?;
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        signal(&child, libc::SIGTERM);
+        let status = poll_until(deadline, || child.try_wait().ok().flatten());
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        status
+    }
+
+    /// SIGSTOP: the process stays, its sockets stay open, and it answers nothing (like a
+    /// long GC pause or a frozen VM).
+    pub fn pause(&mut self) {
+        let child = self.child.as_ref().expect("pause: node not running");
+        signal(child, libc::SIGSTOP);
+        self.paused = true;
+    }
+
+    /// SIGCONT after [`TestNode::pause`].
+    pub fn resume(&mut self) {
+        let child = self.child.as_ref().expect("resume: node not running");
+        signal(child, libc::SIGCONT);
+        self.paused = false;
+    }
+
+    /// Everything the node has written to stdout and stderr, across restarts.
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = File::open(&self.log_path) {
+            let mut bytes = Vec::new();
+            let _ = f.read_to_end(&mut bytes);
+            s = String::from_utf8_lossy(&bytes).into_owned();
+        }
+        s
+    }
+
+    /// The last 200 lines of the log, labelled, for failure messages.
+    pub fn log_excerpt(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let from = lines.len().saturating_sub(200);
+        format!(
+            "--- log of nacos-node {} ({}) ---\n{}\n--- end of log ---",
+            self.addr,
+            self.log_path.display(),
+            lines[from..].join("\n")
+        )
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Sends `sig` to the child by its pid, unless it has already been reaped (its pid could
+/// then belong to another process).
+fn signal(child: &Child, sig: libc::c_int) {
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: kill(2) has no memory-safety preconditions. The child has not been reaped
+    // (callers hold it and have not waited on it successfully), so the pid is still ours.
+    let rc = unsafe { libc::kill(pid, sig) };
+    assert!(
+        rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH),
+        "kill({pid}, {sig}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Test timings: fast enough that elections take a fraction of a second, slow enough not to
+/// flap on a loaded machine.
+pub const TEST_HEARTBEAT_MS: &str = "50";
+pub const TEST_ELECTION_TIMEOUT_MS: &str = "300";
+
+/// A cluster of nodes on 127.0.0.1 that all list each other in `--peers`. Dropping it kills
+/// every node, then removes the temp dir.
+pub struct TestCluster {
+    // Declared before `dir`: nodes are killed before their directory is removed.
+    pub nodes: Vec<TestNode>,
+    pub dir: TempDir,
+}
+
+impl TestCluster {
+    /// Starts `n` nodes with `--peers` naming all of them and test timings (heartbeat 50 ms,
+    /// election timeout 300 ms, unless `extra_args` sets them), and waits until every node
+    /// is ready. Node `i` has data dir `<dir>/node-i` and log `<dir>/node-i.log`.
+    pub fn start(n: usize, extra_args: &[&str]) -> TestCluster {
+        let mut cluster = TestCluster::new(n, extra_args);
+        for node in &mut cluster.nodes {
+            node.start();
+        }
+        for i in 0..n {
+            let deadline = READY_DEADLINE;
+            if let Err(why) = cluster.nodes[i].try_wait_ready(deadline) {
+                panic!("{why}\n{}", cluster.logs());
+            }
+        }
+        cluster
+    }
+
+    /// The same cluster, described but not started.
+    pub fn new(n: usize, extra_args: &[&str]) -> TestCluster {
+        let dir = tempfile::Builder::new()
+            .prefix("nacos-cluster-")
+            .tempdir()
+            .expect("temp dir");
+        let addrs: Vec<String> = free_ports(n)
+            .into_iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let peers = addrs.join(",");
+        let mut args: Vec<&str> = vec!["--peers", &peers];
+        let has = |flag: &str| {
+            extra_args
+                .iter()
+                .any(|a| *a == flag || a.starts_with(&format!("{flag}=")))
+        };
+        if !has("--heartbeat-interval-ms") {
+            args.extend(["--heartbeat-interval-ms", TEST_HEARTBEAT_MS]);
+        }
+        if !has("--election-timeout-ms") {
+            args.extend(["--election-timeout-ms", TEST_ELECTION_TIMEOUT_MS]);
+        }
+        args.extend_from_slice(extra_args);
+        let nodes = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| {
+                TestNode::new(
+                    addr,
+                    &dir.path().join(format!("node-{i}")),
+                    &dir.path().join(format!("node-{i}.log")),
+                    &args,
+                )
+            })
+            .collect();
+        TestCluster { nodes, dir }
+    }
+
+    /// Every node's address, comma-separated: the `--endpoints` of the whole cluster.
+    pub fn endpoints(&self) -> String {
+        self.addrs().join(",")
+    }
+
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    /// A client of the whole cluster.
+    pub fn client(&self, timeout: Duration) -> Client {
+        Client::new(self.addrs(), timeout)
+    }
+
+    /// The index of the node with address `addr`.
+    pub fn index_of(&self, addr: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.addr == addr)
+    }
+
+    /// Waits until every live (running, not paused) node reports the same leader, that
+    /// leader is live and reports itself `LEADER` in that term; returns its index. Panics
+    /// with every log at the deadline.
+    pub fn wait_for_leader(&mut self, deadline: Duration) -> usize {
+        match poll_until(deadline, || self.agreed_leader()) {
+            Some(i) => i,
+            None => panic!(
+                "no leader agreed by all live nodes within {deadline:?}; last views: {}\n{}",
+                self.views(),
+                self.logs()
+            ),
+        }
+    }
+
+    /// The leader every live node agrees on right now, if any.
+    pub fn agreed_leader(&mut self) -> Option<usize> {
+        let live: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_live())
+            .collect();
+        let statuses: Vec<Status> = live
+            .iter()
+            .map(|&i| self.nodes[i].status(Duration::from_millis(500)))
+            .collect::<Option<_>>()?;
+        let first = statuses.first()?;
+        let leader = first.leader.clone()?;
+        let term = first.term;
+        if statuses
+            .iter()
+            .any(|s| s.leader.as_deref() != Some(&leader) || s.term != term)
+        {
+            return None;
+        }
+        let i = self.index_of(&leader)?;
+        let pos = live.iter().position(|&l| l == i)?;
+        (statuses[pos].role == "LEADER").then_some(i)
+    }
+
+    /// Each live node's (role, term, leader), for failure messages.
+    pub fn views(&mut self) -> String {
+        let mut out = Vec::new();
+        for n in &mut self.nodes {
+            let view = if !n.is_live() {
+                "not live".to_string()
+            } else {
+                match n.status(Duration::from_millis(500)) {
+                    Some(s) => format!("{} term {} leader {:?}", s.role, s.term, s.leader),
+                    None => "no answer".to_string(),
+                }
+            };
+            out.push(format!("{}: {view}", n.addr));
+        }
+        out.join("; ")
+    }
+
+    /// Every node's log excerpt, for failure messages.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(TestNode::log_excerpt)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Runs `nacosctl ARGS` with no `NACOSCTL_*` variables from the test's environment and no
+/// stdin. Killed (and the test failed) if it runs past [`CTL_DEADLINE`].
+pub fn nacosctl(args: &[&str]) -> Output {
+    nacosctl_with(None, args, None, &[])
+}
+
+/// Runs `nacosctl --endpoints ENDPOINTS ARGS`.
+pub fn nacosctl_at(endpoints: &str, args: &[&str]) -> Output {
+    nacosctl_with(Some(endpoints), args, None, &[])
+}
+
+/// The general form: optional `--endpoints`, optional bytes on stdin, extra environment.
+pub fn nacosctl_with(
+    endpoints: Option<&str>,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    env: &[(&str, &str)],
+) -> Output {
+    let mut cmd = Command::new(CTL_BIN);
+    if let Some(e) = endpoints {
+        cmd.arg("--endpoints").arg(e);
+    }
+    cmd.args(args)
+        .env_remove("NACOSCTL_ENDPOINTS")
+        .env_remove("NACOSCTL_OUTPUT")
+        .env_remove("NACOSCTL_TIMEOUT")
+        .envs(env.iter().copied())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {CTL_BIN}: {e}"));
+    let input = stdin.map(<[u8]>::to_vec);
+    let mut pipe_in = child.stdin.take();
+    let writer = thread::spawn(move || {
+        if let (Some(mut pipe), Some(bytes)) = (pipe_in.take(), input) {
+            // A nacosctl that exits early closes the pipe; that is its business.
+            let _ = pipe.write_all(&bytes);
+        }
+    });
+    let stdout = read_in_background(child.stdout.take().expect("stdout piped"));
+    let stderr = read_in_background(child.stderr.take().expect("stderr piped"));
+    let status = match poll_until(CTL_DEADLINE, || child.try_wait().ok().flatten()) {
+        Some(s) => s,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "nacosctl {args:?} still running after {CTL_DEADLINE:?}; stderr so far: {}",
+                String::from_utf8_lossy(&stderr.join().unwrap_or_default())
+            );
+        }
+    };
+    let _ = writer.join();
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+fn read_in_background(mut r: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        buf
+    })
+}
+
+/// The exit code; panics on death by signal, which no nacosctl run should end with.
+pub fn code(out: &Output) -> i32 {
+    out.status
+        .code()
+        .unwrap_or_else(|| panic!("nacosctl died by a signal: {}", describe(out)))
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Status, stdout and stderr, for assertion messages.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status {}\n--- stdout ---\n{}--- stderr ---\n{}",
+        out.status,
+        stdout(out),
+        stderr(out)
+    )
+}
+
+/// stdout parsed as one JSON document; panics (with the run) if it is not.
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", describe(out)))
+}
+
+/// Asserts the exit code, showing the whole run on failure.
+#[track_caller]
+pub fn assert_code(out: &Output, expected: i32) {
+    assert_eq!(code(out), expected, "{}", describe(out));
+}
