@@ -97,6 +97,32 @@ pub enum Command {
     },
     /// Print a shell completion script
     Completion { shell: clap_complete::Shell },
+    /// Measure throughput and latency of a running cluster (closed loop, keys bench/N)
+    Bench {
+        #[arg(value_enum)]
+        op: BenchOp,
+        /// Concurrent clients, each with its own keep-alive connection
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
+        /// Requests in all
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        /// Distinct keys written or read
+        #[arg(long, default_value_t = 100)]
+        keys: usize,
+        /// Bytes per value
+        #[arg(long, default_value_t = 64)]
+        value_size: usize,
+        /// Read the answering node's replica (get only)
+        #[arg(long)]
+        stale: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchOp {
+    Put,
+    Get,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -4,6 +4,7 @@
 //! stdout and diagnostics on stderr (`nacosctl: ...` then a `hint:`), and exits with a code
 //! from the contract (see `exit.rs`). It never waits on the network longer than `--timeout`.
 
+mod bench;
 mod cli;
 mod commands;
 mod exit;
@@ -58,6 +59,26 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Leader => commands::leader(&client(), cli.output, &mut out)?,
         Command::Status => status::run(&client(), cli.output, &mut out)?,
         Command::Dump { data_dir } => commands::dump(cli.output, &mut out, data_dir)?,
+        Command::Bench {
+            op,
+            clients,
+            requests,
+            keys,
+            value_size,
+            stale,
+        } => bench::run(
+            &client(),
+            cli.output,
+            &mut out,
+            &bench::BenchArgs {
+                op: *op,
+                clients: *clients,
+                requests: *requests,
+                keys: *keys,
+                value_size: *value_size,
+                stale: *stale,
+            },
+        )?,
         Command::Completion { shell } => {
             // Into a buffer first: `generate` panics on a write error such as a closed pipe.
             let mut script = Vec::new();
