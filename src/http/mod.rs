@@ -5,6 +5,7 @@
 //! sockets; `serve` is the thin socket glue. Errors become JSON only in `error`.
 
 pub mod error;
+mod watch;
 
 use std::io::Read;
 use std::sync::Arc;
@@ -94,6 +95,7 @@ pub fn route(node: &Node, req: &Request) -> Response {
         ("GET", "/v1/datum") => get(node, req, deadline),
         ("GET", "/v1/datums") => list(node, req, deadline),
         ("GET", "/v1/status") => Ok(status(node)),
+        ("GET", "/v1/digest") => digest(node, req, deadline),
         ("GET", "/v1/leader") => {
             let s = node.raft_status();
             Ok(Response::json(
@@ -244,6 +246,43 @@ fn list(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
         .map(|d| json!({"key": d.key, "timestamp": d.timestamp, "index": d.index}))
         .collect();
     Ok(Response::json(200, &items))
+}
+
+/// The datum-set digest at an applied index (default: the latest), for `nacosctl check`.
+fn digest(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
+    let state = node.state();
+    let (index, digest) =
+        match req.param("index") {
+            None => state.digest(),
+            Some(i) => {
+                let i: u64 = i
+                    .parse()
+                    .map_err(|_| Error::BadRequest(format!("index {i:?} is not a number")))?;
+                if !state.wait_applied(i, deadline) {
+                    return Err(Error::Timeout {
+                        waited_ms: node.config().publish_timeout_ms,
+                    });
+                }
+                match state.digest_at(i) {
+                    Some(d) => (i, d),
+                    None => return Ok(Response::json(
+                        410,
+                        &ErrorBody::new(
+                            "compacted",
+                            format!(
+                                "the digest at index {i} is no longer kept; ask for a recent index"
+                            ),
+                        ),
+                    )),
+                }
+            }
+        };
+    Ok(Response::json(
+        200,
+        &json!({"endpoint": node.config().advertise.0, "index": index,
+                "digest": format!("{digest:016x}"), "applied_index": state.applied_index(),
+                "datums": state.len()}),
+    ))
 }
 
 fn status(node: &Node) -> Response {
@@ -441,6 +480,12 @@ pub fn serve(node: Node, listen: &str) -> Result<HttpServer> {
 
 fn handle(node: &Node, mut rq: tiny_http::Request) {
     let resp = match read_request(&mut rq) {
+        Ok(req) if req.method == "GET" && req.path == "/v1/watch" => {
+            match watch::start(node, &req) {
+                Ok(w) => return watch::stream(node, rq, w),
+                Err(r) => r,
+            }
+        }
         Ok(req) => {
             // A panic in one request is a 500 for that request, never a dead server.
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| route(node, &req))) {

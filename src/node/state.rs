@@ -12,7 +12,7 @@
 //! acknowledged write is already fsynced in the log, and start-up replays the log over the
 //! files.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Condvar, Mutex, RwLock};
@@ -58,14 +58,70 @@ struct Listener {
     tx: Sender<Event>,
 }
 
+impl Listener {
+    fn wants(&self, key: &str) -> bool {
+        if self.prefix {
+            key.starts_with(&self.key)
+        } else {
+            key == self.key
+        }
+    }
+}
+
+/// Recent events kept for watchers that resume from an index.
+pub const HISTORY_EVENTS: usize = 100_000;
+/// Recent (index, digest) pairs kept for `nacosctl check`.
+const DIGEST_HISTORY: usize = 100_000;
+
+/// Listeners and the event history, under one lock so that a watcher's replay and its live
+/// subscription meet with no gap and no duplicate.
+struct Notifier {
+    listeners: Vec<Listener>,
+    next_id: u64,
+    history: VecDeque<Event>,
+    /// The history holds every event with an index at or above this.
+    floor: u64,
+}
+
+/// Why a watch could not resume.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Compacted {
+    /// The oldest index a watch can resume from now.
+    pub floor: u64,
+}
+
+/// Order-independent digest of the datum set: XOR of a 64-bit FNV-1a hash of each datum's
+/// key, value (canonical JSON: serde_json sorts object keys) and timestamp. Updated per
+/// applied entry, so replicas can be compared at the same index.
+fn datum_hash(d: &Datum) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    feed(d.key.as_bytes());
+    feed(&[0]);
+    feed(d.value.to_string().as_bytes());
+    feed(&[0]);
+    feed(&d.timestamp.to_le_bytes());
+    h
+}
+
+struct Digests {
+    current: u64,
+    recent: VecDeque<(u64, u64)>,
+}
+
 /// Applied state shared by the applier thread (writer) and request threads (readers).
 pub struct StateMachine {
     data_dir: PathBuf,
     datums: RwLock<BTreeMap<String, Datum>>,
     applied: Mutex<u64>,
     applied_cv: Condvar,
-    listeners: Mutex<Vec<Listener>>,
-    next_listener: Mutex<u64>,
+    notifier: Mutex<Notifier>,
+    digests: Mutex<Digests>,
     /// Latest state of each key not yet written to its file (None: remove the file).
     dirty: Mutex<HashMap<String, Option<Datum>>>,
     /// Every change up to this index is in the datum files.
@@ -76,17 +132,28 @@ impl StateMachine {
     /// Loads the datum files of a data dir. Each holds the index that wrote it, so the log
     /// replay that follows can skip what a file already reflects.
     pub fn load(data_dir: PathBuf) -> Result<StateMachine> {
-        let datums = datum_dir::read_datum_dir(&data_dir)?
+        let datums: BTreeMap<String, Datum> = datum_dir::read_datum_dir(&data_dir)?
             .into_iter()
             .map(|(d, _)| (d.key.clone(), d))
             .collect();
+        // Events below the newest loaded datum were folded into the files, not recorded.
+        let floor = datums.values().map(|d| d.index).max().unwrap_or(0) + 1;
+        let digest = datums.values().map(datum_hash).fold(0, |a, h| a ^ h);
         Ok(StateMachine {
             data_dir,
             datums: RwLock::new(datums),
             applied: Mutex::new(0),
             applied_cv: Condvar::new(),
-            listeners: Mutex::new(Vec::new()),
-            next_listener: Mutex::new(1),
+            notifier: Mutex::new(Notifier {
+                listeners: Vec::new(),
+                next_id: 1,
+                history: VecDeque::new(),
+                floor,
+            }),
+            digests: Mutex::new(Digests {
+                current: digest,
+                recent: VecDeque::new(),
+            }),
             dirty: Mutex::new(HashMap::new()),
             flushed: Mutex::new(0),
         })
@@ -144,6 +211,7 @@ impl StateMachine {
         let mut dirty: HashMap<String, Option<Datum>> = HashMap::new();
         {
             let mut datums = self.datums.write().expect("datums lock");
+            let mut digests = self.digests.lock().expect("digest lock");
             for e in entries {
                 let applied = match &e.command {
                     Command::Noop => Applied::Noop,
@@ -170,8 +238,11 @@ impl StateMachine {
                                 timestamp,
                                 index: e.index,
                             });
-                            dirty.insert(key.clone(), Some(d.clone()));
-                            datums.insert(key.clone(), d);
+                            digests.current ^= datum_hash(&d);
+                            if let Some(old) = datums.insert(key.clone(), d.clone()) {
+                                digests.current ^= datum_hash(&old);
+                            }
+                            dirty.insert(key.clone(), Some(d));
                             Applied::Published { timestamp }
                         }
                     }
@@ -185,7 +256,9 @@ impl StateMachine {
                                 timestamp: d.timestamp,
                                 index: e.index,
                             });
-                            datums.remove(key);
+                            if let Some(old) = datums.remove(key) {
+                                digests.current ^= datum_hash(&old);
+                            }
                             dirty.insert(key.clone(), None);
                             Applied::Deleted { existed: true }
                         }
@@ -198,6 +271,11 @@ impl StateMachine {
                     },
                 };
                 results.push((e.index, e.term, applied));
+                let current = digests.current;
+                digests.recent.push_back((e.index, current));
+                if digests.recent.len() > DIGEST_HISTORY {
+                    digests.recent.pop_front();
+                }
             }
         }
         if !dirty.is_empty() {
@@ -237,39 +315,76 @@ impl StateMachine {
         *self.flushed.lock().expect("flushed lock")
     }
 
+    /// The datum-set digest right after applying `index`, if still remembered.
+    pub fn digest_at(&self, index: u64) -> Option<u64> {
+        let d = self.digests.lock().expect("digest lock");
+        d.recent
+            .binary_search_by_key(&index, |(i, _)| *i)
+            .ok()
+            .map(|pos| d.recent[pos].1)
+    }
+
+    /// The digest of the current datum set and the index it reflects.
+    pub fn digest(&self) -> (u64, u64) {
+        let d = self.digests.lock().expect("digest lock");
+        (d.recent.back().map_or(0, |(i, _)| *i), d.current)
+    }
+
     /// Registers a listener on a key (or on every key under a prefix). Events arrive in log
     /// order on the returned channel until `unlisten` or the receiver is dropped.
     pub fn listen(&self, key: &str, prefix: bool) -> (u64, Receiver<Event>) {
+        match self.watch(key, prefix, None) {
+            Ok((id, _, rx)) => (id, rx),
+            Err(_) => unreachable!("a watch without a start index cannot be compacted"),
+        }
+    }
+
+    /// Like `listen`, and also returns the retained events from `from_index` on (for a
+    /// watcher that resumes). `Compacted` when events from there are no longer retained.
+    pub fn watch(
+        &self,
+        key: &str,
+        prefix: bool,
+        from_index: Option<u64>,
+    ) -> std::result::Result<(u64, Vec<Event>, Receiver<Event>), Compacted> {
         let (tx, rx) = mpsc::channel();
-        let id = {
-            let mut n = self.next_listener.lock().expect("listener lock");
-            *n += 1;
-            *n
+        let mut n = self.notifier.lock().expect("notifier lock");
+        let listener = Listener {
+            id: n.next_id,
+            key: key.to_string(),
+            prefix,
+            tx,
         };
-        self.listeners
-            .lock()
-            .expect("listener lock")
-            .push(Listener {
-                id,
-                key: key.to_string(),
-                prefix,
-                tx,
-            });
-        (id, rx)
+        let replay = match from_index {
+            None => Vec::new(),
+            Some(from) if from < n.floor => return Err(Compacted { floor: n.floor }),
+            Some(from) => n
+                .history
+                .iter()
+                .filter(|e| e.index >= from && listener.wants(&e.key))
+                .cloned()
+                .collect(),
+        };
+        n.next_id += 1;
+        let id = listener.id;
+        n.listeners.push(listener);
+        Ok((id, replay, rx))
     }
 
     pub fn unlisten(&self, id: u64) {
-        self.listeners
+        self.notifier
             .lock()
-            .expect("listener lock")
+            .expect("notifier lock")
+            .listeners
             .retain(|l| l.id != id);
     }
 
     /// Keys of registered listeners (Nacos `/raft/listeners`).
     pub fn listener_keys(&self) -> Vec<String> {
-        self.listeners
+        self.notifier
             .lock()
-            .expect("listener lock")
+            .expect("notifier lock")
+            .listeners
             .iter()
             .map(|l| l.key.clone())
             .collect()
@@ -279,21 +394,21 @@ impl StateMachine {
         if events.is_empty() {
             return;
         }
-        let mut listeners = self.listeners.lock().expect("listener lock");
+        let mut n = self.notifier.lock().expect("notifier lock");
         // A listener whose receiver is gone is dropped here, not leaked.
-        listeners.retain(|l| {
-            for ev in &events {
-                let hit = if l.prefix {
-                    ev.key.starts_with(&l.key)
-                } else {
-                    ev.key == l.key
-                };
-                if hit && l.tx.send(ev.clone()).is_err() {
-                    return false;
-                }
-            }
-            true
+        n.listeners.retain(|l| {
+            events
+                .iter()
+                .filter(|ev| l.wants(&ev.key))
+                .all(|ev| l.tx.send(ev.clone()).is_ok())
         });
+        for ev in events {
+            n.history.push_back(ev);
+        }
+        while n.history.len() > HISTORY_EVENTS {
+            let gone = n.history.pop_front().expect("non-empty");
+            n.floor = n.floor.max(gone.index + 1);
+        }
     }
 }
 
@@ -412,5 +527,56 @@ mod tests {
         sm.apply(&[e(3, publish("svc.b", 1))]).unwrap();
         let keys: Vec<String> = rx.try_iter().map(|ev| ev.key).collect();
         assert_eq!(keys, vec!["svc.a"]);
+    }
+
+    #[test]
+    fn watch_resumes_without_gap_or_duplicate_and_reports_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let sm = StateMachine::load(dir.path().into()).unwrap();
+        sm.apply(&[
+            e(1, publish("a", 1)),
+            e(2, publish("b", 1)),
+            e(3, delete("a")),
+        ])
+        .unwrap();
+        let (_, replay, rx) = sm.watch("a", false, Some(2)).unwrap();
+        assert_eq!(replay.iter().map(|e| e.index).collect::<Vec<_>>(), vec![3]);
+        sm.apply(&[e(4, publish("a", 4))]).unwrap();
+        assert_eq!(rx.try_iter().map(|e| e.index).collect::<Vec<_>>(), vec![4]);
+        sm.flush().unwrap();
+        // After a restart, history before the newest datum file is gone.
+        let restarted = StateMachine::load(dir.path().into()).unwrap();
+        assert_eq!(
+            restarted.watch("a", false, Some(2)).unwrap_err(),
+            Compacted { floor: 5 }
+        );
+        assert!(restarted.watch("a", false, Some(5)).is_ok());
+    }
+
+    #[test]
+    fn digest_tracks_the_datum_set_not_the_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = StateMachine::load(dir.path().join("1")).unwrap();
+        let two = StateMachine::load(dir.path().join("2")).unwrap();
+        one.apply(&[
+            e(1, publish("a", 1)),
+            e(2, publish("b", 2)),
+            e(3, delete("b")),
+        ])
+        .unwrap();
+        two.apply(&[
+            e(1, publish("a", 1)),
+            e(2, publish("c", 2)),
+            e(3, delete("c")),
+        ])
+        .unwrap();
+        // Same datum set at 3, different at 2.
+        assert_eq!(one.digest_at(3), two.digest_at(3));
+        assert_ne!(one.digest_at(2), two.digest_at(2));
+        assert_eq!(one.digest(), (3, one.digest_at(3).unwrap()));
+        // A restarted replica loads the same digest from its files.
+        one.flush().unwrap();
+        let again = StateMachine::load(dir.path().join("1")).unwrap();
+        assert_eq!(again.digest().1, one.digest().1);
     }
 }
