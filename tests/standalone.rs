@@ -46,13 +46,19 @@ fn every_acknowledged_write_survives_sigterm_and_kill_9() {
         c.put(&format!("k{}", i % 10), json!(i)).unwrap();
     }
     c.delete("k0").unwrap();
-    assert!(n.terminate(T).is_some_and(|s| s.success()), "clean stop exits 0");
+    assert!(
+        n.terminate(T).is_some_and(|s| s.success()),
+        "clean stop exits 0"
+    );
     n.start();
     n.wait_ready(READY_DEADLINE);
     let c = n.client(T);
     assert_eq!(c.get("k9", false).unwrap().value, json!(29));
     assert_eq!(c.get("k9", false).unwrap().timestamp, 3);
-    assert!(c.get("k0", false).is_err(), "a deleted key came back after SIGTERM");
+    assert!(
+        c.get("k0", false).is_err(),
+        "a deleted key came back after SIGTERM"
+    );
     for i in 30..60 {
         c.put(&format!("k{}", i % 10), json!(i)).unwrap();
     }
@@ -68,7 +74,10 @@ fn every_acknowledged_write_survives_sigterm_and_kill_9() {
     // Deleted after 3 writes, then written 3 more times: the counter restarted at 1.
     let g = c.get("k0", false).unwrap();
     assert_eq!((g.value, g.timestamp), (json!(50), 3));
-    assert!(c.get("k1", false).is_err(), "a deleted key came back after kill -9");
+    assert!(
+        c.get("k1", false).is_err(),
+        "a deleted key came back after kill -9"
+    );
 }
 
 #[test]
@@ -106,7 +115,15 @@ fn oversize_body_is_413() {
 fn unsafe_and_invalid_keys_never_escape_the_data_dir() {
     let n = started();
     let c = n.client(T);
-    for key in ["../../escape", "/etc/passwd", "..", ".", "a/../../b", "%2e%2e", "~root"] {
+    for key in [
+        "../../escape",
+        "/etc/passwd",
+        "..",
+        ".",
+        "a/../../b",
+        "%2e%2e",
+        "~root",
+    ] {
         c.put(key, json!(key)).unwrap();
         assert_eq!(c.get(key, false).unwrap().value, json!(key));
     }
@@ -118,7 +135,13 @@ fn unsafe_and_invalid_keys_never_escape_the_data_dir() {
         .collect();
     names.sort();
     assert!(!names.iter().any(|n| n.contains("escape")), "{names:?}");
-    let dumped = nacosctl(&["-o", "json", "dump", "--data-dir", n.data_dir.to_str().unwrap()]);
+    let dumped = nacosctl(&[
+        "-o",
+        "json",
+        "dump",
+        "--data-dir",
+        n.data_dir.to_str().unwrap(),
+    ]);
     assert_code(&dumped, 0);
     for d in json(&dumped).as_array().unwrap() {
         let file = d["file"].as_str().unwrap();
@@ -127,8 +150,14 @@ fn unsafe_and_invalid_keys_never_escape_the_data_dir() {
             "{file}"
         );
     }
-    for (bad, why) in [("", "empty"), ("a\nb", "control"), (&"k".repeat(1025)[..], "1024")] {
-        let q = form_urlencoded::Serializer::new(String::new()).append_pair("key", bad).finish();
+    for (bad, why) in [
+        ("", "empty"),
+        ("a\nb", "control"),
+        (&"k".repeat(1025)[..], "1024"),
+    ] {
+        let q = form_urlencoded::Serializer::new(String::new())
+            .append_pair("key", bad)
+            .finish();
         let (status, body) = raw(&n, "DELETE", &format!("/v1/datum?{q}"), None);
         assert_eq!(status, 400, "{bad:?}");
         assert!(body["message"].as_str().unwrap().contains(why), "{body}");
@@ -138,7 +167,11 @@ fn unsafe_and_invalid_keys_never_escape_the_data_dir() {
 #[test]
 fn unknown_routes_are_404_with_the_json_error_body() {
     let n = started();
-    for (m, p) in [("GET", "/nope"), ("PUT", "/v1/datum"), ("GET", "/v1/raft/messages")] {
+    for (m, p) in [
+        ("GET", "/nope"),
+        ("PUT", "/v1/datum"),
+        ("GET", "/v1/raft/messages"),
+    ] {
         let (status, body) = raw(&n, m, p, None);
         assert_eq!(status, 404, "{m} {p}");
         assert_eq!(body["error"], "no_route");
@@ -150,11 +183,23 @@ fn peer_messages_from_strangers_are_refused() {
     let n = started();
     let msg = json!([{"from": "10.9.9.9:8848", "to": n.addr, "term": 99,
                       "msg": {"type": "vote", "last_log_index": 100, "last_log_term": 99}}]);
-    let (status, body) = raw(&n, "POST", "/v1/raft/messages", Some(msg.to_string().as_bytes()));
+    let (status, body) = raw(
+        &n,
+        "POST",
+        "/v1/raft/messages",
+        Some(msg.to_string().as_bytes()),
+    );
     assert_eq!(status, 403);
-    assert!(body["message"].as_str().unwrap().contains("not a member"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("not a member"),
+        "{body}"
+    );
     let s = n.status(T).unwrap();
-    assert_eq!((s.role.as_str(), s.term), ("LEADER", 1), "a stranger changed the term");
+    assert_eq!(
+        (s.role.as_str(), s.term),
+        ("LEADER", 1),
+        "a stranger changed the term"
+    );
 }
 
 #[test]
@@ -169,7 +214,10 @@ fn a_corrupt_datum_file_stops_start_up_naming_file_and_offset() {
     let status = n.wait_exit(T).expect("must refuse to start, not hang");
     assert!(!status.success());
     let log = n.log();
-    assert!(log.contains(file.to_str().unwrap()) && log.contains("byte"), "{log}");
+    assert!(
+        log.contains(file.to_str().unwrap()) && log.contains("byte"),
+        "{log}"
+    );
     // Nothing was deleted or rewritten.
     assert_eq!(fs::read(&file).unwrap(), &original[..original.len() / 2]);
 }
@@ -181,7 +229,7 @@ fn a_corrupt_log_record_stops_start_up_naming_file_and_offset() {
         n.client(T).put("k", json!(i)).unwrap();
     }
     n.terminate(T);
-    let seg = n.data_dir.join("log/00000000000000000001.log");
+    let seg = n.data_dir.join("log/00000000000000000001-00000000000000000001.log");
     let mut bytes = fs::read(&seg).unwrap();
     bytes[12] ^= 0x55; // inside the first record
     fs::write(&seg, &bytes).unwrap();
@@ -189,7 +237,10 @@ fn a_corrupt_log_record_stops_start_up_naming_file_and_offset() {
     let status = n.wait_exit(T).expect("must refuse to start, not hang");
     assert!(!status.success());
     let log = n.log();
-    assert!(log.contains(seg.to_str().unwrap()) && log.contains("byte 0"), "{log}");
+    assert!(
+        log.contains(seg.to_str().unwrap()) && log.contains("byte 0"),
+        "{log}"
+    );
     assert_eq!(fs::read(&seg).unwrap(), bytes, "the log was modified");
 }
 
@@ -198,7 +249,7 @@ fn a_torn_log_tail_is_cut_with_a_warning_and_the_node_serves() {
     let mut n = started();
     let acked = n.client(T).put("k", json!("kept")).unwrap();
     n.terminate(T);
-    let seg = n.data_dir.join("log/00000000000000000001.log");
+    let seg = n.data_dir.join("log/00000000000000000001-00000000000000000001.log");
     // A write that never completed: half a record at the end.
     let mut bytes = fs::read(&seg).unwrap();
     bytes.extend_from_slice(&[40, 0, 0, 0, 1, 2]);

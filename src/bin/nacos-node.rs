@@ -45,6 +45,9 @@ struct Args {
     /// Shared secret for peer traffic; every member must use the same one.
     #[arg(long, env = "NACOS_CLUSTER_TOKEN", hide_env_values = true)]
     cluster_token: Option<String>,
+    /// Size at which the log starts a new segment.
+    #[arg(long, default_value_t = nacos_raft::store::log::SEGMENT_BYTES, hide = true)]
+    log_segment_bytes: u64,
     /// Log more (one line per election event and peer problem is always logged).
     #[arg(short, long)]
     verbose: bool,
@@ -97,6 +100,7 @@ fn config(args: &Args) -> anyhow::Result<NodeConfig> {
         election_timeout_ms: args.election_timeout_ms,
         publish_timeout_ms: args.publish_timeout_ms,
         cluster_token: args.cluster_token.clone().filter(|t| !t.is_empty()),
+        log_segment_bytes: args.log_segment_bytes.max(4096),
     };
     cfg.validate()?;
     Ok(cfg)

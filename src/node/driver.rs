@@ -43,7 +43,8 @@ pub enum DriverEvent {
 /// One unit of work for the log writer.
 pub struct WriteBatch {
     pub hard_state: Option<HardState>,
-    pub truncate_from: Option<u64>,
+    /// The index to truncate from, with the term of the entry before it.
+    pub truncate_from: Option<(u64, u64)>,
     pub entries: Vec<Entry>,
     pub after_persist: Vec<Envelope>,
 }
@@ -169,6 +170,13 @@ impl Driver {
         {
             // Everything that needs durability goes through the writer, in order, even
             // messages with nothing new to persist: an earlier batch may still be in flight.
+            let truncate_from = truncate_from.map(|from| {
+                let prev = self
+                    .core
+                    .term_at(from - 1)
+                    .expect("truncation never reaches below the commit index");
+                (from, prev)
+            });
             let _ = self.writer.send(WriteBatch {
                 hard_state,
                 truncate_from,

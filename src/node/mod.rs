@@ -73,6 +73,8 @@ pub struct NodeConfig {
     pub publish_timeout_ms: u64,
     /// Shared secret every member must present on peer traffic (None: membership check only).
     pub cluster_token: Option<String>,
+    /// Size at which the log starts a new segment (compaction deletes whole segments).
+    pub log_segment_bytes: u64,
 }
 
 impl NodeConfig {
@@ -85,6 +87,7 @@ impl NodeConfig {
             election_timeout_ms: 500,
             publish_timeout_ms: 5000,
             cluster_token: None,
+            log_segment_bytes: store::log::SEGMENT_BYTES,
         }
     }
 
@@ -165,13 +168,12 @@ impl Node {
         cfg.validate()?;
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| Error::store(&cfg.data_dir, e))?;
         let hs = store::read_meta(&cfg.data_dir)?;
-        let recovered = LogStore::open(&cfg.data_dir.join("log"))?;
+        let recovered = LogStore::open(&cfg.data_dir.join("log"), cfg.log_segment_bytes)?;
         for w in &recovered.warnings {
             log_event(&format!("warning: {w}"));
         }
         let state = StateMachine::load(cfg.data_dir.clone())?;
-        let log_offset = recovered.entries.first().map_or(0, |e| e.index - 1);
-        let core = RaftCore::new(cfg.raft_config(), hs, (log_offset, 0), recovered.entries);
+        let core = RaftCore::new(cfg.raft_config(), hs, recovered.start, recovered.entries);
 
         let (driver_tx, driver_rx) = mpsc::channel();
         let (writer_tx, writer_rx) = mpsc::channel();
@@ -460,7 +462,9 @@ impl Node {
         // Leave the datum files exactly up to date, so `dump` of a cleanly stopped node
         // shows every applied write.
         if let Err(e) = self.shared.state.flush() {
-            log_event(&format!("warning: datum files not fully written: {e}; the log replays them at start-up"));
+            log_event(&format!(
+                "warning: datum files not fully written: {e}; the log replays them at start-up"
+            ));
         }
     }
 }

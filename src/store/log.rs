@@ -1,10 +1,15 @@
 //! The Raft log on disk: append-only segment files of CRC-checked records.
 //!
 //! A record is `[len: u32 LE][crc32 of payload: u32 LE][payload]`; the payload's first byte
-//! says what it is: an entry (JSON) or a truncation (`from`, u64 LE). Truncating a divergent
-//! suffix appends a truncation record instead of rewriting the file, so every write is an
-//! append and a crash can only ever tear the tail. Segments are named by the index of the
-//! first entry appended to them and roll over at `SEGMENT_BYTES`.
+//! says what it is. Every segment starts with a START record `(prev_index, prev_term)`: the
+//! log continues after that entry, whatever older segments held beyond it. Entries follow as
+//! JSON. Truncating a divergent suffix inside the active segment appends a TRUNCATE record;
+//! a truncation reaching into an older segment starts a new segment instead. So every write
+//! is an append (a crash can only tear the tail), and every segment header is a complete
+//! starting point: compaction deletes whole leading segments, and a snapshot install starts
+//! a fresh one.
+//!
+//! Segments are named `<sequence>-<first index>.log` and read in sequence order.
 //!
 //! Must not decide what to write: the node shell does, from the core's `Ready`.
 
@@ -15,22 +20,28 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::raft::Entry;
 
-const SEGMENT_BYTES: u64 = 64 << 20;
+/// Default size at which a new segment is started.
+pub const SEGMENT_BYTES: u64 = 16 << 20;
 const HEADER: usize = 8;
 /// Largest record accepted when reading; a length above it means a corrupt header.
 const MAX_RECORD: u32 = 256 << 20;
 const KIND_ENTRY: u8 = 1;
 const KIND_TRUNCATE: u8 = 2;
+const KIND_START: u8 = 3;
 
 struct Segment {
-    first_index: u64,
+    seq: u64,
     path: PathBuf,
+    /// The START record: the segment continues the log after this entry.
+    prev: (u64, u64),
 }
 
 /// What `LogStore::open` found on disk.
 pub struct Recovered {
     pub store: LogStore,
-    /// The entries, contiguous from index 1 (or from the start of the oldest segment).
+    /// The entry the log starts after (index, term): (0, 0) for a log never compacted.
+    pub start: (u64, u64),
+    /// The entries after `start`, contiguous.
     pub entries: Vec<Entry>,
     /// Things an operator should know about (a torn tail that was cut off), one per line.
     pub warnings: Vec<String>,
@@ -38,15 +49,18 @@ pub struct Recovered {
 
 pub struct LogStore {
     dir: PathBuf,
+    segment_bytes: u64,
     segments: Vec<Segment>,
     active: BufWriter<File>,
     active_len: u64,
-    /// Index the next appended entry will have (for naming the next segment).
-    next_index: u64,
+    /// (index, term) of the last entry in the log, or the start if it is empty.
+    last: (u64, u64),
+    /// Lowest index the active segment may truncate to with a TRUNCATE record.
+    active_first: u64,
 }
 
-fn segment_name(first_index: u64) -> String {
-    format!("{first_index:020}.log")
+fn segment_name(seq: u64, first_index: u64) -> String {
+    format!("{seq:020}-{first_index:020}.log")
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -55,97 +69,131 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::store(dir, e))
 }
 
+fn start_payload(prev: (u64, u64)) -> Vec<u8> {
+    let mut p = vec![KIND_START];
+    p.extend_from_slice(&prev.0.to_le_bytes());
+    p.extend_from_slice(&prev.1.to_le_bytes());
+    p
+}
+
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut rec = Vec::with_capacity(HEADER + payload.len());
+    rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    rec.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    rec.extend_from_slice(payload);
+    rec
+}
+
 impl LogStore {
     /// Opens (or creates) the log in `dir`, reading every record back. Corruption anywhere
     /// but the very end of the newest segment is an error naming the file and offset: those
     /// records were fsynced and may have been acknowledged, so nothing is skipped.
-    pub fn open(dir: &Path) -> Result<Recovered> {
+    pub fn open(dir: &Path, segment_bytes: u64) -> Result<Recovered> {
         fs::create_dir_all(dir).map_err(|e| Error::store(dir, e))?;
-        let mut segments = Vec::new();
+        let mut found: Vec<(u64, PathBuf)> = Vec::new();
         for entry in fs::read_dir(dir).map_err(|e| Error::store(dir, e))? {
             let entry = entry.map_err(|e| Error::store(dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(stem) = name.strip_suffix(".log") {
-                if let Ok(first_index) = stem.parse::<u64>() {
-                    segments.push(Segment {
-                        first_index,
+            let Some(stem) = name.strip_suffix(".log") else {
+                continue;
+            };
+            let seq = stem
+                .split_once('-')
+                .and_then(|(seq, first)| first.parse::<u64>().ok().and(seq.parse::<u64>().ok()));
+            match seq {
+                Some(seq) => found.push((seq, entry.path())),
+                None => {
+                    return Err(Error::Corrupt {
                         path: entry.path(),
-                    });
+                        offset: 0,
+                        reason: "not a log segment name (<sequence>-<first index>.log); move it out of the log directory".into(),
+                    })
                 }
             }
         }
-        segments.sort_by_key(|s| s.first_index);
+        found.sort();
 
         let mut entries: Vec<Entry> = Vec::new();
+        let mut start = (0, 0);
         let mut warnings = Vec::new();
-        let count = segments.len();
-        for (i, seg) in segments.iter().enumerate() {
-            let last = i + 1 == count;
-            read_segment(&seg.path, last, &mut entries, &mut warnings)?;
+        let mut segments = Vec::new();
+        let count = found.len();
+        for (i, (seq, path)) in found.into_iter().enumerate() {
+            let prev = read_segment(
+                &path,
+                i + 1 == count,
+                &mut start,
+                &mut entries,
+                &mut warnings,
+            )?;
+            segments.push(Segment { seq, path, prev });
         }
-        let next_index = entries.last().map_or(1, |e| e.index + 1);
+        let last = entries.last().map_or(start, |e| (e.index, e.term));
 
         if segments.is_empty() {
-            let path = dir.join(segment_name(next_index));
-            File::create(&path).map_err(|e| Error::store(&path, e))?;
-            sync_dir(dir)?;
-            segments.push(Segment {
-                first_index: next_index,
-                path,
-            });
+            segments.push(create_segment(dir, 1, last)?);
         }
-        let active_path = &segments.last().expect("at least one segment").path;
+        let active = segments.last().expect("at least one segment");
         let file = OpenOptions::new()
             .append(true)
-            .open(active_path)
-            .map_err(|e| Error::store(active_path, e))?;
+            .open(&active.path)
+            .map_err(|e| Error::store(&active.path, e))?;
         let active_len = file
             .metadata()
-            .map_err(|e| Error::store(active_path, e))?
+            .map_err(|e| Error::store(&active.path, e))?
             .len();
+        let active_first = active.prev.0 + 1;
         Ok(Recovered {
             store: LogStore {
                 dir: dir.to_path_buf(),
+                segment_bytes,
                 segments,
                 active: BufWriter::with_capacity(1 << 20, file),
                 active_len,
-                next_index,
+                last,
+                active_first,
             },
+            start,
             entries,
             warnings,
         })
     }
 
     /// Buffers a truncation (if any) and entries; durable only after [`LogStore::sync`].
-    pub fn append(&mut self, truncate_from: Option<u64>, entries: &[Entry]) -> Result<()> {
-        if let Some(from) = truncate_from {
-            let mut payload = vec![KIND_TRUNCATE];
-            payload.extend_from_slice(&from.to_le_bytes());
-            self.write_record(&payload)?;
-            self.next_index = self.next_index.min(from);
+    /// `prev_term` is the term of entry `truncate_from - 1`, needed when the truncation
+    /// reaches into an older segment and a new one must say where the log continues.
+    pub fn append(&mut self, truncate_from: Option<(u64, u64)>, entries: &[Entry]) -> Result<()> {
+        if let Some((from, prev_term)) = truncate_from {
+            if from < self.active_first {
+                self.roll((from - 1, prev_term))?;
+            } else {
+                let mut payload = vec![KIND_TRUNCATE];
+                payload.extend_from_slice(&from.to_le_bytes());
+                self.write_record(&payload)?;
+            }
+            if from <= self.last.0 {
+                self.last = (from - 1, prev_term);
+            }
         }
         for e in entries {
-            if self.active_len >= SEGMENT_BYTES {
-                self.roll(e.index)?;
+            if self.active_len >= self.segment_bytes {
+                self.roll(self.last)?;
             }
             let mut payload = vec![KIND_ENTRY];
             serde_json::to_writer(&mut payload, e).expect("entries always serialise");
             self.write_record(&payload)?;
-            self.next_index = e.index + 1;
+            self.last = (e.index, e.term);
         }
         Ok(())
     }
 
     fn write_record(&mut self, payload: &[u8]) -> Result<()> {
-        let mut header = [0u8; HEADER];
-        header[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-        header[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
         let path = &self.segments.last().expect("active segment").path;
+        let rec = frame(payload);
         self.active
-            .write_all(&header)
-            .and_then(|_| self.active.write_all(payload))
+            .write_all(&rec)
             .map_err(|e| Error::store(path, e))?;
-        self.active_len += (HEADER + payload.len()) as u64;
+        self.active_len += rec.len() as u64;
         Ok(())
     }
 
@@ -160,19 +208,52 @@ impl LogStore {
             .map_err(|e| Error::store(path, e))
     }
 
-    fn roll(&mut self, first_index: u64) -> Result<()> {
+    /// Starts a new segment that continues the log after `prev`.
+    fn roll(&mut self, prev: (u64, u64)) -> Result<()> {
         self.sync()?;
-        let path = self.dir.join(segment_name(first_index));
+        let seq = self.segments.last().map_or(1, |s| s.seq + 1);
+        let seg = create_segment(&self.dir, seq, prev)?;
         let file = OpenOptions::new()
-            .create_new(true)
             .append(true)
-            .open(&path)
-            .map_err(|e| Error::store(&path, e))?;
-        sync_dir(&self.dir)?;
+            .open(&seg.path)
+            .map_err(|e| Error::store(&seg.path, e))?;
+        self.active_len = file
+            .metadata()
+            .map_err(|e| Error::store(&seg.path, e))?
+            .len();
         self.active = BufWriter::with_capacity(1 << 20, file);
-        self.active_len = 0;
-        self.segments.push(Segment { first_index, path });
+        self.active_first = prev.0 + 1;
+        self.segments.push(seg);
         Ok(())
+    }
+
+    /// Deletes the oldest segments whose every entry is at or below `upto` (the log must
+    /// keep everything after it). Returns where the log now starts.
+    pub fn compact(&mut self, upto: u64) -> Result<(u64, u64)> {
+        // Segment i can go when segment i+1 starts at or below `upto`: everything i held
+        // past that point was superseded by i+1's START.
+        let mut drop = 0;
+        while drop + 1 < self.segments.len() && self.segments[drop + 1].prev.0 <= upto {
+            drop += 1;
+        }
+        for seg in self.segments.drain(..drop) {
+            fs::remove_file(&seg.path).map_err(|e| Error::store(&seg.path, e))?;
+        }
+        if drop > 0 {
+            sync_dir(&self.dir)?;
+        }
+        Ok(self.segments[0].prev)
+    }
+
+    /// Replaces the whole log with an empty one continuing after `start` (a snapshot install).
+    pub fn reset(&mut self, start: (u64, u64)) -> Result<()> {
+        self.roll(start)?;
+        self.last = start;
+        let keep = self.segments.len() - 1;
+        for seg in self.segments.drain(..keep) {
+            fs::remove_file(&seg.path).map_err(|e| Error::store(&seg.path, e))?;
+        }
+        sync_dir(&self.dir)
     }
 
     /// Total bytes of all segments (for status and tests of bounded disk use).
@@ -183,20 +264,42 @@ impl LogStore {
             .map(|m| m.len())
             .sum()
     }
+
+    /// Where the log starts (the entry before the oldest one kept).
+    pub fn start(&self) -> (u64, u64) {
+        self.segments[0].prev
+    }
 }
 
-/// Reads one segment into `entries`, applying truncation records.
+fn create_segment(dir: &Path, seq: u64, prev: (u64, u64)) -> Result<Segment> {
+    let path = dir.join(segment_name(seq, prev.0 + 1));
+    let mut f = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| Error::store(&path, e))?;
+    f.write_all(&frame(&start_payload(prev)))
+        .and_then(|_| f.sync_data())
+        .map_err(|e| Error::store(&path, e))?;
+    sync_dir(dir)?;
+    Ok(Segment { seq, path, prev })
+}
+
+/// Reads one segment into `entries` (applying its START and TRUNCATE records) and returns
+/// its START.
 fn read_segment(
     path: &Path,
     is_last: bool,
+    start: &mut (u64, u64),
     entries: &mut Vec<Entry>,
     warnings: &mut Vec<String>,
-) -> Result<()> {
+) -> Result<(u64, u64)> {
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
         .map_err(|e| Error::store(path, e))?;
     let mut off = 0usize;
+    let mut seg_start: Option<(u64, u64)> = None;
     while off < bytes.len() {
         let corrupt = |reason: String| Error::Corrupt {
             path: path.to_path_buf(),
@@ -221,7 +324,7 @@ fn read_segment(
             // acknowledged: cut it off, keeping the bytes beside the log for inspection
             // (etcd's WAL repairs its tail the same way).
             let at_end = !complete || off + HEADER + len as usize == bytes.len();
-            if is_last && at_end {
+            if is_last && at_end && seg_start.is_some() {
                 let keep = path.with_extension(format!("log.torn-{off}"));
                 fs::write(&keep, &bytes[off..]).map_err(|e| Error::store(&keep, e))?;
                 let f = OpenOptions::new()
@@ -237,7 +340,7 @@ fn read_segment(
                     bytes.len() - off,
                     keep.display()
                 ));
-                return Ok(());
+                break;
             }
             return Err(corrupt(if !complete {
                 "record is cut short and more segments follow".into()
@@ -246,11 +349,35 @@ fn read_segment(
             }));
         }
         let payload = &bytes[off + HEADER..off + HEADER + len as usize];
-        match payload.first() {
-            Some(&KIND_ENTRY) => {
+        match (payload.first(), seg_start) {
+            (Some(&KIND_START), None) if payload.len() == 17 => {
+                let prev = (
+                    u64::from_le_bytes(payload[1..9].try_into().expect("8 bytes")),
+                    u64::from_le_bytes(payload[9..17].try_into().expect("8 bytes")),
+                );
+                // The log continues after `prev`: drop what older segments held past it,
+                // or start over there if they did not reach it (compacted, or a reset).
+                let have = entries.last().map_or(*start, |e| (e.index, e.term));
+                if prev.0 >= start.0 && prev.0 <= have.0 {
+                    entries.retain(|e| e.index <= prev.0);
+                    let at = entries.last().map_or(*start, |e| (e.index, e.term));
+                    if at != prev {
+                        return Err(corrupt(format!(
+                            "segment continues after entry {} of term {}, but the log holds term {} there",
+                            prev.0, prev.1, at.1
+                        )));
+                    }
+                } else {
+                    entries.clear();
+                    *start = prev;
+                }
+                seg_start = Some(prev);
+            }
+            (_, None) => return Err(corrupt("segment does not begin with a START record".into())),
+            (Some(&KIND_ENTRY), Some(_)) => {
                 let e: Entry = serde_json::from_slice(&payload[1..])
                     .map_err(|e| corrupt(format!("entry does not parse: {e}")))?;
-                let expected = entries.last().map_or(e.index, |l| l.index + 1);
+                let expected = entries.last().map_or(start.0 + 1, |l| l.index + 1);
                 if e.index != expected {
                     return Err(corrupt(format!(
                         "entry {} follows entry {}: the log has a gap",
@@ -260,7 +387,7 @@ fn read_segment(
                 }
                 entries.push(e);
             }
-            Some(&KIND_TRUNCATE) if payload.len() == 9 => {
+            (Some(&KIND_TRUNCATE), Some(_)) if payload.len() == 9 => {
                 let from = u64::from_le_bytes(payload[1..9].try_into().expect("8 bytes"));
                 entries.retain(|e| e.index < from);
             }
@@ -268,7 +395,13 @@ fn read_segment(
         }
         off += HEADER + len as usize;
     }
-    Ok(())
+    seg_start.ok_or_else(|| Error::Corrupt {
+        path: path.to_path_buf(),
+        offset: 0,
+        reason:
+            "empty segment (no START record); it was being created when the node stopped: delete it"
+                .into(),
+    })
 }
 
 #[cfg(test)]
@@ -287,38 +420,97 @@ mod tests {
         }
     }
 
+    fn entries(from: u64, to: u64, term: u64) -> Vec<Entry> {
+        (from..=to).map(|i| entry(i, term)).collect()
+    }
+
+    fn open(dir: &Path, segment_bytes: u64) -> Recovered {
+        LogStore::open(dir, segment_bytes).unwrap()
+    }
+
     #[test]
-    fn append_sync_reopen() {
+    fn append_truncate_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let mut r = LogStore::open(dir.path()).unwrap();
+        let mut r = open(dir.path(), SEGMENT_BYTES);
         assert!(r.entries.is_empty());
-        r.store
-            .append(None, &[entry(1, 1), entry(2, 1), entry(3, 1)])
-            .unwrap();
+        r.store.append(None, &entries(1, 3, 1)).unwrap();
         r.store.sync().unwrap();
-        r.store.append(Some(2), &[entry(2, 2)]).unwrap();
+        r.store.append(Some((2, 1)), &[entry(2, 2)]).unwrap();
         r.store.sync().unwrap();
         drop(r);
-        let r = LogStore::open(dir.path()).unwrap();
+        let r = open(dir.path(), SEGMENT_BYTES);
         assert_eq!(r.entries, vec![entry(1, 1), entry(2, 2)]);
+        assert_eq!(r.start, (0, 0));
         assert!(r.warnings.is_empty());
     }
 
+    #[test]
+    fn truncation_into_an_older_segment_rolls_and_survives_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = open(dir.path(), 1); // every append rolls a new segment
+        r.store.append(None, &entries(1, 5, 1)).unwrap();
+        r.store.append(Some((3, 1)), &entries(3, 6, 2)).unwrap();
+        r.store.sync().unwrap();
+        drop(r);
+        let mut r = open(dir.path(), 1);
+        let mut want = entries(1, 2, 1);
+        want.extend(entries(3, 6, 2));
+        assert_eq!(r.entries, want);
+        assert_eq!(r.store.compact(4).unwrap(), (4, 2));
+        drop(r);
+        let r = open(dir.path(), 1);
+        assert_eq!(r.start, (4, 2));
+        assert_eq!(r.entries, entries(5, 6, 2));
+    }
+
+    #[test]
+    fn compaction_bounds_the_segments_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = open(dir.path(), 4096);
+        for i in 0..50 {
+            r.store
+                .append(None, &entries(i * 20 + 1, i * 20 + 20, 1))
+                .unwrap();
+        }
+        r.store.sync().unwrap();
+        let before = r.store.disk_bytes();
+        let start = r.store.compact(900).unwrap();
+        assert!(start.0 <= 900 && start.0 > 800, "{start:?}");
+        assert!(r.store.disk_bytes() < before / 5);
+        drop(r);
+        let r = open(dir.path(), 4096);
+        assert_eq!(r.start, start);
+        assert_eq!(r.entries, entries(start.0 + 1, 1000, 1));
+    }
+
+    #[test]
+    fn reset_starts_over_after_a_snapshot_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = open(dir.path(), SEGMENT_BYTES);
+        r.store.append(None, &entries(1, 10, 1)).unwrap();
+        r.store.reset((500, 7)).unwrap();
+        r.store.append(None, &[entry(501, 7)]).unwrap();
+        r.store.sync().unwrap();
+        drop(r);
+        let r = open(dir.path(), SEGMENT_BYTES);
+        assert_eq!((r.start, r.entries), ((500, 7), vec![entry(501, 7)]));
+    }
+
     fn only_segment(dir: &Path) -> PathBuf {
-        dir.join(segment_name(1))
+        dir.join(segment_name(1, 1))
     }
 
     #[test]
     fn torn_tail_is_cut_and_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let mut r = LogStore::open(dir.path()).unwrap();
+        let mut r = open(dir.path(), SEGMENT_BYTES);
         r.store.append(None, &[entry(1, 1), entry(2, 1)]).unwrap();
         r.store.sync().unwrap();
         drop(r);
         let seg = only_segment(dir.path());
         let full = fs::read(&seg).unwrap();
         fs::write(&seg, &full[..full.len() - 3]).unwrap();
-        let r = LogStore::open(dir.path()).unwrap();
+        let r = open(dir.path(), SEGMENT_BYTES);
         assert_eq!(r.entries, vec![entry(1, 1)]);
         assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
         // The log keeps working after the cut.
@@ -327,7 +519,7 @@ mod tests {
         store.sync().unwrap();
         drop(store);
         assert_eq!(
-            LogStore::open(dir.path()).unwrap().entries,
+            open(dir.path(), SEGMENT_BYTES).entries,
             vec![entry(1, 1), entry(2, 3)]
         );
     }
@@ -335,18 +527,19 @@ mod tests {
     #[test]
     fn corruption_in_the_middle_is_an_error_naming_file_and_offset() {
         let dir = tempfile::tempdir().unwrap();
-        let mut r = LogStore::open(dir.path()).unwrap();
+        let mut r = open(dir.path(), SEGMENT_BYTES);
         r.store.append(None, &[entry(1, 1), entry(2, 1)]).unwrap();
         r.store.sync().unwrap();
         drop(r);
         let seg = only_segment(dir.path());
         let mut bytes = fs::read(&seg).unwrap();
-        bytes[HEADER + 2] ^= 0xff; // inside the first record's payload
+        let first_entry = HEADER + 17;
+        bytes[first_entry + HEADER + 2] ^= 0xff; // inside the first entry's payload
         fs::write(&seg, &bytes).unwrap();
-        match LogStore::open(dir.path()) {
+        match LogStore::open(dir.path(), SEGMENT_BYTES) {
             Err(Error::Corrupt { path, offset, .. }) => {
                 assert_eq!(path, seg);
-                assert_eq!(offset, 0);
+                assert_eq!(offset, first_entry as u64);
             }
             Err(e) => panic!("expected Corrupt, got {e}"),
             Ok(_) => panic!("expected Corrupt, got a log"),
