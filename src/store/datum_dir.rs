@@ -25,7 +25,12 @@ pub fn datum_path(data_dir: &Path, key: &str) -> PathBuf {
 /// Writes `datum` atomically (temp file + rename). Temp names start with `.`, which the key
 /// encoding never produces, so a leftover temp file can never be mistaken for a datum.
 pub fn write_datum(data_dir: &Path, datum: &Datum) -> Result<PathBuf> {
-    let path = datum_path(data_dir, &datum.key);
+    write_datum_under(&datum_root(data_dir), datum)
+}
+
+/// Like [`write_datum`], into a directory laid out like `<data-dir>/data/`.
+pub fn write_datum_under(root: &Path, datum: &Datum) -> Result<PathBuf> {
+    let path = root.join(datum_rel_path(&datum.key));
     let dir = path.parent().expect("datum path has a parent");
     fs::create_dir_all(dir).map_err(|e| Error::store(dir, e))?;
     let tmp = dir.join(format!(

@@ -5,6 +5,7 @@
 pub mod datum_dir;
 pub mod log;
 pub mod meta;
+pub mod snapshot;
 
 pub use datum_dir::{read_datum_dir, remove_datum, write_datum};
 pub use log::LogStore;
