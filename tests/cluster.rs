@@ -15,7 +15,13 @@ const T: Duration = Duration::from_secs(10);
 /// Every (key, value, timestamp) a node holds, read offline from its data dir. Datum files
 /// trail the log on a running node, so this is for stopped nodes (a clean stop flushes).
 fn dump(node: &TestNode) -> BTreeMap<String, (serde_json::Value, u64)> {
-    let out = nacosctl(&["-o", "json", "dump", "--data-dir", node.data_dir.to_str().unwrap()]);
+    let out = nacosctl(&[
+        "-o",
+        "json",
+        "dump",
+        "--data-dir",
+        node.data_dir.to_str().unwrap(),
+    ]);
     assert_code(&out, 0);
     json(&out)
         .as_array()
@@ -37,7 +43,12 @@ fn wait_applied(node: &TestNode, index: u64) {
             .filter(|s| s.applied_index >= index)
             .map(|_| ())
     });
-    assert!(ok.is_some(), "{} never applied {index}\n{}", node.addr, node.log_excerpt());
+    assert!(
+        ok.is_some(),
+        "{} never applied {index}\n{}",
+        node.addr,
+        node.log_excerpt()
+    );
 }
 
 #[test]
@@ -52,7 +63,11 @@ fn three_members_elect_one_leader_and_serve_writes_through_each() {
             .put(&format!("k{i}"), json!({"from": i}))
             .unwrap_or_else(|e| panic!("put via {}: {e}\n{}", node.addr, c.logs()));
         assert_eq!(r.timestamp, 1);
-        assert!(r.index > last_index, "indexes grow: {} after {last_index}", r.index);
+        assert!(
+            r.index > last_index,
+            "indexes grow: {} after {last_index}",
+            r.index
+        );
         last_index = r.index;
     }
     // A linearizable read on any member sees every acknowledged write.
@@ -64,7 +79,11 @@ fn three_members_elect_one_leader_and_serve_writes_through_each() {
     }
     let s = c.nodes[leader].status(T).unwrap();
     assert_eq!(s.role, "LEADER");
-    assert_eq!(s.followers.len(), 2, "the leader reports each follower: {s:?}");
+    assert_eq!(
+        s.followers.len(),
+        2,
+        "the leader reports each follower: {s:?}"
+    );
 }
 
 #[test]
@@ -108,7 +127,10 @@ fn follower_down_while_writes_continue_catches_up_from_the_log() {
     let client = Client::new(vec![c.nodes[leader].addr.clone()], T);
     let mut last = 0;
     for i in 0..100 {
-        last = client.put(&format!("while-down-{}", i % 7), json!(i)).unwrap().index;
+        last = client
+            .put(&format!("while-down-{}", i % 7), json!(i))
+            .unwrap()
+            .index;
     }
     client.delete("while-down-0").unwrap();
     c.nodes[down].restart();
@@ -119,7 +141,10 @@ fn follower_down_while_writes_continue_catches_up_from_the_log() {
     }
     assert_eq!(dump(&c.nodes[down]), dump(&c.nodes[leader]));
     assert_eq!(dump(&c.nodes[down]).len(), 6);
-    assert!(!dump(&c.nodes[down]).contains_key("while-down-0"), "a deleted key came back");
+    assert!(
+        !dump(&c.nodes[down]).contains_key("while-down-0"),
+        "a deleted key came back"
+    );
 }
 
 #[test]
@@ -135,14 +160,19 @@ fn two_of_three_down_makes_put_fail_with_4_within_its_timeout() {
         }
     }
     let started = Instant::now();
-    let out = nacosctl_at(&c.nodes[survivor].addr, &["--timeout", "3s", "put", "k", "v"]);
+    let out = nacosctl_at(
+        &c.nodes[survivor].addr,
+        &["--timeout", "3s", "put", "k", "v"],
+    );
     let took = started.elapsed();
     assert_code(&out, 4);
     assert!(took < Duration::from_secs(6), "put took {took:?}");
     // Stale reads still answer from the surviving replica; linearizable ones refuse.
     let s = c.nodes[survivor].client(T).get("before", true).unwrap();
     assert_eq!(s.value, json!(1));
-    let e = c.nodes[survivor].client(Duration::from_secs(3)).get("before", false);
+    let e = c.nodes[survivor]
+        .client(Duration::from_secs(3))
+        .get("before", false);
     assert!(matches!(e, Err(ClientError::Unavailable { .. })), "{e:?}");
 }
 
@@ -186,13 +216,24 @@ fn a_node_missing_from_the_member_list_exits_naming_its_address_and_the_list() {
     let me = format!("127.0.0.1:{}", ports[0]);
     let list = format!("127.0.0.1:{},127.0.0.1:{}", ports[1], ports[2]);
     let dir = tempfile::tempdir().unwrap();
-    let mut n = TestNode::new(&me, &dir.path().join("d"), &dir.path().join("log"), &["--peers", &list]);
+    let mut n = TestNode::new(
+        &me,
+        &dir.path().join("d"),
+        &dir.path().join("log"),
+        &["--peers", &list],
+    );
     n.start();
     let status = n.wait_exit(T).expect("the node must exit, not hang");
     assert!(!status.success());
     let log = n.log();
-    assert!(log.contains(&me) && log.contains(&list.replace(',', ", ")), "{log}");
-    assert!(log.contains("--advertise"), "the message names the fix: {log}");
+    assert!(
+        log.contains(&me) && log.contains(&list.replace(',', ", ")),
+        "{log}"
+    );
+    assert!(
+        log.contains("--advertise"),
+        "the message names the fix: {log}"
+    );
 }
 
 /// Nacos §13.1.3: an isolated old leader kept acknowledging writes. Here a paused leader
@@ -242,5 +283,10 @@ fn a_returning_member_does_not_disrupt_the_leader() {
     c.nodes[away].resume();
     wait_applied(&c.nodes[away], last);
     let s = c.nodes[leader].status(T).unwrap();
-    assert_eq!((s.role.as_str(), s.term), ("LEADER", term), "leader disturbed: {s:?}\n{}", c.logs());
+    assert_eq!(
+        (s.role.as_str(), s.term),
+        ("LEADER", term),
+        "leader disturbed: {s:?}\n{}",
+        c.logs()
+    );
 }
