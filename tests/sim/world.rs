@@ -1,0 +1,1155 @@
+//! The simulated cluster for one seed: N `RaftCore`s on a virtual clock, a network that
+//! drops, delays, duplicates, reorders and partitions, per-member disks that lose what was not
+//! yet durable when the member crashes, paused members (as under SIGSTOP), leadership
+//! transfers, and a client that publishes, deletes and reads. It plays the shell's part of the
+//! `Ready` contract strictly and checks the invariants in `oracle` after every event.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+
+use nacos_raft::raft::{
+    Command, Config, Entry, Envelope, HardState, Message, PeerAddr, RaftCore, ReadState, Role,
+};
+
+use super::oracle::{Datums, Oracle};
+use super::rng::Rng;
+
+pub const TICK_MS: u64 = 10;
+pub const HEARTBEAT_MS: u64 = 30;
+pub const ELECTION_MS: u64 = 150;
+/// After healing, a cluster in which no member applied anything or grew its log past its
+/// longest yet for this much virtual time (about 66 election timeouts) is stuck. Catching up
+/// may take longer than that in total with one-entry Appends and slow disks, so the limit is
+/// on progress; `HEAL_CAP_MS` bounds the whole.
+pub const LIVENESS_MS: u64 = 10_000;
+pub const HEAL_CAP_MS: u64 = 1_800_000;
+const KEYS: usize = 6;
+
+/// Which faults a seed injects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mix {
+    Calm,
+    Lossy,
+    Partitions,
+    Crashes,
+    Chaos,
+}
+
+#[derive(Clone, Debug)]
+pub struct Params {
+    pub nodes: usize,
+    pub mix: Mix,
+    pub drop: f64,
+    pub dup: f64,
+    /// Chance that a message takes `slow_delay` instead of `delay`: this is what reorders.
+    pub slow: f64,
+    pub delay: (u64, u64),
+    pub slow_delay: (u64, u64),
+    pub persist_delay: (u64, u64),
+    pub crashes: bool,
+    /// A crash may leave the write in progress half done (hard state, truncation, a prefix of
+    /// the entries, in the order the `Ready` contract writes them).
+    pub torn: bool,
+    pub partitions: bool,
+    pub pauses: bool,
+    pub transfers: bool,
+    pub fault_every: (u64, u64),
+    /// Chance that a crash, pause or isolation picks the current leader.
+    pub hit_leader: f64,
+    /// Each member's clock rate in percent of real time (all 100 without skew): timers drift
+    /// apart, as on machines under uneven load.
+    pub clock_rates: Vec<u64>,
+    pub chaos_events: u64,
+    pub propose_every: (u64, u64),
+    pub read_every: (u64, u64),
+    pub max_entries: usize,
+    pub max_inflight: usize,
+}
+
+impl Params {
+    pub fn for_seed(seed: u64) -> Params {
+        let mut r = Rng::new(seed ^ 0x00C0_FFEE_5EED);
+        let nodes = if r.chance(0.5) { 3 } else { 5 };
+        let mix = r.pick(&[
+            Mix::Calm,
+            Mix::Lossy,
+            Mix::Partitions,
+            Mix::Crashes,
+            Mix::Chaos,
+            Mix::Chaos,
+        ]);
+        let lossy = matches!(mix, Mix::Lossy | Mix::Chaos);
+        let skew = r.chance(0.3);
+        let pct = |r: &mut Rng, hi: u64| r.range((0, hi)) as f64 / 100.0;
+        Params {
+            nodes,
+            mix,
+            drop: if lossy { pct(&mut r, 20) } else { 0.0 },
+            dup: if lossy { pct(&mut r, 10) } else { 0.0 },
+            slow: if lossy { pct(&mut r, 10) } else { 0.0 },
+            delay: (1, r.range((2, 15))),
+            slow_delay: (20, 400),
+            persist_delay: (1, r.pick(&[2, 10, 25, 60])),
+            crashes: matches!(mix, Mix::Crashes | Mix::Chaos),
+            torn: r.chance(0.5),
+            partitions: matches!(mix, Mix::Partitions | Mix::Chaos),
+            pauses: matches!(mix, Mix::Partitions | Mix::Crashes | Mix::Chaos),
+            transfers: mix != Mix::Calm || r.chance(0.5),
+            fault_every: (10, r.range((50, 800))),
+            hit_leader: pct(&mut r, 80),
+            clock_rates: (0..nodes)
+                .map(|_| if skew { r.range((50, 200)) } else { 100 })
+                .collect(),
+            chaos_events: r.range((3000, 8000)),
+            propose_every: (1, r.range((4, 30))),
+            read_every: (1, r.range((4, 40))),
+            max_entries: r.pick(&[1, 2, 4, 64]),
+            max_inflight: r.pick(&[1, 2, 8, 64]),
+        }
+    }
+}
+
+/// What one seed did, for the runner's statistics.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub params: Params,
+    pub events: u64,
+    pub leader_terms: usize,
+    pub acked: usize,
+    pub reads_ok: usize,
+    /// Whether a majority already followed one leader when healing began.
+    pub leader_at_heal: bool,
+    /// Virtual ms from healing until a majority followed one leader in its term.
+    pub heal_to_leader_ms: u64,
+    /// Virtual ms from healing until every member had applied the same last index.
+    pub heal_to_converged_ms: u64,
+}
+
+#[derive(Debug)]
+enum Ev {
+    Tick { node: usize, inc: u64 },
+    Deliver(Envelope),
+    Persisted { node: usize, inc: u64 },
+    Propose,
+    Read,
+    Fault,
+    Restart(usize),
+    Heal(u64),
+}
+
+struct Sched {
+    at: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Sched {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Sched {}
+impl PartialOrd for Sched {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Sched {
+    fn cmp(&self, o: &Self) -> Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+/// One `Ready`'s durable part, queued on the member's disk; its `after` messages leave only
+/// when it completes (and, the queue being FIFO, every earlier one has too).
+struct Job {
+    hs: Option<HardState>,
+    truncate_from: Option<u64>,
+    entries: Vec<Entry>,
+    after: Vec<Envelope>,
+}
+
+impl Job {
+    fn stages(&self) -> usize {
+        self.hs.is_some() as usize + self.truncate_from.is_some() as usize + self.entries.len()
+    }
+}
+
+struct ReadReq {
+    key: String,
+    /// Highest acknowledged index of `key`, and of any key, when the read was asked.
+    need_key: u64,
+    need_all: u64,
+}
+
+struct Node {
+    core: Option<RaftCore>,
+    /// Bumped by each crash, so events of an earlier life are ignored.
+    inc: u64,
+    last_tick_at: u64,
+    paused_until: u64,
+    disk_hs: HardState,
+    disk_log: Vec<Entry>,
+    /// The core's log as the `Ready`s described it, checked against the core after each one.
+    mem_log: Vec<Entry>,
+    jobs: VecDeque<Job>,
+    last_job_at: u64,
+    datums: Datums,
+    applied: u64,
+    commit_seen: u64,
+    /// Proposals this member took as leader: index -> (term, command).
+    pending: BTreeMap<u64, (u64, Command)>,
+    reads: HashMap<u64, ReadReq>,
+    waiting_reads: Vec<(u64, ReadReq)>,
+}
+
+pub struct Sim {
+    pub p: Params,
+    seed: u64,
+    rng: Rng,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<Sched>>,
+    nodes: Vec<Node>,
+    addrs: Vec<PeerAddr>,
+    /// Directed links that lose everything: (from, to).
+    blocked: HashSet<(usize, usize)>,
+    partition_gen: u64,
+    healing: bool,
+    heal_at: u64,
+    leader_after_heal: Option<u64>,
+    /// When a member last applied an entry or grew its log past `high`, while healing.
+    progress_at: u64,
+    high: Vec<usize>,
+    oracle: Oracle,
+    next_op: u64,
+    next_ctx: u64,
+    events: u64,
+    reads_ok: usize,
+    trace: bool,
+}
+
+fn idx(p: &PeerAddr) -> usize {
+    p.as_str()[1..]
+        .parse()
+        .expect("simulated members are named n<i>")
+}
+
+impl Sim {
+    pub fn new(seed: u64, trace: bool) -> Sim {
+        let p = Params::for_seed(seed);
+        let addrs: Vec<PeerAddr> = (0..p.nodes)
+            .map(|i| PeerAddr::new(format!("n{i}")))
+            .collect();
+        let mut sim = Sim {
+            seed,
+            rng: Rng::new(seed),
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            nodes: Vec::new(),
+            addrs,
+            blocked: HashSet::new(),
+            partition_gen: 0,
+            healing: false,
+            heal_at: 0,
+            leader_after_heal: None,
+            progress_at: 0,
+            high: Vec::new(),
+            oracle: Oracle::default(),
+            next_op: 0,
+            next_ctx: 1,
+            events: 0,
+            reads_ok: 0,
+            trace,
+            p,
+        };
+        for n in 0..sim.p.nodes {
+            sim.nodes.push(Node {
+                core: None,
+                inc: 0,
+                last_tick_at: 0,
+                paused_until: 0,
+                disk_hs: HardState::default(),
+                disk_log: Vec::new(),
+                mem_log: Vec::new(),
+                jobs: VecDeque::new(),
+                last_job_at: 0,
+                datums: Datums::default(),
+                applied: 0,
+                commit_seen: 0,
+                pending: BTreeMap::new(),
+                reads: HashMap::new(),
+                waiting_reads: Vec::new(),
+            });
+            sim.restart(n);
+        }
+        let (pe, re, fe) = (sim.p.propose_every, sim.p.read_every, sim.p.fault_every);
+        sim.schedule_in(pe, Ev::Propose);
+        sim.schedule_in(re, Ev::Read);
+        sim.schedule_in(fe, Ev::Fault);
+        sim
+    }
+
+    /// Runs the seed: the random schedule, then healing until convergence, then the final
+    /// checks. Panics on any violated invariant.
+    pub fn run(mut self) -> Outcome {
+        while self.events < self.p.chaos_events {
+            self.step();
+        }
+        self.heal();
+        while !self.converged() {
+            assert!(
+                self.now < self.progress_at.max(self.heal_at) + LIVENESS_MS
+                    && self.now < self.heal_at + HEAL_CAP_MS,
+                "liveness: healed at {} ms, no progress since {} ms: {}",
+                self.heal_at,
+                self.progress_at.max(self.heal_at),
+                self.describe()
+            );
+            self.step();
+        }
+        self.final_checks();
+        Outcome {
+            params: self.p.clone(),
+            events: self.events,
+            leader_terms: self.oracle.leader_terms(),
+            acked: self.oracle.acked.len(),
+            reads_ok: self.reads_ok,
+            leader_at_heal: self.leader_after_heal == Some(self.heal_at),
+            heal_to_leader_ms: self.leader_after_heal.unwrap_or(self.now) - self.heal_at,
+            heal_to_converged_ms: self.now - self.heal_at,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let mut s = format!("t={} ", self.now);
+        for (n, node) in self.nodes.iter().enumerate() {
+            match &node.core {
+                None => s += &format!("[n{n} down] "),
+                Some(c) => {
+                    let st = c.status();
+                    s += &format!(
+                        "[n{n} {} t{} leader {:?} commit {} last {} stable {} applied {}] ",
+                        st.role.as_str(),
+                        st.term,
+                        st.leader.map(|l| l.0),
+                        st.commit_index,
+                        st.last_log_index,
+                        st.stable_index,
+                        node.applied
+                    );
+                    for f in st.followers {
+                        s += &format!(
+                            "({} match {} next {}) ",
+                            f.peer, f.match_index, f.next_index
+                        );
+                    }
+                }
+            }
+        }
+        s
+    }
+
+    // ------------------------------------------------------------ the event loop
+
+    fn schedule(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse(Sched {
+            at,
+            seq: self.seq,
+            ev,
+        }));
+    }
+
+    fn schedule_in(&mut self, delay: (u64, u64), ev: Ev) {
+        let at = self.now + self.rng.range(delay);
+        self.schedule(at, ev);
+    }
+
+    fn step(&mut self) {
+        let Reverse(s) = self.queue.pop().expect("ticks keep the queue non-empty");
+        self.now = s.at;
+        self.events += 1;
+        if self.trace {
+            eprintln!("{:>7} {:?}", self.now, s.ev);
+        }
+        self.handle(s.ev);
+        self.check_after_event();
+    }
+
+    fn alive(&self, n: usize, inc: u64) -> bool {
+        self.nodes[n].core.is_some() && self.nodes[n].inc == inc
+    }
+
+    /// A paused member does nothing until it resumes: its events wait for it.
+    fn defer_if_paused(&mut self, n: usize, ev: Ev) -> Option<Ev> {
+        let until = self.nodes[n].paused_until;
+        if self.now < until {
+            self.schedule(until, ev);
+            None
+        } else {
+            Some(ev)
+        }
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Tick { node, inc } => {
+                if !self.alive(node, inc) {
+                    return;
+                }
+                if self.defer_if_paused(node, Ev::Tick { node, inc }).is_none() {
+                    return;
+                }
+                let nd = &mut self.nodes[node];
+                let elapsed = (self.now - nd.last_tick_at) * self.p.clock_rates[node] / 100;
+                nd.last_tick_at = self.now;
+                nd.core.as_mut().expect("alive").tick(elapsed);
+                self.drive(node);
+                self.schedule_in((TICK_MS / 2, TICK_MS * 3 / 2), Ev::Tick { node, inc });
+            }
+            Ev::Deliver(env) => {
+                let (from, to) = (idx(&env.from), idx(&env.to));
+                if self.blocked.contains(&(from, to)) || self.nodes[to].core.is_none() {
+                    return;
+                }
+                let Some(Ev::Deliver(env)) = self.defer_if_paused(to, Ev::Deliver(env)) else {
+                    return;
+                };
+                self.nodes[to].core.as_mut().expect("alive").step(env);
+                self.drive(to);
+            }
+            Ev::Persisted { node, inc } => {
+                if !self.alive(node, inc) {
+                    return;
+                }
+                if self
+                    .defer_if_paused(node, Ev::Persisted { node, inc })
+                    .is_none()
+                {
+                    return;
+                }
+                self.complete_job(node);
+            }
+            Ev::Propose => {
+                if !self.healing {
+                    self.propose();
+                    let pe = self.p.propose_every;
+                    self.schedule_in(pe, Ev::Propose);
+                }
+            }
+            Ev::Read => {
+                if !self.healing {
+                    self.read();
+                    let re = self.p.read_every;
+                    self.schedule_in(re, Ev::Read);
+                }
+            }
+            Ev::Fault => {
+                if !self.healing {
+                    self.fault();
+                    let fe = self.p.fault_every;
+                    self.schedule_in(fe, Ev::Fault);
+                }
+            }
+            Ev::Restart(n) => {
+                if self.nodes[n].core.is_none() {
+                    self.restart(n);
+                }
+            }
+            Ev::Heal(generation) => {
+                if generation == self.partition_gen {
+                    self.blocked.clear();
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ the shell's part
+
+    /// Carries out one `Ready` exactly as the contract allows, no more.
+    fn drive(&mut self, n: usize) {
+        let Some(core) = self.nodes[n].core.as_mut() else {
+            return;
+        };
+        let rd = core.take_ready();
+        if rd.is_empty() {
+            return;
+        }
+        if self.trace {
+            eprintln!("        n{n} ready: {rd:?}");
+        }
+        self.mirror_log(n, rd.truncate_from, &rd.entries);
+        let persist = rd.needs_persist() || !rd.after_persist.is_empty();
+        for env in rd.messages {
+            self.send(n, env);
+        }
+        if persist {
+            let d = self.rng.range(self.p.persist_delay);
+            let nd = &mut self.nodes[n];
+            let at = nd.last_job_at.max(self.now + d);
+            nd.last_job_at = at;
+            nd.jobs.push_back(Job {
+                hs: rd.hard_state,
+                truncate_from: rd.truncate_from,
+                entries: rd.entries,
+                after: rd.after_persist,
+            });
+            let inc = nd.inc;
+            self.schedule(at, Ev::Persisted { node: n, inc });
+        }
+        for e in rd.committed {
+            self.apply(n, e);
+        }
+        for rs in rd.reads {
+            self.read_answered(n, rs);
+        }
+        self.serve_reads(n);
+    }
+
+    fn mirror_log(&mut self, n: usize, truncate_from: Option<u64>, entries: &[Entry]) {
+        let nd = &mut self.nodes[n];
+        if let Some(tf) = truncate_from {
+            assert!(
+                tf >= 1 && tf <= nd.mem_log.len() as u64 + 1,
+                "n{n}: truncate_from {tf} past the end of its log ({})",
+                nd.mem_log.len()
+            );
+            nd.mem_log.truncate((tf - 1) as usize);
+        }
+        for e in entries {
+            assert_eq!(
+                e.index,
+                nd.mem_log.len() as u64 + 1,
+                "n{n}: Ready.entries do not continue its log (no truncate_from for an overwrite?)"
+            );
+            let prev_term = nd.mem_log.last().map_or(0, |p| p.term);
+            self.oracle.on_append(n, e, prev_term);
+            nd.mem_log.push(e.clone());
+        }
+        let core = nd.core.as_ref().expect("alive");
+        assert_eq!(
+            core.last_index(),
+            nd.mem_log.len() as u64,
+            "n{n}: the Readies do not describe the core's log"
+        );
+        if let Some(last) = nd.mem_log.last() {
+            assert_eq!(
+                core.term_at(last.index),
+                Some(last.term),
+                "n{n}: last term differs from the Readies"
+            );
+        }
+    }
+
+    /// The persist of the oldest queued `Ready` completes.
+    fn complete_job(&mut self, n: usize) {
+        let job = self.nodes[n]
+            .jobs
+            .pop_front()
+            .expect("one Persisted event per job");
+        write_disk(&mut self.nodes[n], n, &job, usize::MAX, &mut self.oracle);
+        for env in job.after {
+            self.send(n, env);
+        }
+        if let Some(last) = job.entries.last() {
+            self.nodes[n]
+                .core
+                .as_mut()
+                .expect("alive")
+                .on_persisted(last.index, last.term);
+        }
+        self.drive(n);
+    }
+
+    fn send(&mut self, from: usize, env: Envelope) {
+        self.check_durable_before_send(from, &env);
+        let to = idx(&env.to);
+        // Healing ends the network faults too.
+        let (drop, dup, slow) = if self.healing {
+            (0.0, 0.0, 0.0)
+        } else {
+            (self.p.drop, self.p.dup, self.p.slow)
+        };
+        if self.blocked.contains(&(from, to)) || self.rng.chance(drop) {
+            return;
+        }
+        let copies = if self.rng.chance(dup) { 2 } else { 1 };
+        for _ in 0..copies {
+            let d = if self.rng.chance(slow) {
+                self.rng.range(self.p.slow_delay)
+            } else {
+                self.rng.range(self.p.delay)
+            };
+            self.schedule(self.now + d, Ev::Deliver(env.clone()));
+        }
+    }
+
+    /// Raft §5.2, §5.3: a vote, a vote request, an append acknowledgement and anything a
+    /// leader sends promise durable state; check the sender's disk holds it as it leaves.
+    fn check_durable_before_send(&self, n: usize, env: &Envelope) {
+        let nd = &self.nodes[n];
+        let hs = &nd.disk_hs;
+        let durable_term = |what: &str| {
+            assert!(
+                hs.term >= env.term,
+                "n{n} sent {what} in term {} while its durable term is {}",
+                env.term,
+                hs.term
+            )
+        };
+        match &env.msg {
+            Message::Vote { .. } => {
+                durable_term("a vote request");
+                assert!(
+                    hs.term > env.term || hs.vote_for.as_ref() == Some(&env.from),
+                    "n{n} asked for votes in term {} before its own vote was durable",
+                    env.term
+                );
+            }
+            Message::VoteResp { granted: true } => {
+                durable_term("a vote");
+                assert!(
+                    hs.term > env.term || hs.vote_for.as_ref() == Some(&env.to),
+                    "n{n} granted its vote in term {} to {} before it was durable (disk: {:?})",
+                    env.term,
+                    env.to,
+                    hs
+                );
+            }
+            Message::AppendResp {
+                success: true,
+                index,
+                ..
+            } => {
+                durable_term("an append acknowledgement");
+                let i = *index as usize;
+                assert!(
+                    nd.disk_log.len() >= i,
+                    "n{n} acknowledged index {index} in term {} with only {} entries durable",
+                    env.term,
+                    nd.disk_log.len()
+                );
+            }
+            Message::Append { .. } | Message::Heartbeat { .. } | Message::TimeoutNow => {
+                durable_term("a leader's message")
+            }
+            _ => {}
+        }
+    }
+
+    fn apply(&mut self, n: usize, e: Entry) {
+        let nd = &mut self.nodes[n];
+        assert_eq!(
+            e.index,
+            nd.applied + 1,
+            "n{n}: committed entries out of order"
+        );
+        // Ready contract, step 3: what is applied is durable locally already.
+        assert!(
+            nd.disk_log
+                .get((e.index - 1) as usize)
+                .is_some_and(|d| d.term == e.term),
+            "n{n} was told to apply entry {} (term {}) that is not durable",
+            e.index,
+            e.term
+        );
+        self.oracle.on_apply(n, &e);
+        self.progress_at = self.now;
+        nd.datums.apply(&e);
+        nd.applied = e.index;
+        // How the shell confirms a publish: the leader that took it applies that index with
+        // the term it was proposed in.
+        if let Some((term, command)) = nd.pending.remove(&e.index) {
+            if term == e.term {
+                assert_eq!(
+                    command, e.command,
+                    "n{n}: index {} confirmed with another command",
+                    e.index
+                );
+                self.oracle.on_ack(&e);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ client
+
+    fn usable(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&n| self.nodes[n].core.is_some() && self.now >= self.nodes[n].paused_until)
+            .collect()
+    }
+
+    fn propose(&mut self) {
+        let leaders: Vec<usize> = self
+            .usable()
+            .into_iter()
+            .filter(|&n| {
+                self.nodes[n]
+                    .core
+                    .as_ref()
+                    .is_some_and(|c| c.role() == Role::Leader)
+            })
+            .collect();
+        if leaders.is_empty() {
+            return;
+        }
+        let n = self.rng.pick(&leaders);
+        let count = self.rng.range((1, 3));
+        let commands: Vec<Command> = (0..count).map(|_| self.random_command()).collect();
+        let core = self.nodes[n].core.as_mut().expect("usable");
+        if let Ok((first, term)) = core.propose(commands.clone()) {
+            for (i, c) in commands.into_iter().enumerate() {
+                self.nodes[n].pending.insert(first + i as u64, (term, c));
+            }
+        }
+        self.drive(n);
+    }
+
+    fn random_command(&mut self) -> Command {
+        let key = format!("k{}", self.rng.below(KEYS));
+        if self.rng.chance(0.15) {
+            Command::Delete { key }
+        } else {
+            self.next_op += 1;
+            Command::Publish {
+                key,
+                value: serde_json::json!(self.next_op),
+            }
+        }
+    }
+
+    fn read(&mut self) {
+        let usable = self.usable();
+        if usable.is_empty() {
+            return;
+        }
+        let n = self.rng.pick(&usable);
+        let key = format!("k{}", self.rng.below(KEYS));
+        let ctx = self.next_ctx;
+        self.next_ctx += 1;
+        let req = ReadReq {
+            need_key: self.oracle.max_ack_key.get(&key).copied().unwrap_or(0),
+            need_all: self.oracle.max_ack,
+            key,
+        };
+        self.nodes[n].reads.insert(ctx, req);
+        self.nodes[n].core.as_mut().expect("usable").read_index(ctx);
+        self.drive(n);
+    }
+
+    fn read_answered(&mut self, n: usize, rs: ReadState) {
+        // A duplicated ReadIndexResp answers a read twice; the first answer counts.
+        let Some(req) = self.nodes[n].reads.remove(&rs.ctx) else {
+            return;
+        };
+        let Some(index) = rs.index else { return };
+        // Raft thesis §6.4: the read index covers everything committed before the read began.
+        assert!(
+            index >= req.need_all,
+            "stale read: n{n} got read index {index} (ctx {}) below index {} acknowledged before the read",
+            rs.ctx,
+            req.need_all
+        );
+        self.nodes[n].waiting_reads.push((index, req));
+    }
+
+    fn serve_reads(&mut self, n: usize) {
+        let nd = &mut self.nodes[n];
+        let applied = nd.applied;
+        let mut i = 0;
+        while i < nd.waiting_reads.len() {
+            if nd.waiting_reads[i].0 <= applied {
+                let (index, req) = nd.waiting_reads.swap_remove(i);
+                let version = nd.datums.version(&req.key);
+                assert!(
+                    version >= req.need_key,
+                    "stale read: n{n} read {} at version {version} (read index {index}) after index {} of it was acknowledged",
+                    req.key,
+                    req.need_key
+                );
+                self.reads_ok += 1;
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ faults
+
+    fn fault(&mut self) {
+        let mut kinds = Vec::new();
+        if self.p.crashes {
+            kinds.push(0);
+        }
+        if self.p.partitions {
+            kinds.push(1);
+        }
+        if self.p.pauses {
+            kinds.push(2);
+        }
+        if self.p.transfers {
+            kinds.push(3);
+        }
+        if kinds.is_empty() {
+            return;
+        }
+        match self.rng.pick(&kinds) {
+            0 => {
+                let Some(n) = self.victim() else { return };
+                self.crash(n);
+                self.schedule_in((5, 800), Ev::Restart(n));
+            }
+            1 => self.partition(),
+            2 => {
+                let Some(n) = self.victim() else { return };
+                let until = self.now + self.rng.range((50, 1000));
+                self.nodes[n].paused_until = until;
+                if self.trace {
+                    eprintln!("        n{n} paused until {until}");
+                }
+            }
+            3 => {
+                let leaders: Vec<usize> = self
+                    .usable()
+                    .into_iter()
+                    .filter(|&n| {
+                        self.nodes[n]
+                            .core
+                            .as_ref()
+                            .is_some_and(|c| c.role() == Role::Leader)
+                    })
+                    .collect();
+                if leaders.is_empty() {
+                    return;
+                }
+                let n = self.rng.pick(&leaders);
+                let target = if self.rng.chance(0.5) {
+                    None
+                } else {
+                    Some(self.addrs[self.rng.below(self.nodes.len())].clone())
+                };
+                let _ = self.nodes[n]
+                    .core
+                    .as_mut()
+                    .expect("usable")
+                    .transfer_leader(target);
+                self.drive(n);
+            }
+            _ => {}
+        }
+    }
+
+    /// A live member to crash, pause or cut off: often the leader, where faults hurt most.
+    fn victim(&mut self) -> Option<usize> {
+        let alive: Vec<usize> = (0..self.nodes.len())
+            .filter(|&n| self.nodes[n].core.is_some())
+            .collect();
+        let leaders: Vec<usize> = alive
+            .iter()
+            .copied()
+            .filter(|&n| {
+                self.nodes[n]
+                    .core
+                    .as_ref()
+                    .is_some_and(|c| c.role() == Role::Leader)
+            })
+            .collect();
+        if !leaders.is_empty() && self.rng.chance(self.p.hit_leader) {
+            Some(self.rng.pick(&leaders))
+        } else if alive.is_empty() {
+            None
+        } else {
+            Some(self.rng.pick(&alive))
+        }
+    }
+
+    fn partition(&mut self) {
+        let n = self.nodes.len();
+        self.blocked.clear();
+        let cut_both = |b: &mut HashSet<(usize, usize)>, x: usize, y: usize| {
+            b.insert((x, y));
+            b.insert((y, x));
+        };
+        match self.rng.below(4) {
+            0 => {
+                // Isolate one member.
+                let x = self.victim().unwrap_or(0);
+                for y in (0..n).filter(|&y| y != x) {
+                    cut_both(&mut self.blocked, x, y);
+                }
+            }
+            1 => {
+                // Split into a minority and a majority.
+                let mut order: Vec<usize> = (0..n).collect();
+                for i in (1..n).rev() {
+                    order.swap(i, self.rng.below(i + 1));
+                }
+                let k = 1 + self.rng.below(n / 2);
+                for &x in &order[..k] {
+                    for &y in &order[k..] {
+                        cut_both(&mut self.blocked, x, y);
+                    }
+                }
+            }
+            2 => {
+                // One way: a member that can send but not hear, or hear but not send.
+                let x = self.victim().unwrap_or(0);
+                let deaf = self.rng.chance(0.5);
+                for y in (0..n).filter(|&y| y != x) {
+                    self.blocked.insert(if deaf { (y, x) } else { (x, y) });
+                }
+            }
+            _ => {
+                // Random directed links.
+                for x in 0..n {
+                    for y in (0..n).filter(|&y| y != x) {
+                        if self.rng.chance(0.3) {
+                            self.blocked.insert((x, y));
+                        }
+                    }
+                }
+            }
+        }
+        self.partition_gen += 1;
+        if self.trace {
+            eprintln!("        partition {:?}", self.blocked);
+        }
+        let generation = self.partition_gen;
+        self.schedule_in((50, 2000), Ev::Heal(generation));
+    }
+
+    /// Loses everything not yet durable; with torn writes, the write in progress may be half
+    /// done.
+    fn crash(&mut self, n: usize) {
+        let torn = self.p.torn;
+        let cut = match self.nodes[n].jobs.front() {
+            Some(job) if torn => self.rng.range((0, job.stages() as u64)) as usize,
+            _ => 0,
+        };
+        let nd = &mut self.nodes[n];
+        if let Some(job) = nd.jobs.front() {
+            let job = Job {
+                hs: job.hs.clone(),
+                truncate_from: job.truncate_from,
+                entries: job.entries.clone(),
+                after: Vec::new(),
+            };
+            write_disk(nd, n, &job, cut, &mut self.oracle);
+        }
+        if self.trace {
+            eprintln!("        n{n} crashed (wrote {cut} stages of its pending write)");
+        }
+        nd.core = None;
+        nd.inc += 1;
+        nd.jobs.clear();
+        nd.last_job_at = 0;
+        nd.pending.clear();
+        nd.reads.clear();
+        nd.waiting_reads.clear();
+        nd.datums = Datums::default();
+        nd.applied = 0;
+        nd.commit_seen = 0;
+        nd.mem_log.clear();
+        nd.paused_until = 0;
+    }
+
+    /// Rebuilds a member from its disk, as the shell does at start.
+    fn restart(&mut self, n: usize) {
+        let mut cfg = Config::new(self.addrs[n].clone(), self.addrs.clone());
+        cfg.heartbeat_interval_ms = HEARTBEAT_MS;
+        cfg.election_timeout_ms = ELECTION_MS;
+        cfg.max_entries_per_append = self.p.max_entries;
+        cfg.max_inflight_appends = self.p.max_inflight;
+        let nd = &mut self.nodes[n];
+        cfg.seed = self
+            .seed
+            .wrapping_mul(0x100_0000_01B3)
+            .wrapping_add((n as u64) << 32 | nd.inc);
+        nd.core = Some(RaftCore::new(
+            cfg,
+            nd.disk_hs.clone(),
+            (0, 0),
+            nd.disk_log.clone(),
+        ));
+        nd.mem_log = nd.disk_log.clone();
+        nd.last_tick_at = self.now;
+        let inc = nd.inc;
+        if self.trace {
+            eprintln!(
+                "        n{n} started from disk: {:?}, {} entries",
+                nd.disk_hs,
+                nd.disk_log.len()
+            );
+        }
+        self.schedule_in((1, TICK_MS), Ev::Tick { node: n, inc });
+    }
+
+    // ------------------------------------------------------------ healing and checks
+
+    fn heal(&mut self) {
+        self.healing = true;
+        self.heal_at = self.now;
+        self.blocked.clear();
+        self.partition_gen += 1;
+        for n in 0..self.nodes.len() {
+            if self.nodes[n].core.is_none() {
+                self.restart(n);
+            }
+        }
+        if self.majority_follows_a_leader() {
+            self.leader_after_heal = Some(self.now);
+        }
+        if self.trace {
+            eprintln!("{:>7} healed: {}", self.now, self.describe());
+        }
+    }
+
+    fn check_after_event(&mut self) {
+        for n in 0..self.nodes.len() {
+            let nd = &mut self.nodes[n];
+            let Some(core) = nd.core.as_ref() else {
+                continue;
+            };
+            let commit = core.commit_index();
+            assert!(
+                commit >= nd.commit_seen,
+                "n{n}: commit index went back from {} to {commit}",
+                nd.commit_seen
+            );
+            assert!(
+                commit <= core.last_index(),
+                "n{n}: commit index {commit} past its log"
+            );
+            let leading = (core.role() == Role::Leader).then(|| core.term());
+            for e in &nd.mem_log[nd.commit_seen as usize..commit as usize] {
+                self.oracle.on_commit(n, e, leading);
+            }
+            nd.commit_seen = commit;
+            if let Some(term) = leading {
+                if self.oracle.on_leader(n, term) {
+                    self.oracle.check_complete(n, term, &nd.mem_log);
+                }
+            }
+        }
+        if self.healing {
+            self.high.resize(self.nodes.len(), 0);
+            for (n, nd) in self.nodes.iter().enumerate() {
+                if nd.mem_log.len() > self.high[n] {
+                    self.high[n] = nd.mem_log.len();
+                    self.progress_at = self.now;
+                }
+            }
+        }
+        if self.healing && self.leader_after_heal.is_none() && self.majority_follows_a_leader() {
+            self.leader_after_heal = Some(self.now);
+        }
+    }
+
+    fn majority_follows_a_leader(&self) -> bool {
+        self.nodes
+            .iter()
+            .filter_map(|nd| nd.core.as_ref())
+            .any(|l| {
+                l.role() == Role::Leader
+                    && self
+                        .nodes
+                        .iter()
+                        .filter_map(|nd| nd.core.as_ref())
+                        .filter(|c| c.term() == l.term() && c.leader() == Some(l.id()))
+                        .count()
+                        > self.nodes.len() / 2
+            })
+    }
+
+    fn converged(&self) -> bool {
+        let Some(leader) = self
+            .nodes
+            .iter()
+            .filter_map(|nd| nd.core.as_ref())
+            .find(|c| c.role() == Role::Leader)
+        else {
+            return false;
+        };
+        let last = leader.last_index();
+        leader.commit_index() == last
+            && self.nodes.iter().all(|nd| {
+                nd.core.is_some() && nd.applied == last && nd.mem_log.len() as u64 == last
+            })
+    }
+
+    fn final_checks(&self) {
+        let expect = self.oracle.replay();
+        let first = &self.nodes[0].mem_log;
+        for (n, nd) in self.nodes.iter().enumerate() {
+            assert!(
+                nd.mem_log == *first,
+                "log matching: n{n}'s log differs from n0's after convergence"
+            );
+            assert!(
+                nd.disk_log.len() >= nd.mem_log.len()
+                    && nd.disk_log[..nd.mem_log.len()] == nd.mem_log[..],
+                "n{n}: applied entries are not all durable"
+            );
+            assert!(
+                nd.datums == expect,
+                "n{n}'s datums differ from the replayed history"
+            );
+        }
+        self.oracle.check_acked(&expect);
+    }
+}
+
+/// Applies up to `stages` steps of a write to a member's disk, in the `Ready` contract's order,
+/// checking log matching on the durable log as on the memory one.
+fn write_disk(nd: &mut Node, n: usize, job: &Job, mut stages: usize, oracle: &mut Oracle) {
+    let mut take = || {
+        let ok = stages > 0;
+        stages = stages.saturating_sub(1);
+        ok
+    };
+    if let Some(hs) = &job.hs {
+        if !take() {
+            return;
+        }
+        let old = &nd.disk_hs;
+        assert!(
+            hs.term >= old.term,
+            "n{n}: durable term went back from {} to {}",
+            old.term,
+            hs.term
+        );
+        assert!(
+            hs.term > old.term || old.vote_for.is_none() || hs.vote_for == old.vote_for,
+            "n{n}: durable vote of term {} changed from {:?} to {:?}",
+            hs.term,
+            old.vote_for,
+            hs.vote_for
+        );
+        nd.disk_hs = hs.clone();
+    }
+    if let Some(tf) = job.truncate_from {
+        if !take() {
+            return;
+        }
+        assert!(
+            tf >= 1 && tf <= nd.disk_log.len() as u64 + 1,
+            "n{n}: truncate_from {tf} past the durable log ({})",
+            nd.disk_log.len()
+        );
+        nd.disk_log.truncate((tf - 1) as usize);
+    }
+    for e in &job.entries {
+        if !take() {
+            return;
+        }
+        assert_eq!(
+            e.index,
+            nd.disk_log.len() as u64 + 1,
+            "n{n}: entries do not continue the durable log"
+        );
+        oracle.on_append(n, e, nd.disk_log.last().map_or(0, |p| p.term));
+        nd.disk_log.push(e.clone());
+    }
+}
