@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -48,6 +49,13 @@ struct Args {
     /// Size at which the log starts a new segment.
     #[arg(long, default_value_t = nacos_raft::store::log::SEGMENT_BYTES, hide = true)]
     log_segment_bytes: u64,
+    /// A checkpoint (datum files synced, log compacted) every this many applied entries.
+    #[arg(long, default_value_t = node::DEFAULT_CHECKPOINT_ENTRIES)]
+    checkpoint_entries: u64,
+    /// Entries kept in the log behind a checkpoint for followers a little behind; a
+    /// follower further behind catches up with a snapshot.
+    #[arg(long, default_value_t = node::DEFAULT_LOG_RETAIN_ENTRIES)]
+    log_retain_entries: u64,
     /// Log more (one line per election event and peer problem is always logged).
     #[arg(short, long)]
     verbose: bool,
@@ -101,6 +109,8 @@ fn config(args: &Args) -> anyhow::Result<NodeConfig> {
         publish_timeout_ms: args.publish_timeout_ms,
         cluster_token: args.cluster_token.clone().filter(|t| !t.is_empty()),
         log_segment_bytes: args.log_segment_bytes.max(4096),
+        checkpoint_entries: args.checkpoint_entries.max(1),
+        log_retain_entries: args.log_retain_entries,
     };
     cfg.validate()?;
     Ok(cfg)
@@ -160,8 +170,11 @@ fn run() -> anyhow::Result<()> {
             "SIGTERM"
         }
     ));
-    // Every acknowledged write is already fsynced; a leader hands over first so the others
-    // do not wait an election timeout.
+    // Every acknowledged write is already fsynced. A leader hands over first so the others
+    // do not wait an election timeout; then client requests in progress finish (new ones
+    // are sent elsewhere) while the core still runs, since they may need it to commit.
+    node.hand_over_leadership();
+    server.drain(Duration::from_millis(cfg.publish_timeout_ms + 1000));
     node.shutdown();
     server.stop();
     Ok(())

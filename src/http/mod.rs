@@ -20,8 +20,11 @@ use crate::node::{Node, PROXIED_HEADER, TOKEN_HEADER};
 use crate::raft::{Envelope, PeerAddr, Role};
 use error::{error_response, ErrorBody};
 
-/// Largest request body accepted (DESIGN §5: a few MiB, 413 past it).
+/// Largest request body accepted from clients (DESIGN §5: a few MiB, 413 past it).
 pub const MAX_BODY_BYTES: usize = 4 << 20;
+/// Largest body on the peer endpoints: a batch of appends or a snapshot chunk may carry
+/// several client-sized values.
+pub const MAX_PEER_BODY_BYTES: usize = 64 << 20;
 
 /// A request as the routes see it.
 #[derive(Debug, Clone, Default)]
@@ -104,6 +107,7 @@ pub fn route(node: &Node, req: &Request) -> Response {
             ))
         }
         ("POST", "/v1/raft/messages") => peer_messages(node, req),
+        ("POST", "/v1/raft/snapshot") => peer_snapshot(node, req),
         ("POST", "/v1/transfer-leader") => transfer_leader(node, req),
         ("GET", "/nacos/v1/ns/raft/state") => Ok(nacos_state(node)),
         ("GET", "/nacos/v1/ns/raft/leader") => Ok(nacos_leader(node)),
@@ -251,21 +255,21 @@ fn list(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
 /// The datum-set digest at an applied index (default: the latest), for `nacosctl check`.
 fn digest(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
     let state = node.state();
-    let (index, digest) =
-        match req.param("index") {
-            None => state.digest(),
-            Some(i) => {
-                let i: u64 = i
-                    .parse()
-                    .map_err(|_| Error::BadRequest(format!("index {i:?} is not a number")))?;
-                if !state.wait_applied(i, deadline) {
-                    return Err(Error::Timeout {
-                        waited_ms: node.config().publish_timeout_ms,
-                    });
-                }
-                match state.digest_at(i) {
-                    Some(d) => (i, d),
-                    None => return Ok(Response::json(
+    let (index, digest) = match req.param("index") {
+        None => state.digest(),
+        Some(i) => {
+            let i: u64 = i
+                .parse()
+                .map_err(|_| Error::BadRequest(format!("index {i:?} is not a number")))?;
+            if !state.wait_applied(i, deadline) {
+                return Err(Error::Timeout {
+                    waited_ms: node.config().publish_timeout_ms,
+                });
+            }
+            match state.digest_at(i) {
+                Some(d) => (i, d),
+                None => {
+                    return Ok(Response::json(
                         410,
                         &ErrorBody::new(
                             "compacted",
@@ -273,10 +277,11 @@ fn digest(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
                                 "the digest at index {i} is no longer kept; ask for a recent index"
                             ),
                         ),
-                    )),
+                    ))
                 }
             }
-        };
+        }
+    };
     Ok(Response::json(
         200,
         &json!({"endpoint": node.config().advertise.0, "index": index,
@@ -317,9 +322,40 @@ fn status(node: &Node) -> Response {
 /// Peer traffic: only members holding the cluster token may vote, append or read-index
 /// (Nacos let anyone, reference §13.8).
 fn peer_messages(node: &Node, req: &Request) -> Result<Response> {
+    if let Some(refusal) = refuse_stranger(node, req, None) {
+        return Ok(refusal);
+    }
+    let envs: Vec<Envelope> = serde_json::from_slice(&req.body)
+        .map_err(|e| Error::BadRequest(format!("peer messages do not parse: {e}")))?;
+    for e in &envs {
+        if let Some(refusal) = refuse_stranger(node, req, Some(&e.from)) {
+            return Ok(refusal);
+        }
+    }
+    node.deliver(envs)?;
+    Ok(Response::no_content())
+}
+
+/// A chunk of a snapshot from the leader (node::snapshot).
+fn peer_snapshot(node: &Node, req: &Request) -> Result<Response> {
+    if let Some(refusal) = refuse_stranger(node, req, None) {
+        return Ok(refusal);
+    }
+    let header = crate::node::snapshot::parse_header(&req.query)?;
+    if let Some(refusal) = refuse_stranger(node, req, Some(&header.from)) {
+        return Ok(refusal);
+    }
+    let datums: Vec<crate::Datum> = serde_json::from_slice(&req.body)
+        .map_err(|e| Error::BadRequest(format!("snapshot chunk does not parse: {e}")))?;
+    node.receive_snapshot(header, datums)?;
+    Ok(Response::no_content())
+}
+
+/// The 403 for peer traffic without the cluster token or from a non-member, if any.
+fn refuse_stranger(node: &Node, req: &Request, from: Option<&PeerAddr>) -> Option<Response> {
     if let Some(expected) = &node.config().cluster_token {
         if req.token.as_deref() != Some(expected.as_str()) {
-            return Ok(Response::json(
+            return Some(Response::json(
                 403,
                 &ErrorBody::new(
                     "forbidden",
@@ -328,17 +364,14 @@ fn peer_messages(node: &Node, req: &Request) -> Result<Response> {
             ));
         }
     }
-    let envs: Vec<Envelope> = serde_json::from_slice(&req.body)
-        .map_err(|e| Error::BadRequest(format!("peer messages do not parse: {e}")))?;
     let members = &node.config().peers;
-    if let Some(stranger) = envs.iter().find(|e| !members.contains(&e.from)) {
-        return Ok(Response::json(
+    match from {
+        Some(f) if !members.contains(f) => Some(Response::json(
             403,
             &ErrorBody::new(
                 "forbidden",
                 format!(
-                    "{} is not a member of this cluster; members: {}",
-                    stranger.from,
+                    "{f} is not a member of this cluster; members: {}",
                     members
                         .iter()
                         .map(|p| p.as_str())
@@ -346,10 +379,9 @@ fn peer_messages(node: &Node, req: &Request) -> Result<Response> {
                         .join(",")
                 ),
             ),
-        ));
+        )),
+        _ => None,
     }
-    node.deliver(envs)?;
-    Ok(Response::no_content())
 }
 
 fn transfer_leader(node: &Node, req: &Request) -> Result<Response> {
@@ -429,6 +461,28 @@ fn nacos_leader(node: &Node) -> Response {
 pub struct HttpServer {
     server: Arc<tiny_http::Server>,
     accept: Option<thread::JoinHandle<()>>,
+    drain: Arc<Drain>,
+}
+
+/// Graceful stop: client requests already accepted finish; new ones are answered
+/// `503 shutting_down` with `Connection: close`, so clients move to another member instead
+/// of losing a request to the process exit. Peer traffic keeps flowing meanwhile, since the
+/// requests being finished may need it to commit.
+#[derive(Default)]
+struct Drain {
+    draining: std::sync::atomic::AtomicBool,
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// How long a draining server keeps answering newly arrived requests before it may stop.
+const DRAIN_GRACE: Duration = Duration::from_millis(300);
+
+/// Client requests (as opposed to peer traffic and status reads) are the ones drained.
+fn is_client_request(path: &str) -> bool {
+    matches!(
+        path,
+        "/v1/datum" | "/v1/datums" | "/v1/watch" | "/v1/transfer-leader"
+    )
 }
 
 impl HttpServer {
@@ -438,6 +492,20 @@ impl HttpServer {
             tiny_http::ListenAddr::IP(a) => a.to_string(),
             #[allow(unreachable_patterns)]
             other => format!("{other:?}"),
+        }
+    }
+
+    /// Refuses new client requests and waits (up to `within`) for those in progress.
+    pub fn drain(&self, within: Duration) {
+        use std::sync::atomic::Ordering;
+        self.drain.draining.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + within;
+        // Requests already read off a socket but not yet handed to a thread are not counted
+        // yet: give them a moment to arrive (and be answered 503) before trusting the count.
+        thread::sleep(DRAIN_GRACE.min(within));
+        // Production wait on a counter the request threads decrement; short polls suffice.
+        while self.drain.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -458,14 +526,17 @@ pub fn serve(node: Node, listen: &str) -> Result<HttpServer> {
     })?;
     let server = Arc::new(server);
     let s2 = server.clone();
+    let drain = Arc::new(Drain::default());
+    let d2 = drain.clone();
     let accept = thread::Builder::new()
         .name("http-accept".into())
         .spawn(move || {
             for rq in s2.incoming_requests() {
                 let node = node.clone();
+                let drain = d2.clone();
                 let spawned = thread::Builder::new()
                     .name("http".into())
-                    .spawn(move || handle(&node, rq));
+                    .spawn(move || handle(&node, rq, &drain));
                 if let Err(e) = spawned {
                     crate::node::log_event(&format!("cannot start a request thread: {e}"));
                 }
@@ -475,10 +546,44 @@ pub fn serve(node: Node, listen: &str) -> Result<HttpServer> {
     Ok(HttpServer {
         server,
         accept: Some(accept),
+        drain,
     })
 }
 
-fn handle(node: &Node, mut rq: tiny_http::Request) {
+fn handle(node: &Node, rq: tiny_http::Request, drain: &Drain) {
+    use std::sync::atomic::Ordering;
+    let path = rq.url().split('?').next().unwrap_or("").to_string();
+    if is_client_request(&path) {
+        // Counted before the draining check, so `drain` never misses a request it let in.
+        drain.in_flight.fetch_add(1, Ordering::SeqCst);
+        if drain.draining.load(Ordering::SeqCst) {
+            drain.in_flight.fetch_sub(1, Ordering::SeqCst);
+            let body = ErrorBody::new(
+                "shutting_down",
+                "this member is stopping; send the request to another member",
+            );
+            let mut out =
+                tiny_http::Response::from_data(serde_json::to_vec(&body).expect("serialises"))
+                    .with_status_code(503);
+            for (k, v) in [
+                ("Content-Type", "application/json"),
+                ("Connection", "close"),
+            ] {
+                if let Ok(h) = tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
+                    out = out.with_header(h);
+                }
+            }
+            let _ = rq.respond(out);
+            return;
+        }
+        serve_request(node, rq);
+        drain.in_flight.fetch_sub(1, Ordering::SeqCst);
+    } else {
+        serve_request(node, rq);
+    }
+}
+
+fn serve_request(node: &Node, mut rq: tiny_http::Request) {
     let resp = match read_request(&mut rq) {
         Ok(req) if req.method == "GET" && req.path == "/v1/watch" => {
             match watch::start(node, &req) {
@@ -506,31 +611,30 @@ fn handle(node: &Node, mut rq: tiny_http::Request) {
 }
 
 fn read_request(rq: &mut tiny_http::Request) -> std::result::Result<Request, Response> {
+    let limit = if rq.url().starts_with("/v1/raft/") {
+        MAX_PEER_BODY_BYTES
+    } else {
+        MAX_BODY_BYTES
+    };
     let too_large = || {
         Response::json(
             413,
             &ErrorBody::new(
                 "payload_too_large",
-                format!(
-                    "the body is over the limit of {MAX_BODY_BYTES} bytes; store smaller values"
-                ),
+                format!("the body is over the limit of {limit} bytes; store smaller values"),
             ),
         )
     };
-    if rq.body_length().is_some_and(|n| n > MAX_BODY_BYTES) {
+    if rq.body_length().is_some_and(|n| n > limit) {
         return Err(too_large());
     }
     let mut body = Vec::new();
-    if let Err(e) = rq
-        .as_reader()
-        .take(MAX_BODY_BYTES as u64 + 1)
-        .read_to_end(&mut body)
-    {
+    if let Err(e) = rq.as_reader().take(limit as u64 + 1).read_to_end(&mut body) {
         return Err(Response::error(&Error::BadRequest(format!(
             "cannot read the body: {e}"
         ))));
     }
-    if body.len() > MAX_BODY_BYTES {
+    if body.len() > limit {
         return Err(too_large());
     }
     let url = rq.url().to_string();

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
-use crate::raft::{Command, Entry, Envelope, HardState, PeerAddr, ProposeError, RaftCore, Ready};
+use crate::raft::{
+    Command, Entry, Envelope, HardState, InstallPoint, PeerAddr, ProposeError, RaftCore, Ready,
+};
 use crate::store::{write_meta, LogStore};
 
 use super::state::Applied;
@@ -37,7 +39,33 @@ pub enum DriverEvent {
         last: Option<(u64, u64)>,
         messages: Vec<Envelope>,
     },
+    /// The datum files are durable up to `upto`: the log before it may go.
+    Compact {
+        upto: u64,
+    },
+    SnapshotSent {
+        peer: PeerAddr,
+        index: u64,
+        ok: bool,
+    },
+    OfferSnapshot {
+        from: PeerAddr,
+        term: u64,
+        index: u64,
+        snap_term: u64,
+        reply: super::snapshot::OfferReply,
+    },
     Shutdown,
+}
+
+/// Work for the applier thread, in log order.
+pub enum ApplierMsg {
+    Apply(Vec<Entry>),
+    /// Swap in the staged snapshot (its install is decided) and reload.
+    Install {
+        index: u64,
+        done: Sender<crate::error::Result<()>>,
+    },
 }
 
 /// One unit of work for the log writer.
@@ -47,6 +75,23 @@ pub struct WriteBatch {
     pub truncate_from: Option<(u64, u64)>,
     pub entries: Vec<Entry>,
     pub after_persist: Vec<Envelope>,
+    /// Install the staged snapshot before anything else in this batch.
+    pub install: Option<InstallPoint>,
+    /// Drop log segments wholly at or below this index.
+    pub compact: Option<u64>,
+}
+
+impl WriteBatch {
+    fn empty() -> WriteBatch {
+        WriteBatch {
+            hard_state: None,
+            truncate_from: None,
+            entries: Vec::new(),
+            after_persist: Vec::new(),
+            install: None,
+            compact: None,
+        }
+    }
 }
 
 /// Waiters for proposals, by log index: the term they were proposed in, and the reply.
@@ -57,7 +102,7 @@ pub struct Driver {
     pub shared: Arc<Shared>,
     pub events: Receiver<DriverEvent>,
     pub writer: Sender<WriteBatch>,
-    pub applier: Sender<Vec<Entry>>,
+    pub applier: Sender<ApplierMsg>,
     pub senders: HashMap<PeerAddr, Sender<Envelope>>,
     pub tick: Duration,
 }
@@ -124,6 +169,25 @@ impl Driver {
                         }
                         self.send_all(messages);
                     }
+                    DriverEvent::Compact { upto } => {
+                        if self.core.compact(upto) {
+                            let mut b = WriteBatch::empty();
+                            b.compact = Some(upto);
+                            let _ = self.writer.send(b);
+                        }
+                    }
+                    DriverEvent::SnapshotSent { peer, index, ok } => {
+                        self.core.on_snapshot_sent(&peer, index, ok);
+                    }
+                    DriverEvent::OfferSnapshot {
+                        from,
+                        term,
+                        index,
+                        snap_term,
+                        reply,
+                    } => {
+                        let _ = reply.send(self.core.offer_snapshot(&from, term, index, snap_term));
+                    }
                     DriverEvent::Shutdown => return,
                 }
             }
@@ -162,11 +226,17 @@ impl Driver {
             after_persist,
             committed,
             reads: read_states,
+            snapshots,
+            install,
         } = ready;
+        for peer in snapshots {
+            self.start_snapshot(peer);
+        }
         if hard_state.is_some()
             || truncate_from.is_some()
             || !entries.is_empty()
             || !after_persist.is_empty()
+            || install.is_some()
         {
             // Everything that needs durability goes through the writer, in order, even
             // messages with nothing new to persist: an earlier batch may still be in flight.
@@ -182,16 +252,47 @@ impl Driver {
                 truncate_from,
                 entries,
                 after_persist,
+                install,
+                compact: None,
             });
         }
         self.send_all(messages);
         if !committed.is_empty() {
-            let _ = self.applier.send(committed);
+            let _ = self.applier.send(ApplierMsg::Apply(committed));
         }
         for rs in read_states {
             if let Some(reply) = reads.remove(&rs.ctx) {
                 let _ = reply.send(rs.index);
             }
+        }
+    }
+
+    /// Starts streaming a snapshot to `peer` on its own thread, unless one is under way.
+    /// It covers the log up to the applied index, whose entries after it the log keeps
+    /// (the pin holds compaction back until the stream ends).
+    fn start_snapshot(&mut self, peer: PeerAddr) {
+        let index = self
+            .shared
+            .state
+            .applied_index()
+            .min(self.core.commit_index());
+        let Some(snap_term) = self.core.term_at(index) else {
+            return; // applied index not in the retained log: wait for the next request
+        };
+        {
+            let mut pins = self.shared.snapshot_pins.lock().expect("pins lock");
+            if pins.contains_key(&peer) {
+                return;
+            }
+            pins.insert(peer.clone(), index);
+        }
+        let shared = self.shared.clone();
+        let term = self.core.term();
+        let spawned = std::thread::Builder::new()
+            .name(format!("snapshot-{peer}"))
+            .spawn(move || super::snapshot::send(shared, peer, index, snap_term, term));
+        if let Err(e) = spawned {
+            log_event(&format!("cannot start a snapshot thread: {e}"));
         }
     }
 
@@ -210,6 +311,7 @@ pub fn run_writer(
     data_dir: std::path::PathBuf,
     batches: Receiver<WriteBatch>,
     driver: Sender<DriverEvent>,
+    applier: Sender<ApplierMsg>,
 ) {
     while let Ok(first) = batches.recv() {
         let mut last = None;
@@ -218,6 +320,17 @@ pub fn run_writer(
         for b in std::iter::once(first).chain(batches.try_iter()) {
             if b.hard_state.is_some() {
                 hard_state = b.hard_state;
+            }
+            if let Some(point) = b.install {
+                // Before anything appended after it (store::snapshot explains the order).
+                if let Err(e) = install_snapshot(&mut log, &data_dir, &applier, point) {
+                    super::fatal(&format!("cannot install a snapshot: {e}"));
+                }
+            }
+            if let Some(upto) = b.compact {
+                if let Err(e) = log.compact(upto) {
+                    super::fatal(&format!("cannot compact the log: {e}"));
+                }
             }
             if let Err(e) = log.append(b.truncate_from, &b.entries) {
                 super::fatal(&format!("cannot append to the log: {e}"));
@@ -245,12 +358,59 @@ pub fn run_writer(
     }
 }
 
+/// Decides, swaps in and completes an install, in the order of `store::snapshot`.
+fn install_snapshot(
+    log: &mut LogStore,
+    data_dir: &std::path::Path,
+    applier: &Sender<ApplierMsg>,
+    point: InstallPoint,
+) -> crate::error::Result<()> {
+    use crate::store::snapshot;
+    log.sync()?;
+    snapshot::decide_install(data_dir, point.index, point.term)?;
+    let (done, wait) = std::sync::mpsc::channel();
+    applier
+        .send(ApplierMsg::Install {
+            index: point.index,
+            done,
+        })
+        .map_err(|_| Error::ShuttingDown)?;
+    wait.recv().map_err(|_| Error::ShuttingDown)??;
+    if point.reset_log {
+        log.reset((point.index, point.term))?;
+    } else {
+        log.compact(point.index)?;
+    }
+    snapshot::clear_install(data_dir)
+}
+
 /// The applier: applies committed entries and answers the clients that proposed them.
-pub fn run_applier(shared: Arc<Shared>, committed: Receiver<Vec<Entry>>) {
-    while let Ok(first) = committed.recv() {
-        let mut entries = first;
+pub fn run_applier(shared: Arc<Shared>, committed: Receiver<ApplierMsg>) {
+    let mut pending: Option<ApplierMsg> = None;
+    loop {
+        let first = match pending.take() {
+            Some(m) => m,
+            None => match committed.recv() {
+                Ok(m) => m,
+                Err(_) => return,
+            },
+        };
+        let mut entries = match first {
+            ApplierMsg::Apply(e) => e,
+            ApplierMsg::Install { index, done } => {
+                let _ = done.send(shared.state.install_snapshot(index));
+                continue;
+            }
+        };
+        // Batch consecutive applies; an install waits its turn.
         for more in committed.try_iter() {
-            entries.extend(more);
+            match more {
+                ApplierMsg::Apply(e) => entries.extend(e),
+                install => {
+                    pending = Some(install);
+                    break;
+                }
+            }
         }
         let results = match shared.state.apply(&entries) {
             Ok(r) => r,

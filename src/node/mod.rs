@@ -8,6 +8,7 @@
 
 mod driver;
 pub mod members;
+pub mod snapshot;
 pub mod state;
 
 use std::collections::HashMap;
@@ -32,6 +33,9 @@ pub use state::{Applied, Event, EventKind, StateMachine};
 pub const PROXIED_HEADER: &str = "X-Nacos-Proxied";
 /// Header carrying the cluster token on peer traffic.
 pub const TOKEN_HEADER: &str = "X-Nacos-Cluster-Token";
+
+pub const DEFAULT_CHECKPOINT_ENTRIES: u64 = 20_000;
+pub const DEFAULT_LOG_RETAIN_ENTRIES: u64 = 10_000;
 
 /// How often changed datums are written to their files (the log holds them meanwhile).
 pub const DATUM_FLUSH_INTERVAL: Duration = Duration::from_millis(1000);
@@ -75,6 +79,11 @@ pub struct NodeConfig {
     pub cluster_token: Option<String>,
     /// Size at which the log starts a new segment (compaction deletes whole segments).
     pub log_segment_bytes: u64,
+    /// A checkpoint (datum files synced, log compacted) every this many applied entries.
+    pub checkpoint_entries: u64,
+    /// Entries kept in the log behind a checkpoint, for followers that are a little behind;
+    /// one further behind gets a snapshot.
+    pub log_retain_entries: u64,
 }
 
 impl NodeConfig {
@@ -88,6 +97,8 @@ impl NodeConfig {
             publish_timeout_ms: 5000,
             cluster_token: None,
             log_segment_bytes: store::log::SEGMENT_BYTES,
+            checkpoint_entries: DEFAULT_CHECKPOINT_ENTRIES,
+            log_retain_entries: DEFAULT_LOG_RETAIN_ENTRIES,
         }
     }
 
@@ -134,6 +145,10 @@ pub struct Shared {
     status: StatusCell,
     driver: Sender<DriverEvent>,
     pub log_warnings: Vec<String>,
+    /// Snapshots being streamed, by follower, with their index (compaction stops short).
+    snapshot_pins: Mutex<HashMap<PeerAddr, u64>>,
+    /// The snapshot this follower is receiving.
+    incoming_snapshot: Mutex<Option<snapshot::Incoming>>,
 }
 
 impl Shared {
@@ -168,11 +183,28 @@ impl Node {
         cfg.validate()?;
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| Error::store(&cfg.data_dir, e))?;
         let hs = store::read_meta(&cfg.data_dir)?;
-        let recovered = LogStore::open(&cfg.data_dir.join("log"), cfg.log_segment_bytes)?;
+        let log_dir = cfg.data_dir.join("log");
+        if let Some((index, term)) = store::snapshot::recover(&cfg.data_dir)? {
+            // A snapshot install was decided but not finished: finish it (store::snapshot).
+            let mut r = LogStore::open(&log_dir, cfg.log_segment_bytes)?;
+            let has_point = r.entries.iter().any(|e| (e.index, e.term) == (index, term))
+                || r.start == (index, term);
+            if has_point {
+                r.store.compact(index)?;
+            } else {
+                r.store.reset((index, term))?;
+            }
+            store::snapshot::clear_install(&cfg.data_dir)?;
+            log_event(&format!(
+                "finished installing the snapshot at index {index}"
+            ));
+        }
+        let recovered = LogStore::open(&log_dir, cfg.log_segment_bytes)?;
         for w in &recovered.warnings {
             log_event(&format!("warning: {w}"));
         }
         let state = StateMachine::load(cfg.data_dir.clone())?;
+        state.start_at(recovered.start.0);
         let core = RaftCore::new(cfg.raft_config(), hs, recovered.start, recovered.entries);
 
         let (driver_tx, driver_rx) = mpsc::channel();
@@ -188,6 +220,8 @@ impl Node {
             },
             driver: driver_tx.clone(),
             log_warnings: recovered.warnings,
+            snapshot_pins: Mutex::new(HashMap::new()),
+            incoming_snapshot: Mutex::new(None),
         });
 
         let mut senders = HashMap::new();
@@ -205,22 +239,15 @@ impl Node {
         let data_dir = cfg.data_dir.clone();
         let d2 = driver_tx.clone();
         let log = recovered.store;
+        let a2 = applier_tx.clone();
         thread::Builder::new()
             .name("log-writer".into())
-            .spawn(move || driver::run_writer(log, data_dir, writer_rx, d2))
+            .spawn(move || driver::run_writer(log, data_dir, writer_rx, d2, a2))
             .expect("spawn writer");
         let s3 = shared.clone();
         thread::Builder::new()
             .name("datum-flusher".into())
-            .spawn(move || loop {
-                // A timer, not a trigger: changes to one key within a round cost one file
-                // rewrite. Each rewrite allocates and frees an inode, which measured at a
-                // third of the node's CPU when done per publish (docs/benchmarks.md).
-                thread::sleep(DATUM_FLUSH_INTERVAL);
-                if let Err(e) = s3.state.flush() {
-                    fatal(&format!("cannot write datum files: {e}"));
-                }
-            })
+            .spawn(move || run_flusher(&s3))
             .expect("spawn flusher");
         let s2 = shared.clone();
         thread::Builder::new()
@@ -295,6 +322,15 @@ impl Node {
                 .expect("status lock")
                 .0;
         }
+    }
+
+    /// Stages a snapshot chunk from the leader; the last one is offered to the core.
+    pub fn receive_snapshot(
+        &self,
+        header: snapshot::ChunkHeader,
+        datums: Vec<Datum>,
+    ) -> Result<()> {
+        snapshot::receive(&self.shared, header, datums)
     }
 
     /// Hands messages from a peer to the core.
@@ -436,9 +472,9 @@ impl Node {
         }
     }
 
-    /// Stops cleanly: a leader first hands leadership to a follower (bounded wait), so a
-    /// rolling restart does not leave the cluster leaderless for an election timeout.
-    pub fn shutdown(&self) {
+    /// First step of a clean stop: a leader hands leadership to a follower (bounded wait),
+    /// so a rolling restart does not leave the cluster leaderless for an election timeout.
+    pub fn hand_over_leadership(&self) {
         let s = self.raft_status();
         if s.role == Role::Leader && self.shared.cfg.peers.len() > 1 {
             if let Ok(target) = self.transfer_leader(None) {
@@ -454,10 +490,21 @@ impl Node {
                         .expect("status lock")
                         .0;
                 }
+                let handed = st.role != Role::Leader;
                 drop(st);
-                log_event(&format!("handed leadership to {target} before stopping"));
+                if handed {
+                    log_event(&format!("handed leadership to {target} before stopping"));
+                } else {
+                    log_event(&format!(
+                        "{target} did not take over in time; stopping anyway"
+                    ));
+                }
             }
         }
+    }
+
+    /// Last step of a clean stop: stops the core and writes every datum file.
+    pub fn shutdown(&self) {
         let _ = self.shared.driver.send(DriverEvent::Shutdown);
         // Leave the datum files exactly up to date, so `dump` of a cleanly stopped node
         // shows every applied write.
@@ -465,6 +512,42 @@ impl Node {
             log_event(&format!(
                 "warning: datum files not fully written: {e}; the log replays them at start-up"
             ));
+        }
+    }
+}
+
+/// Writes datum files behind the map and, every `checkpoint_entries`, makes them durable
+/// and lets the log before them (less a retained tail) be dropped.
+fn run_flusher(shared: &Shared) {
+    let cfg = &shared.cfg;
+    let mut checkpoint = 0u64;
+    loop {
+        // A timer, not a trigger: changes to one key within a round cost one file rewrite.
+        // Each rewrite allocates and frees an inode, which measured at a third of the node's
+        // CPU when done per publish (docs/benchmarks.md).
+        thread::sleep(DATUM_FLUSH_INTERVAL);
+        let flushed = match shared.state.flush() {
+            Ok(i) => i,
+            Err(e) => fatal(&format!("cannot write datum files: {e}")),
+        };
+        if flushed < checkpoint + cfg.checkpoint_entries {
+            continue;
+        }
+        if let Err(e) = store::snapshot::sync_filesystem(&cfg.data_dir) {
+            fatal(&format!("cannot sync datum files: {e}"));
+        }
+        checkpoint = flushed;
+        let pinned = shared
+            .snapshot_pins
+            .lock()
+            .expect("pins lock")
+            .values()
+            .min()
+            .copied()
+            .unwrap_or(u64::MAX);
+        let upto = flushed.saturating_sub(cfg.log_retain_entries).min(pinned);
+        if upto > 0 {
+            let _ = shared.driver.send(DriverEvent::Compact { upto });
         }
     }
 }

@@ -126,6 +126,8 @@ pub struct StateMachine {
     dirty: Mutex<HashMap<String, Option<Datum>>>,
     /// Every change up to this index is in the datum files.
     flushed: Mutex<u64>,
+    /// Serialises flush rounds with snapshot installs (both write `data/`).
+    files: Mutex<()>,
 }
 
 impl StateMachine {
@@ -156,7 +158,16 @@ impl StateMachine {
             }),
             dirty: Mutex::new(HashMap::new()),
             flushed: Mutex::new(0),
+            files: Mutex::new(()),
         })
+    }
+
+    /// At start-up: the datum files reflect at least the log's start point (a checkpoint
+    /// or an installed snapshot), so everything up to it counts as applied.
+    pub fn start_at(&self, index: u64) {
+        let mut applied = self.applied.lock().expect("applied lock");
+        *applied = (*applied).max(index);
+        *self.flushed.lock().expect("flushed lock") = index;
     }
 
     pub fn applied_index(&self) -> u64 {
@@ -205,6 +216,10 @@ impl StateMachine {
     /// Applies committed entries in order and returns each one's result. The datum files
     /// follow in the next `flush` round.
     pub fn apply(&self, entries: &[Entry]) -> Result<Vec<(u64, u64, Applied)>> {
+        // Entries at or below the applied index were covered by an installed snapshot.
+        let floor = self.applied_index();
+        let skip = entries.iter().take_while(|e| e.index <= floor).count();
+        let entries = &entries[skip..];
         let mut results = Vec::with_capacity(entries.len());
         let mut events = Vec::new();
         // Last state of every key touched by this batch: one file write per key.
@@ -293,6 +308,7 @@ impl StateMachine {
     /// Writes every queued datum change to its file; returns the applied index the files
     /// now reflect. Rounds run one at a time (the caller serialises them).
     pub fn flush(&self) -> Result<u64> {
+        let _files = self.files.lock().expect("files lock");
         // Read the applied index before taking the queue: everything applied up to it is
         // either in this round's batch or was written by an earlier round.
         let upto = self.applied_index();
@@ -308,6 +324,56 @@ impl StateMachine {
         let mut flushed = self.flushed.lock().expect("flushed lock");
         *flushed = (*flushed).max(upto);
         Ok(*flushed)
+    }
+
+    /// Up to `limit` datums with keys after `after` (all keys from the start with `None`),
+    /// in key order: a cursor over the live map, so a snapshot is streamed in bounded
+    /// memory. The result is "fuzzy" (later chunks may reflect later writes); that is safe
+    /// because every datum carries its index and the receiver replays the log after the
+    /// snapshot's start with per-key skipping, like a restart.
+    pub fn list_after(&self, after: Option<&str>, limit: usize) -> Vec<Datum> {
+        use std::ops::Bound;
+        let datums = self.datums.read().expect("datums lock");
+        let lower = match after {
+            Some(k) => Bound::Excluded(k.to_string()),
+            None => Bound::Unbounded,
+        };
+        datums
+            .range((lower, Bound::Unbounded))
+            .take(limit)
+            .map(|(_, d)| d.clone())
+            .collect()
+    }
+
+    /// Replaces the applied state with a snapshot staged in the data dir (whose install was
+    /// decided): swaps the directories, reloads the map, and closes every listener, since
+    /// their event streams have a gap (a watcher resuming gets `Compacted`).
+    pub fn install_snapshot(&self, index: u64) -> Result<()> {
+        let _files = self.files.lock().expect("files lock");
+        crate::store::snapshot::swap_in(&self.data_dir)?;
+        let loaded: BTreeMap<String, Datum> = datum_dir::read_datum_dir(&self.data_dir)?
+            .into_iter()
+            .map(|(d, _)| (d.key.clone(), d))
+            .collect();
+        let digest = loaded.values().map(datum_hash).fold(0, |a, h| a ^ h);
+        *self.datums.write().expect("datums lock") = loaded;
+        self.dirty.lock().expect("dirty lock").clear();
+        {
+            let mut d = self.digests.lock().expect("digest lock");
+            d.current = digest;
+            d.recent.clear();
+        }
+        {
+            let mut n = self.notifier.lock().expect("notifier lock");
+            n.listeners.clear();
+            n.history.clear();
+            n.floor = index + 1;
+        }
+        *self.flushed.lock().expect("flushed lock") = index;
+        let mut applied = self.applied.lock().expect("applied lock");
+        *applied = (*applied).max(index);
+        self.applied_cv.notify_all();
+        Ok(())
     }
 
     /// The applied index the datum files are known to reflect.

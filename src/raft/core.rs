@@ -108,11 +108,30 @@ pub struct Ready {
     pub after_persist: Vec<Envelope>,
     pub committed: Vec<Entry>,
     pub reads: Vec<ReadState>,
+    /// Leader: these followers are behind the retained log; stream them a snapshot and
+    /// report with `on_snapshot_sent`.
+    pub snapshots: Vec<PeerAddr>,
+    /// Follower: an offered snapshot was accepted; install it before persisting anything
+    /// that follows in this or a later `Ready`.
+    pub install: Option<InstallPoint>,
+}
+
+/// Where an accepted snapshot puts the log: it continues after (`index`, `term`). With
+/// `reset_log` the local log did not hold that entry and is discarded; otherwise only the
+/// part up to it is dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstallPoint {
+    pub index: u64,
+    pub term: u64,
+    pub reset_log: bool,
 }
 
 impl Ready {
     pub fn needs_persist(&self) -> bool {
-        self.hard_state.is_some() || self.truncate_from.is_some() || !self.entries.is_empty()
+        self.hard_state.is_some()
+            || self.truncate_from.is_some()
+            || !self.entries.is_empty()
+            || self.install.is_some()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -121,6 +140,7 @@ impl Ready {
             && self.after_persist.is_empty()
             && self.committed.is_empty()
             && self.reads.is_empty()
+            && self.snapshots.is_empty()
     }
 }
 
@@ -130,6 +150,8 @@ enum ProgressState {
     Probe,
     /// Matching: stream Appends back to back, up to the in-flight window.
     Replicate,
+    /// Behind the retained log: a snapshot is being streamed; nothing else is sent.
+    Snapshot,
 }
 
 /// The leader's view of one follower (etcd `Progress`).
@@ -727,9 +749,11 @@ impl RaftCore {
         let target = match target {
             Some(t) if self.progress.contains_key(&t) => t,
             Some(_) | None => match self.progress.iter().max_by_key(|(_, pr)| {
+                // A reachable follower first: handing over to a dead one stalls writes
+                // for an election timeout.
                 (
-                    pr.match_index,
                     pr.since_contact_ms < self.cfg.election_timeout_ms,
+                    pr.match_index,
                 )
             }) {
                 Some((p, _)) => p.clone(),
@@ -752,6 +776,96 @@ impl RaftCore {
         } else {
             self.send_append(p);
         }
+    }
+
+    // ---------------------------------------------------------------- snapshots, compaction
+
+    /// Drops log entries up to `upto` (capped at what is applied and durable): the datum
+    /// files hold their effect now. Returns whether anything was dropped.
+    pub fn compact(&mut self, upto: u64) -> bool {
+        let upto = upto.min(self.applied_handed).min(self.stable_index);
+        if upto <= self.log_offset {
+            return false;
+        }
+        let term = self.term_at(upto).expect("below the last index");
+        self.log.drain(..(upto - self.log_offset) as usize);
+        self.log_offset = upto;
+        self.offset_term = term;
+        true
+    }
+
+    /// Leader: the snapshot stream to `peer` (covering the log up to `index`) ended.
+    pub fn on_snapshot_sent(&mut self, peer: &PeerAddr, index: u64, ok: bool) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(pr) = self.progress.get_mut(peer) else {
+            return;
+        };
+        if pr.state != ProgressState::Snapshot {
+            return;
+        }
+        if ok {
+            pr.match_index = pr.match_index.max(index);
+            pr.become_probe();
+            self.send_append(peer);
+        } else {
+            // Retry at the next heartbeat, not in a tight loop against a dead peer.
+            pr.become_probe();
+            pr.probe_sent = true;
+        }
+    }
+
+    /// Follower: a leader offers a snapshot covering the log up to `index` (whose entry has
+    /// `snap_term`). Accepting moves the log start there and asks the shell to install it
+    /// (`Ready::install`) before anything later is persisted.
+    pub fn offer_snapshot(
+        &mut self,
+        from: &PeerAddr,
+        term: u64,
+        index: u64,
+        snap_term: u64,
+    ) -> Result<(), String> {
+        if !self.is_member(from) {
+            return Err(format!("{from} is not a member"));
+        }
+        if term < self.term {
+            return Err(format!("stale leader: term {term} < {}", self.term));
+        }
+        if term > self.term {
+            self.become_follower(term, Some(from.clone()));
+        } else if self.role == Role::Leader {
+            return Err(format!("{} leads term {term}", self.cfg.id));
+        }
+        self.accept_leader(from);
+        if index <= self.commit_index {
+            return Err(format!("already committed up to {}", self.commit_index));
+        }
+        // Committed entries match the snapshot's; if the log holds its last one, keep what
+        // follows it (Raft §7), else every local entry from there on is not committed.
+        let keep = self.term_at(index) == Some(snap_term);
+        if keep {
+            self.log.drain(..(index - self.log_offset) as usize);
+            self.ready.entries.retain(|e| e.index > index);
+            self.stable_index = self.stable_index.max(index);
+            self.handed_index = self.handed_index.max(index);
+        } else {
+            self.log.clear();
+            self.ready.entries.clear();
+            self.ready.truncate_from = None;
+            self.stable_index = index;
+            self.handed_index = index;
+        }
+        self.log_offset = index;
+        self.offset_term = snap_term;
+        self.commit_index = index;
+        self.applied_handed = self.applied_handed.max(index);
+        self.ready.install = Some(InstallPoint {
+            index,
+            term: snap_term,
+            reset_log: !keep,
+        });
+        Ok(())
     }
 
     // ---------------------------------------------------------------- disk completions
@@ -1107,6 +1221,8 @@ impl RaftCore {
             let stale = match pr.state {
                 ProgressState::Replicate => index <= pr.match_index,
                 ProgressState::Probe => index + 1 != pr.next_index,
+                // The snapshot stream decides what comes next.
+                ProgressState::Snapshot => true,
             };
             if stale {
                 return;
@@ -1140,6 +1256,7 @@ impl RaftCore {
         let last = self.last_index();
         if let Some(pr) = self.progress.get_mut(&from) {
             let resend = match pr.state {
+                ProgressState::Snapshot => false,
                 ProgressState::Probe => pr.match_index < last && !pr.probe_sent,
                 ProgressState::Replicate => {
                     // Entries are outstanding and no acknowledgement moved the match index
@@ -1221,15 +1338,22 @@ impl RaftCore {
             let paused = match pr.state {
                 ProgressState::Probe => pr.probe_sent,
                 ProgressState::Replicate => pr.inflight.len() >= max_inflight,
+                ProgressState::Snapshot => true,
             };
             if paused || (pr.state == ProgressState::Replicate && pr.next_index > last) {
                 return;
             }
             let next = pr.next_index;
             let prev = next - 1;
-            let prev_term = self
-                .term_at(prev)
-                .expect("log compaction keeps what followers need (issue 4 adds snapshots)");
+            let Some(prev_term) = self.term_at(prev) else {
+                // The follower needs entries the log no longer holds (compacted): it
+                // catches up from a snapshot of the datum set instead.
+                let pr = self.progress.get_mut(p).expect("checked above");
+                pr.state = ProgressState::Snapshot;
+                pr.inflight.clear();
+                self.ready.snapshots.push(p.clone());
+                return;
+            };
             let entries = if next <= last {
                 self.entries_from(next, max_entries)
             } else {
@@ -1253,6 +1377,7 @@ impl RaftCore {
                     pr.next_index = sent_to + 1;
                     pr.inflight.push_back(sent_to);
                 }
+                ProgressState::Snapshot => unreachable!("paused above"),
             }
         }
     }

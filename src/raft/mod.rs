@@ -8,6 +8,6 @@ mod core;
 mod message;
 
 pub use self::core::{
-    Config, FollowerStatus, ProposeError, RaftCore, ReadState, Ready, Role, Status,
+    Config, FollowerStatus, InstallPoint, ProposeError, RaftCore, ReadState, Ready, Role, Status,
 };
 pub use message::{Command, Entry, Envelope, HardState, Message, PeerAddr};

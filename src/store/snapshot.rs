@@ -90,15 +90,22 @@ impl SnapshotWriter {
 
     /// Makes the staged datums durable and decides the install (step 2).
     pub fn commit(self, index: u64, term: u64) -> Result<()> {
-        sync_filesystem(&self.data_dir)?;
-        let tmp = self.data_dir.join(".snapshot.install.tmp");
+        decide_install(&self.data_dir, index, term)
+    }
+}
+
+/// Step 2: makes the staged datums durable and writes the marker that decides the install.
+pub fn decide_install(data_dir: &Path, index: u64, term: u64) -> Result<()> {
+    {
+        sync_filesystem(data_dir)?;
+        let tmp = data_dir.join(".snapshot.install.tmp");
         let mut f = File::create(&tmp).map_err(|e| Error::store(&tmp, e))?;
         f.write_all(format!("index={index}\nterm={term}\n").as_bytes())
             .and_then(|_| f.sync_all())
             .map_err(|e| Error::store(&tmp, e))?;
-        let marker = self.data_dir.join(MARKER);
+        let marker = data_dir.join(MARKER);
         fs::rename(&tmp, &marker).map_err(|e| Error::store(&marker, e))?;
-        sync_dir(&self.data_dir)
+        sync_dir(data_dir)
     }
 }
 

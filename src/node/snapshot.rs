@@ -1,0 +1,203 @@
+//! Snapshot catch-up in the shell: the leader streams its datum set to a follower that is
+//! behind the retained log; the follower stages it and offers it to its core.
+//!
+//! Memory stays bounded on both sides: the leader reads the live map through a cursor, one
+//! chunk at a time, and the follower writes each chunk to its staging dir as it arrives.
+
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::datum::Datum;
+use crate::error::{Error, Result};
+use crate::raft::PeerAddr;
+use crate::store::snapshot::SnapshotWriter;
+
+use super::{log_event, DriverEvent, Shared, TOKEN_HEADER};
+
+/// Datums per chunk: ~1,000 keeps a chunk well under the body limit for typical values.
+pub const CHUNK_DATUMS: usize = 1000;
+
+/// Where a snapshot stream is, carried as query parameters of `/v1/raft/snapshot`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkHeader {
+    pub from: PeerAddr,
+    /// The sending leader's term.
+    pub term: u64,
+    /// The snapshot covers the log up to here (the leader's applied index when it began).
+    pub index: u64,
+    /// The term of the entry at `index`.
+    pub snap_term: u64,
+    pub seq: u64,
+    pub last: bool,
+}
+
+/// The follower's progress through one incoming stream.
+#[derive(Debug)]
+pub struct Incoming {
+    header: ChunkHeader,
+    count: u64,
+}
+
+/// Leader: streams the datum set to `peer`, then reports to the driver.
+pub fn send(shared: Arc<Shared>, peer: PeerAddr, index: u64, snap_term: u64, term: u64) {
+    let result = stream(&shared, &peer, index, snap_term, term);
+    shared
+        .snapshot_pins
+        .lock()
+        .expect("pins lock")
+        .remove(&peer);
+    match &result {
+        Ok(n) => log_event(&format!(
+            "sent a snapshot of {n} datums at index {index} to {peer}"
+        )),
+        Err(e) => log_event(&format!("snapshot to {peer} failed: {e}; will retry")),
+    }
+    let _ = shared.driver.send(DriverEvent::SnapshotSent {
+        peer,
+        index,
+        ok: result.is_ok(),
+    });
+}
+
+fn stream(shared: &Shared, peer: &PeerAddr, index: u64, snap_term: u64, term: u64) -> Result<u64> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build();
+    let mut after: Option<String> = None;
+    let mut seq = 0;
+    let mut sent = 0u64;
+    loop {
+        let chunk = shared.state.list_after(after.as_deref(), CHUNK_DATUMS);
+        let last = chunk.len() < CHUNK_DATUMS;
+        let header = ChunkHeader {
+            from: shared.cfg.advertise.clone(),
+            term,
+            index,
+            snap_term,
+            seq,
+            last,
+        };
+        let query = serde_urlencoded(&header);
+        let mut req = agent
+            .post(&format!("http://{peer}/v1/raft/snapshot?{query}"))
+            .set("Content-Type", "application/json");
+        if let Some(t) = &shared.cfg.cluster_token {
+            req = req.set(TOKEN_HEADER, t);
+        }
+        let body = serde_json::to_vec(&chunk).expect("datums serialise");
+        req.send_bytes(&body).map_err(|e| match e {
+            ureq::Error::Status(code, r) => Error::BadRequest(format!(
+                "{peer} refused chunk {seq}: {code} {}",
+                r.into_string().unwrap_or_default()
+            )),
+            other => Error::BadRequest(format!("{peer}: {other}")),
+        })?;
+        sent += chunk.len() as u64;
+        if last {
+            return Ok(sent);
+        }
+        after = chunk.last().map(|d| d.key.clone());
+        seq += 1;
+    }
+}
+
+fn serde_urlencoded(h: &ChunkHeader) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .append_pair("from", h.from.as_str())
+        .append_pair("term", &h.term.to_string())
+        .append_pair("index", &h.index.to_string())
+        .append_pair("snap_term", &h.snap_term.to_string())
+        .append_pair("seq", &h.seq.to_string())
+        .append_pair("last", if h.last { "1" } else { "0" })
+        .finish()
+}
+
+/// Parses the query of a snapshot chunk.
+pub fn parse_header(query: &[(String, String)]) -> Result<ChunkHeader> {
+    let get = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .ok_or_else(|| Error::BadRequest(format!("snapshot chunk without `{name}`")))
+    };
+    let num = |name: &str| -> Result<u64> {
+        get(name)?
+            .parse()
+            .map_err(|_| Error::BadRequest(format!("snapshot chunk `{name}` is not a number")))
+    };
+    Ok(ChunkHeader {
+        from: PeerAddr::new(get("from")?),
+        term: num("term")?,
+        index: num("index")?,
+        snap_term: num("snap_term")?,
+        seq: num("seq")?,
+        last: get("last")? == "1",
+    })
+}
+
+/// Follower: stages one chunk; on the last one, offers the snapshot to the core and answers
+/// once the core has decided (the install itself then runs in log order in the writer).
+pub fn receive(shared: &Shared, header: ChunkHeader, datums: Vec<Datum>) -> Result<()> {
+    let data_dir = &shared.cfg.data_dir;
+    let mut incoming = shared.incoming_snapshot.lock().expect("incoming lock");
+    let mut writer = if header.seq == 0 {
+        *incoming = None;
+        SnapshotWriter::begin(data_dir)?
+    } else {
+        match incoming.as_ref() {
+            Some(inc)
+                if inc.header.from == header.from
+                    && inc.header.index == header.index
+                    && inc.header.seq + 1 == header.seq =>
+            {
+                SnapshotWriter::resume(data_dir, inc.count)?
+            }
+            _ => {
+                return Err(Error::BadRequest(format!(
+                    "snapshot chunk {} from {} does not follow the chunks received; start over",
+                    header.seq, header.from
+                )))
+            }
+        }
+    };
+    for d in &datums {
+        writer.add(d)?;
+    }
+    *incoming = Some(Incoming {
+        header: header.clone(),
+        count: writer.count,
+    });
+    if !header.last {
+        return Ok(());
+    }
+    *incoming = None;
+    let (tx, rx) = mpsc::channel();
+    shared
+        .driver
+        .send(DriverEvent::OfferSnapshot {
+            from: header.from.clone(),
+            term: header.term,
+            index: header.index,
+            snap_term: header.snap_term,
+            reply: tx,
+        })
+        .map_err(|_| Error::ShuttingDown)?;
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(Ok(())) => {
+            log_event(&format!(
+                "accepted a snapshot of {} datums at index {} from {}",
+                writer.count, header.index, header.from
+            ));
+            Ok(())
+        }
+        Ok(Err(why)) => Err(Error::BadRequest(format!("snapshot refused: {why}"))),
+        Err(_) => Err(Error::ShuttingDown),
+    }
+}
+
+/// A reply channel for the driver's decision on an offered snapshot.
+pub type OfferReply = Sender<std::result::Result<(), String>>;

@@ -1,0 +1,295 @@
+//! End-to-end tests of bounded disk and recovery: log compaction, snapshot catch-up of a
+//! member that is too far behind or lost its disk, crashes during a snapshot install, and
+//! rolling restarts with leadership hand-off.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+use nacos_raft::client::Client;
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(10);
+
+/// Small segments and frequent checkpoints, so compaction happens within a test.
+const COMPACTING: [&str; 6] = [
+    "--log-segment-bytes",
+    "16384",
+    "--checkpoint-entries",
+    "200",
+    "--log-retain-entries",
+    "100",
+];
+
+fn dump(node: &TestNode) -> BTreeMap<String, (serde_json::Value, u64)> {
+    let out = nacosctl(&[
+        "-o",
+        "json",
+        "dump",
+        "--data-dir",
+        node.data_dir.to_str().unwrap(),
+    ]);
+    assert_code(&out, 0);
+    json(&out)
+        .as_array()
+        .expect("dump is an array")
+        .iter()
+        .map(|d| {
+            let key = d["key"].as_str().unwrap().to_string();
+            (key, (d["value"].clone(), d["timestamp"].as_u64().unwrap()))
+        })
+        .collect()
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                total += m.len();
+            }
+        }
+    }
+    total
+}
+
+fn segments(node: &TestNode) -> usize {
+    fs::read_dir(node.data_dir.join("log"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".log")
+        })
+        .count()
+}
+
+fn wait_applied(node: &TestNode, index: u64) {
+    let ok = poll_until(Duration::from_secs(30), || {
+        node.status(Duration::from_millis(500))
+            .filter(|s| s.applied_index >= index)
+            .map(|_| ())
+    });
+    assert!(
+        ok.is_some(),
+        "{} never applied {index}\n{}",
+        node.addr,
+        node.log_excerpt()
+    );
+}
+
+/// Writes `n` overwrites over `keys` keys through `client`; returns the last index.
+fn overwrite(client: &Client, n: u64, keys: u64, tag: &str) -> u64 {
+    let mut last = 0;
+    for i in 0..n {
+        last = client
+            .put(&format!("key-{}", i % keys), json!({"tag": tag, "i": i}))
+            .unwrap_or_else(|e| panic!("put {i}: {e}"))
+            .index;
+    }
+    last
+}
+
+fn stop_all_and_compare(c: &mut TestCluster) {
+    for n in &mut c.nodes {
+        if n.is_running() {
+            assert!(
+                n.terminate(T).is_some_and(|s| s.success()),
+                "clean stop of {}",
+                n.addr
+            );
+        }
+    }
+    let first = dump(&c.nodes[0]);
+    for n in &c.nodes[1..] {
+        assert_eq!(
+            dump(n),
+            first,
+            "{} differs from {}",
+            n.addr,
+            c.nodes[0].addr
+        );
+    }
+}
+
+#[test]
+fn the_log_stays_bounded_under_overwrites() {
+    let mut n = TestNode::standalone(&COMPACTING);
+    let client = n.client(T);
+    overwrite(&client, 3000, 50, "a");
+    // Checkpoints run on the flusher's clock: wait for the log to shrink rather than sleep.
+    let bounded = poll_until(Duration::from_secs(20), || {
+        (segments(&n) <= 8).then_some(())
+    });
+    assert!(bounded.is_some(), "{} segments remain", segments(&n));
+    let log_bytes = dir_bytes(&n.data_dir.join("log"));
+    assert!(
+        log_bytes < 200_000,
+        "log is {log_bytes} bytes after compaction"
+    );
+    // The compacted node restarts with every value.
+    n.kill9();
+    n.start();
+    n.wait_ready(READY_DEADLINE);
+    let c = n.client(T);
+    for k in 0..50u64 {
+        let g = c.get(&format!("key-{k}"), false).unwrap();
+        assert_eq!(g.timestamp, 60, "key-{k}");
+        assert_eq!(g.value["i"], json!(2950 + k));
+    }
+}
+
+#[test]
+fn a_member_behind_the_retained_log_catches_up_by_snapshot() {
+    let mut c = TestCluster::start(3, &COMPACTING);
+    let leader = c.wait_for_leader(LEADER_DEADLINE);
+    let behind = (leader + 1) % 3;
+    c.nodes[behind].terminate(T);
+    let client = Client::new(vec![c.nodes[leader].addr.clone()], T);
+    let last = overwrite(&client, 2000, 300, "while-down");
+    client.delete("key-7").unwrap();
+    // The leader must have compacted past what the stopped member holds.
+    let compacted = poll_until(Duration::from_secs(20), || {
+        (segments(&c.nodes[leader]) <= 8).then_some(())
+    });
+    assert!(compacted.is_some(), "leader never compacted");
+    c.nodes[behind].restart();
+    c.nodes[behind].wait_ready(READY_DEADLINE);
+    wait_applied(&c.nodes[behind], last + 1);
+    assert!(
+        c.nodes[behind].log().contains("snapshot"),
+        "caught up without a snapshot?\n{}",
+        c.nodes[behind].log_excerpt()
+    );
+    stop_all_and_compare(&mut c);
+    assert!(
+        !dump(&c.nodes[behind]).contains_key("key-7"),
+        "a deleted key came back"
+    );
+}
+
+#[test]
+fn a_member_with_a_wiped_data_dir_rejoins_by_snapshot() {
+    let mut c = TestCluster::start(3, &COMPACTING);
+    let leader = c.wait_for_leader(LEADER_DEADLINE);
+    let client = c.client(T);
+    overwrite(&client, 1500, 200, "before-wipe");
+    let wiped = (leader + 2) % 3;
+    c.nodes[wiped].kill9();
+    fs::remove_dir_all(&c.nodes[wiped].data_dir).unwrap();
+    let last = overwrite(&client, 300, 200, "after-wipe");
+    c.nodes[wiped].restart();
+    c.nodes[wiped].wait_ready(READY_DEADLINE);
+    wait_applied(&c.nodes[wiped], last);
+    stop_all_and_compare(&mut c);
+    assert_eq!(dump(&c.nodes[wiped]).len(), 200);
+}
+
+/// kill -9 of a member at several points while it receives a snapshot: it must always
+/// start again and converge.
+#[test]
+fn a_crash_during_snapshot_install_leaves_a_node_that_starts_and_converges() {
+    let mut c = TestCluster::start(3, &COMPACTING);
+    let leader = c.wait_for_leader(LEADER_DEADLINE);
+    let client = Client::new(vec![c.nodes[leader].addr.clone()], T);
+    let victim = (leader + 1) % 3;
+    let mut last = 0;
+    for round in 0..3u64 {
+        c.nodes[victim].terminate(T);
+        // Enough distinct keys for a multi-chunk snapshot (1,000 datums a chunk).
+        last = overwrite(&client, 1200, 1200, &format!("round-{round}"));
+        c.nodes[victim].restart();
+        // Kill it at a different moment of the catch-up each round: as soon as it answers,
+        // once it has logged the start of an install, or once it has applied a little.
+        c.nodes[victim].wait_ready(READY_DEADLINE);
+        match round {
+            0 => {}
+            1 => {
+                poll_until(T, || {
+                    c.nodes[victim].log().contains("snapshot").then_some(())
+                });
+            }
+            _ => {
+                poll_until(T, || {
+                    c.nodes[victim]
+                        .status(Duration::from_millis(200))
+                        .filter(|s| s.applied_index > 0)
+                        .map(|_| ())
+                });
+            }
+        }
+        c.nodes[victim].kill9();
+    }
+    c.nodes[victim].restart();
+    c.nodes[victim].wait_ready(READY_DEADLINE);
+    wait_applied(&c.nodes[victim], last);
+    stop_all_and_compare(&mut c);
+}
+
+/// Restart every member in turn (SIGTERM, so a leader hands over first) while a client
+/// keeps writing: no write may fail.
+#[test]
+fn a_rolling_restart_under_writes_fails_no_write() {
+    let mut c = TestCluster::start(3, &[]);
+    c.wait_for_leader(LEADER_DEADLINE);
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (stop, ok) = (stop.clone(), ok.clone());
+        let client = c.client(T);
+        thread::spawn(move || {
+            let mut failures = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                match client.put(&format!("rolling-{}", i % 20), json!(i)) {
+                    Ok(_) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => failures.push(format!("write {i}: {e}")),
+                }
+                i += 1;
+            }
+            failures
+        })
+    };
+    for i in 0..3 {
+        let before = ok.load(Ordering::Relaxed);
+        assert!(c.nodes[i].terminate(T).is_some_and(|s| s.success()));
+        c.nodes[i].start();
+        c.nodes[i].wait_ready(READY_DEADLINE);
+        c.wait_for_leader(LEADER_DEADLINE);
+        // Writes went on around this restart.
+        let progressed = poll_until(T, || {
+            (ok.load(Ordering::Relaxed) > before + 20).then_some(())
+        });
+        assert!(
+            progressed.is_some(),
+            "writes stalled after restarting {}",
+            c.nodes[i].addr
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let failures = writer.join().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed writes: {:?}\n{}",
+        failures.len(),
+        &failures[..failures.len().min(5)],
+        c.logs()
+    );
+    assert!(ok.load(Ordering::Relaxed) > 60);
+}
