@@ -110,6 +110,95 @@ pub struct Health {
     pub ok: bool,
 }
 
+/// Answer to `GET /v1/digest`: an order-independent hash of a member's whole datum set right
+/// after it applied `index` (for `nacosctl check`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Digest {
+    #[serde(default)]
+    pub endpoint: String,
+    pub index: u64,
+    /// 16 hex digits.
+    pub digest: String,
+    #[serde(default)]
+    pub applied_index: u64,
+    #[serde(default)]
+    pub datums: u64,
+}
+
+/// Answer to `POST /v1/transfer-leader`: the hand-over has started, not finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub from: String,
+    pub to: String,
+}
+
+/// What a watch event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum WatchEventKind {
+    Change,
+    Delete,
+}
+
+/// One event of `GET /v1/watch`, with exactly the fields of the contract (DESIGN §4), in
+/// their order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatchEvent {
+    pub event: WatchEventKind,
+    pub key: String,
+    /// The new value; `null` for a DELETE.
+    #[serde(default)]
+    pub value: Value,
+    /// The key's version (for a DELETE, the version that was deleted).
+    pub timestamp: u64,
+    /// Log index of the change: events of one stream arrive in increasing index order.
+    pub index: u64,
+}
+
+/// One line of a watch stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WatchLine {
+    Event(WatchEvent),
+    /// A keep-alive sent when nothing changed for a second; `index` is the node's applied
+    /// index. Not an event, and (as the node sends it) not a safe resume point: events at or
+    /// below it may still be on their way.
+    Progress {
+        index: u64,
+    },
+}
+
+/// What a watch follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchTarget<'a> {
+    Key(&'a str),
+    /// Every key starting with this (every key when empty).
+    Prefix(&'a str),
+}
+
+/// Nacos 1.x `RaftPeer` (reference §3.2), as the `/nacos/v1/ns/raft/...` endpoints show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RaftPeer {
+    /// `host:port` of the member's HTTP port.
+    pub ip: String,
+    pub vote_for: Option<String>,
+    pub term: u64,
+    /// Milliseconds until this member's election timeout (a countdown, not a timestamp).
+    pub leader_due_ms: u64,
+    /// Milliseconds until its next heartbeat.
+    pub heartbeat_due_ms: u64,
+    /// `LEADER`, `FOLLOWER` or `CANDIDATE`.
+    pub state: String,
+}
+
+/// Answer to `GET /nacos/v1/ns/raft/state`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NacosState {
+    /// The number of datums (Nacos counts services here).
+    pub services: u64,
+    pub peers: Vec<RaftPeer>,
+}
+
 /// Why a request could not be served. All of these map to exit code 4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnavailableKind {
@@ -166,6 +255,12 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// A `410 compacted` answer: the node no longer keeps the history asked for (watch
+    /// events or digests from that index). Retrying the same request cannot succeed.
+    pub fn is_compacted(&self) -> bool {
+        matches!(self, ClientError::Server { status: 410, .. })
+    }
+
     /// The `nacosctl` exit code for this error (DESIGN §4): 3 not found, 4 unavailable,
     /// 1 for everything else.
     pub fn exit_code(&self) -> u8 {
@@ -354,6 +449,21 @@ impl Client {
         self.call_one(endpoint, "/v1/leader")
     }
 
+    /// `GET /v1/status` of the first endpoint that answers.
+    pub fn status(&self) -> Result<Status, ClientError> {
+        self.call(
+            &Req {
+                method: "GET",
+                path: "/v1/status",
+                query: vec![],
+                body: None,
+                idempotent: true,
+                key: None,
+            },
+            |_: &Status| true,
+        )
+    }
+
     /// `GET /v1/status` of one endpoint, without failover (for `nacosctl status`, which
     /// must report each member on its own).
     pub fn status_of(&self, endpoint: &str) -> Result<Status, ClientError> {
@@ -365,16 +475,156 @@ impl Client {
         self.call_one(endpoint, "/v1/health")
     }
 
+    /// `GET /v1/digest?index=N` of one endpoint, without failover: the member's datum-set
+    /// digest right after applying `index` (the member waits until it has). A member that no
+    /// longer remembers `index` answers `410 compacted` ([`ClientError::is_compacted`]); one
+    /// that has not applied it within its publish timeout answers `504`.
+    pub fn digest_of(&self, endpoint: &str, index: Option<u64>) -> Result<Digest, ClientError> {
+        let index = index.map(|i| i.to_string());
+        let query = index.as_deref().map(|i| ("index", i)).into_iter().collect();
+        self.call_one_with(endpoint, "GET", "/v1/digest", query)
+    }
+
+    /// `POST /v1/transfer-leader[?to=ADDR]` to one endpoint, which must be the leader (a
+    /// follower answers 503 `not_leader` naming it). Answers when the hand-over has started;
+    /// poll [`Client::status_of`] of the target to see it finish.
+    pub fn transfer_leader_at(
+        &self,
+        endpoint: &str,
+        to: Option<&str>,
+    ) -> Result<Transfer, ClientError> {
+        let query = to.map(|t| ("to", t)).into_iter().collect();
+        self.call_one_with(endpoint, "POST", "/v1/transfer-leader", query)
+    }
+
+    /// `GET /nacos/v1/ns/raft/state` of one endpoint (Nacos 1.x shape).
+    pub fn nacos_state_of(&self, endpoint: &str) -> Result<NacosState, ClientError> {
+        self.call_one(endpoint, "/nacos/v1/ns/raft/state")
+    }
+
+    /// `GET /nacos/v1/ns/raft/peer` of one endpoint: that member's own `RaftPeer`.
+    pub fn nacos_peer_of(&self, endpoint: &str) -> Result<RaftPeer, ClientError> {
+        self.call_one(endpoint, "/nacos/v1/ns/raft/peer")
+    }
+
+    /// `GET /nacos/v1/ns/raft/leader` of one endpoint, decoded: Nacos sends the leader's
+    /// `RaftPeer` JSON as a *string* inside the JSON answer, and the string `"null"` when it
+    /// knows no leader.
+    pub fn nacos_leader_of(&self, endpoint: &str) -> Result<Option<RaftPeer>, ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            leader: String,
+        }
+        let a: Answer = self.call_one(endpoint, "/nacos/v1/ns/raft/leader")?;
+        serde_json::from_str(&a.leader).map_err(|e| ClientError::BadResponse {
+            endpoint: display_name(endpoint),
+            message: format!("`leader` is not a RaftPeer JSON string or \"null\": {e}"),
+        })
+    }
+
+    /// `GET /nacos/v1/ns/raft/listeners` of one endpoint: the keys listeners are registered on.
+    pub fn nacos_listeners_of(&self, endpoint: &str) -> Result<Vec<String>, ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            listeners: Vec<String>,
+        }
+        let a: Answer = self.call_one(endpoint, "/nacos/v1/ns/raft/listeners")?;
+        Ok(a.listeners)
+    }
+
+    /// Opens `GET /v1/watch` on the first endpoint that accepts it (endpoints are tried in
+    /// turn, as for reads, within the client's timeout). Events with `index >= from_index`
+    /// come first when it is given, then live ones.
+    ///
+    /// Once open, the stream never fails over: a lost connection is reported by
+    /// [`WatchStream::next_line`] and the caller decides whether to resume, and from where.
+    /// `silence` bounds the time without any line (the node sends `PROGRESS` every second
+    /// when idle) before the connection counts as lost.
+    pub fn watch(
+        &self,
+        target: WatchTarget,
+        from_index: Option<u64>,
+        silence: Duration,
+    ) -> Result<WatchStream, ClientError> {
+        if self.endpoints.is_empty() {
+            return Err(ClientError::InvalidEndpoint {
+                endpoint: String::new(),
+                message: "no endpoint given".into(),
+            });
+        }
+        let from = from_index.map(|i| i.to_string());
+        let deadline = Instant::now() + self.timeout;
+        let mut failures = Vec::new();
+        for (i, endpoint) in self.endpoints.iter().enumerate() {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            let connect = if i + 1 < self.endpoints.len() {
+                remaining.min(self.connect_cap)
+            } else {
+                remaining
+            };
+            // No whole-request deadline (it would also cut the endless body): the connect is
+            // bounded, and so is every read of the head and the body, by `silence`.
+            let agent = ureq::AgentBuilder::new()
+                .timeout_connect(connect)
+                .timeout_read(silence)
+                .build();
+            let mut request = agent.get(&format!("{}/v1/watch", base_url(endpoint)));
+            request = match target {
+                WatchTarget::Key(k) => request.query("key", k),
+                WatchTarget::Prefix(p) => request.query("prefix", p),
+            };
+            if let Some(f) = &from {
+                request = request.query("from_index", f);
+            }
+            let name = display_name(endpoint);
+            let attempt: Attempt<()> = match request.call() {
+                Ok(resp) => {
+                    return Ok(WatchStream {
+                        endpoint: name,
+                        reader: io::BufReader::new(resp.into_reader()),
+                        silence,
+                    })
+                }
+                Err(ureq::Error::Status(status, resp)) => {
+                    let text = resp.into_string().unwrap_or_default();
+                    classify_status(name, status, &text, None)
+                }
+                Err(ureq::Error::Transport(t)) => classify_transport(name, &t, silence, true),
+            };
+            match attempt {
+                Attempt::Done(()) => unreachable!("only an open stream is a success"),
+                Attempt::Fail(e) => return Err(e),
+                Attempt::Next(e) => failures.push(e),
+            }
+        }
+        Err(combine(failures, self.timeout))
+    }
+
     fn call_one<T: DeserializeOwned>(
         &self,
         endpoint: &str,
         path: &'static str,
     ) -> Result<T, ClientError> {
+        self.call_one_with(endpoint, "GET", path, vec![])
+    }
+
+    fn call_one_with<T: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        method: &'static str,
+        path: &'static str,
+        query: Vec<(&'static str, &str)>,
+    ) -> Result<T, ClientError> {
         let req = Req {
-            method: "GET",
+            method,
             path,
-            query: vec![],
+            query,
             body: None,
+            // None of these change data: a timeout is reported as such, without the warning
+            // that a write may still apply.
             idempotent: true,
             key: None,
         };
@@ -466,6 +716,83 @@ impl Client {
             Err(ureq::Error::Transport(t)) => classify_transport(name, &t, budget, req.idempotent),
         }
     }
+}
+
+/// An open watch: JSON lines from one node. See [`Client::watch`].
+pub struct WatchStream {
+    endpoint: String,
+    reader: io::BufReader<Box<dyn io::Read + Send + Sync + 'static>>,
+    silence: Duration,
+}
+
+impl std::fmt::Debug for WatchStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchStream")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WatchStream {
+    /// The member that serves this stream, as people write it.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Blocks for the next line, at most the `silence` given to [`Client::watch`].
+    ///
+    /// A closed or reset connection, or silence for longer than that bound, is
+    /// [`ClientError::Unavailable`]; a line that is not the documented JSON is
+    /// [`ClientError::BadResponse`]. After an error the stream is done.
+    pub fn next_line(&mut self) -> Result<WatchLine, ClientError> {
+        use io::BufRead;
+        let mut line = Vec::new();
+        match self.reader.read_until(b'\n', &mut line) {
+            Ok(0) => Err(self.lost("the node closed the stream".into())),
+            Ok(_) if line.last() != Some(&b'\n') => {
+                Err(self.lost("the node closed the stream in the middle of a line".into()))
+            }
+            Ok(_) => parse_watch_line(&line).map_err(|message| ClientError::BadResponse {
+                endpoint: self.endpoint.clone(),
+                message,
+            }),
+            Err(e) if is_timeout(&e) => Err(ClientError::Unavailable {
+                endpoint: self.endpoint.clone(),
+                kind: UnavailableKind::TimedOut,
+                message: format!(
+                    "nothing received for {} (a live node sends a keep-alive every second)",
+                    fmt_duration(self.silence)
+                ),
+                leader: None,
+            }),
+            Err(e) => Err(self.lost(format!("connection lost: {e}"))),
+        }
+    }
+
+    fn lost(&self, message: String) -> ClientError {
+        ClientError::Unavailable {
+            endpoint: self.endpoint.clone(),
+            kind: UnavailableKind::Unreachable,
+            message,
+            leader: None,
+        }
+    }
+}
+
+/// One line of a watch stream: an event, or a `PROGRESS` keep-alive.
+fn parse_watch_line(line: &[u8]) -> Result<WatchLine, String> {
+    let v: Value =
+        serde_json::from_slice(line).map_err(|e| format!("a watch line is not JSON ({e})"))?;
+    if v.get("event").and_then(Value::as_str) == Some("PROGRESS") {
+        let index = v
+            .get("index")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| format!("a PROGRESS line without a numeric index: {v}"))?;
+        return Ok(WatchLine::Progress { index });
+    }
+    serde_json::from_value(v.clone())
+        .map(WatchLine::Event)
+        .map_err(|e| format!("not a watch event ({e}): {v}"))
 }
 
 /// `HOST:PORT` becomes `http://HOST:PORT`; a URL keeps its scheme. No trailing slash.
@@ -923,6 +1250,178 @@ mod tests {
             .get("k", false)
             .unwrap_err();
         assert!(matches!(e, ClientError::InvalidEndpoint { .. }));
+    }
+
+    /// Serves one watch request: writes `lines` as a close-delimited body, then either
+    /// closes the connection or (with `hang`) keeps it open and silent until the client goes.
+    fn serve_watch(lines: &'static str, hang: bool) -> (String, thread::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let handle = thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            s.write_all(lines.as_bytes()).unwrap();
+            if hang {
+                // Until the client closes its end.
+                let _ = s.read(&mut buf);
+            }
+            String::from_utf8_lossy(&head).to_string()
+        });
+        (addr, handle)
+    }
+
+    #[test]
+    fn watch_yields_events_and_progress_then_reports_the_closed_stream() {
+        let (addr, h) = serve_watch(
+            concat!(
+                r#"{"event":"CHANGE","key":"a","value":{"x":1},"timestamp":1,"index":5}"#,
+                "\n",
+                r#"{"event":"PROGRESS","index":6}"#,
+                "\n",
+                r#"{"event":"DELETE","key":"a","value":null,"timestamp":1,"index":7}"#,
+                "\n",
+            ),
+            false,
+        );
+        let c = client(&[&addr]);
+        let mut w = c
+            .watch(WatchTarget::Prefix("a/b"), Some(5), Duration::from_secs(2))
+            .unwrap();
+        assert_eq!(w.endpoint(), addr);
+        let first = w.next_line().unwrap();
+        assert_eq!(
+            first,
+            WatchLine::Event(WatchEvent {
+                event: WatchEventKind::Change,
+                key: "a".into(),
+                value: serde_json::json!({"x": 1}),
+                timestamp: 1,
+                index: 5,
+            })
+        );
+        assert_eq!(w.next_line().unwrap(), WatchLine::Progress { index: 6 });
+        assert!(matches!(
+            w.next_line().unwrap(),
+            WatchLine::Event(WatchEvent {
+                event: WatchEventKind::Delete,
+                index: 7,
+                ..
+            })
+        ));
+        let e = w.next_line().unwrap_err();
+        assert!(
+            matches!(&e, ClientError::Unavailable { kind: UnavailableKind::Unreachable, message, .. } if message.contains("closed")),
+            "{e:?}"
+        );
+        let req = h.join().unwrap();
+        let line = req.lines().next().unwrap();
+        assert!(line.starts_with("GET /v1/watch?"), "{line}");
+        assert!(
+            line.contains("prefix=a%2Fb") && line.contains("from_index=5"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_silent_watch_is_a_lost_connection_after_the_bound() {
+        let (addr, _h) = serve_watch("", true);
+        let mut w = client(&[&addr])
+            .watch(WatchTarget::Key("k"), None, Duration::from_millis(300))
+            .unwrap();
+        let start = Instant::now();
+        let e = w.next_line().unwrap_err();
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(
+            matches!(
+                &e,
+                ClientError::Unavailable {
+                    kind: UnavailableKind::TimedOut,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_compacted_watch_is_final_and_says_so() {
+        let (a, _ha) = serve_once(
+            410,
+            r#"{"error":"compacted","message":"events before index 9 are no longer kept"}"#,
+        );
+        let b = dead_addr();
+        let e = client(&[&a, &b])
+            .watch(WatchTarget::Key("k"), Some(1), Duration::from_secs(1))
+            .unwrap_err();
+        assert!(e.is_compacted(), "{e:?}");
+        assert!(e.to_string().contains("index 9"), "{e}");
+        assert_eq!(e.exit_code(), 1);
+    }
+
+    #[test]
+    fn a_watch_fails_over_to_a_live_endpoint() {
+        let dead = dead_addr();
+        let (addr, _h) = serve_watch("", false);
+        let w = client(&[&dead, &addr])
+            .watch(WatchTarget::Key("k"), None, Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(w.endpoint(), addr);
+    }
+
+    #[test]
+    fn digest_and_transfer_send_their_parameters() {
+        let (addr, h) = serve_once(
+            200,
+            r#"{"endpoint":"n1","index":17,"digest":"8149f5acd8c9be35","applied_index":18,"datums":2}"#,
+        );
+        let d = client(&[]).digest_of(&addr, Some(17)).unwrap();
+        assert_eq!(
+            (d.index, d.digest.as_str(), d.datums),
+            (17, "8149f5acd8c9be35", 2)
+        );
+        assert!(h.join().unwrap().starts_with("GET /v1/digest?index=17 "));
+
+        let (addr, h) = serve_once(200, r#"{"from":"n1","to":"n2:1"}"#);
+        let t = client(&[]).transfer_leader_at(&addr, Some("n2:1")).unwrap();
+        assert_eq!(t.to, "n2:1");
+        assert!(h
+            .join()
+            .unwrap()
+            .starts_with("POST /v1/transfer-leader?to=n2%3A1 "));
+    }
+
+    #[test]
+    fn the_nacos_leader_string_is_decoded() {
+        // The RaftPeer JSON, as a string inside the JSON answer.
+        const BODY: &str = r#"{"leader":"{\"ip\":\"n1:8848\",\"voteFor\":\"n1:8848\",\"term\":3,\"leaderDueMs\":100,\"heartbeatDueMs\":50,\"state\":\"LEADER\"}"}"#;
+        let (addr, _h) = serve_once(200, BODY);
+        let l = client(&[]).nacos_leader_of(&addr).unwrap().unwrap();
+        assert_eq!(
+            (l.ip.as_str(), l.term, l.state.as_str()),
+            ("n1:8848", 3, "LEADER")
+        );
+        assert_eq!(l.vote_for.as_deref(), Some("n1:8848"));
+
+        let (addr, _h) = serve_once(200, r#"{"leader":"null"}"#);
+        assert_eq!(client(&[]).nacos_leader_of(&addr).unwrap(), None);
+
+        let (addr, _h) = serve_once(200, r#"{"leader":{"ip":"n1"}}"#);
+        let e = client(&[]).nacos_leader_of(&addr).unwrap_err();
+        assert!(matches!(e, ClientError::BadResponse { .. }), "{e:?}");
     }
 
     #[test]

@@ -601,3 +601,167 @@ pub fn json(out: &Output) -> serde_json::Value {
 pub fn assert_code(out: &Output, expected: i32) {
     assert_eq!(code(out), expected, "{}", describe(out));
 }
+
+// ------------------------------------------------------------ streaming nacosctl runs
+
+use std::io::BufRead;
+use std::sync::mpsc;
+
+/// A `nacosctl` run whose stdout is read line by line while it runs (`watch`). Dropping it
+/// kills the process (by its own pid) and reaps it.
+pub struct CtlStream {
+    child: Option<Child>,
+    lines: mpsc::Receiver<String>,
+    stderr: Option<thread::JoinHandle<Vec<u8>>>,
+    args: Vec<String>,
+}
+
+/// How a [`CtlStream`] ended.
+pub struct CtlEnd {
+    pub status: ExitStatus,
+    /// Lines printed after the last one taken with [`CtlStream::next_line`].
+    pub rest: Vec<String>,
+    pub stderr: String,
+}
+
+impl CtlEnd {
+    pub fn code(&self) -> i32 {
+        self.status
+            .code()
+            .unwrap_or_else(|| panic!("nacosctl died by a signal: {}", self.describe()))
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "status {}\n--- remaining stdout ---\n{}\n--- stderr ---\n{}",
+            self.status,
+            self.rest.join("\n"),
+            self.stderr
+        )
+    }
+}
+
+impl CtlStream {
+    /// Starts `nacosctl --endpoints ENDPOINTS ARGS` with no `NACOSCTL_*` variables from the
+    /// test's environment and no stdin.
+    pub fn spawn(endpoints: &str, args: &[&str]) -> CtlStream {
+        let mut child = Command::new(CTL_BIN)
+            .arg("--endpoints")
+            .arg(endpoints)
+            .args(args)
+            .env_remove("NACOSCTL_ENDPOINTS")
+            .env_remove("NACOSCTL_OUTPUT")
+            .env_remove("NACOSCTL_TIMEOUT")
+            .env_remove("NACOSCTL_COLOR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {CTL_BIN}: {e}"));
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let stderr = read_in_background(child.stderr.take().expect("stderr piped"));
+        CtlStream {
+            child: Some(child),
+            lines,
+            stderr: Some(stderr),
+            args: args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// The next line of stdout, or `None` if none comes within `deadline`.
+    pub fn next_line(&self, deadline: Duration) -> Option<String> {
+        self.lines.recv_timeout(deadline).ok()
+    }
+
+    /// The next `n` lines; panics (with what the run printed) if they do not all come within
+    /// `deadline`.
+    pub fn take_lines(&mut self, n: usize, deadline: Duration) -> Vec<String> {
+        let end = Instant::now() + deadline;
+        let mut got = Vec::new();
+        while got.len() < n {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.next_line(left) {
+                Some(l) => got.push(l),
+                None => {
+                    let end = self.finish(Duration::from_secs(5));
+                    panic!(
+                        "nacosctl {:?}: {} of {n} lines within {deadline:?}: {got:?}\n{}",
+                        self.args,
+                        got.len(),
+                        end.describe()
+                    );
+                }
+            }
+        }
+        got
+    }
+
+    /// SIGINT, as Ctrl-C sends it.
+    pub fn interrupt(&self) {
+        let child = self.child.as_ref().expect("interrupt: already finished");
+        signal(child, libc::SIGINT);
+    }
+
+    /// Waits up to `deadline` for the process to exit (SIGKILL after it), and collects
+    /// what it printed since.
+    pub fn finish(&mut self, deadline: Duration) -> CtlEnd {
+        let mut child = self.child.take().expect("finish: already finished");
+        let status = match poll_until(deadline, || child.try_wait().ok().flatten()) {
+            Some(s) => s,
+            None => {
+                let _ = child.kill();
+                child.wait().expect("reap nacosctl")
+            }
+        };
+        let stderr = self
+            .stderr
+            .take()
+            .map(|h| String::from_utf8_lossy(&h.join().unwrap_or_default()).into_owned())
+            .unwrap_or_default();
+        // The process is gone, so its stdout is closed and the reader thread ends.
+        let rest = self.lines.iter().collect();
+        CtlEnd {
+            status,
+            rest,
+            stderr,
+        }
+    }
+}
+
+impl Drop for CtlStream {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Waits until `node` has a listener registered on `key` (a watch is subscribed), using the
+/// Nacos-compatible `/nacos/v1/ns/raft/listeners`; panics at the deadline.
+pub fn wait_listening(node: &TestNode, key: &str, deadline: Duration) {
+    let client = node.client(Duration::from_millis(500));
+    poll_until(deadline, || {
+        client
+            .nacos_listeners_of(&node.addr)
+            .ok()?
+            .iter()
+            .any(|k| k == key)
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no listener on {key:?} at {} within {deadline:?}",
+            node.addr
+        )
+    });
+}

@@ -82,7 +82,9 @@ pub fn run(client: &Client, output: Output, out: &mut dyn Write, a: &BenchArgs) 
     let mut lat = Vec::new();
     let mut errors = 0;
     for h in handles {
-        let (l, e) = h.join().map_err(|_| anyhow::anyhow!("a bench client panicked"))?;
+        let (l, e) = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("a bench client panicked"))?;
         lat.extend(l);
         errors += e;
     }

@@ -50,6 +50,18 @@ pub struct Cli {
     )]
     pub timeout: Duration,
 
+    /// Colour the ROLE and health cells of tables and the `nacosctl:` prefix of errors:
+    /// auto (only on a terminal, and not when NO_COLOR is set), always, or never
+    #[arg(
+        long,
+        global = true,
+        env = "NACOSCTL_COLOR",
+        value_enum,
+        default_value_t = ColorWhen::Auto,
+        value_name = "WHEN"
+    )]
+    pub color: ColorWhen,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -89,6 +101,31 @@ pub enum Command {
     Status,
     /// Print the leader's address; exit 4 if none is known
     Leader,
+    /// Stream the changes of KEY (or of every key under --prefix) as they are applied, one
+    /// per line, until interrupted; exit 4 when the connection is lost (with the index to
+    /// resume from)
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["key", "prefix"])))]
+    Watch {
+        key: Option<String>,
+        /// Watch every key starting with P ('' for all keys)
+        #[arg(long, value_name = "P")]
+        prefix: Option<String>,
+        /// Replay the retained events from log index N first (no gap, no duplicate), then
+        /// follow live ones
+        #[arg(long, value_name = "N")]
+        from_index: Option<u64>,
+    },
+    /// Compare every member's datum set at one log index; exit 0 if all agree, 5 if a
+    /// member differs or cannot be checked, 4 if there is no leader
+    Check,
+    /// Hand leadership to ADDR (default: the most up-to-date follower) and wait until it
+    /// leads; exit 4 if there is no leader or it did not move in time
+    #[command(visible_alias = "move-leader")]
+    TransferLeader {
+        /// The member to lead next, HOST:PORT as in the member list
+        #[arg(value_name = "ADDR")]
+        to: Option<String>,
+    },
     /// Print the datum files of a data dir (no running node needed)
     Dump {
         /// A nacos-node --data-dir
@@ -123,6 +160,13 @@ pub enum Command {
 pub enum BenchOp {
     Put,
     Get,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -262,6 +306,29 @@ mod tests {
         assert!(matches!(cli.command, Command::Put { ref value, json: true, .. } if value == "-5"));
         let cli = Cli::try_parse_from(["nacosctl", "put", "k", "-"]).unwrap();
         assert!(matches!(cli.command, Command::Put { ref value, .. } if value == "-"));
+    }
+
+    #[test]
+    fn watch_needs_exactly_one_target() {
+        let cli = Cli::try_parse_from(["nacosctl", "watch", "k", "--from-index", "7"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Watch { ref key, prefix: None, from_index: Some(7) } if key.as_deref() == Some("k")
+        ));
+        let cli = Cli::try_parse_from(["nacosctl", "watch", "--prefix", ""]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Watch { key: None, ref prefix, .. } if prefix.as_deref() == Some(""))
+        );
+        assert!(Cli::try_parse_from(["nacosctl", "watch"]).is_err());
+        assert!(Cli::try_parse_from(["nacosctl", "watch", "k", "--prefix", "p"]).is_err());
+        assert!(Cli::try_parse_from(["nacosctl", "watch", "k", "--from-index", "-1"]).is_err());
+    }
+
+    #[test]
+    fn color_is_a_global_choice() {
+        let cli = Cli::try_parse_from(["nacosctl", "status", "--color", "never"]).unwrap();
+        assert_eq!(cli.color, ColorWhen::Never);
+        assert!(Cli::try_parse_from(["nacosctl", "status", "--color", "pink"]).is_err());
     }
 
     #[test]

@@ -17,7 +17,8 @@ pub enum Exit {
     /// No leader, no quorum, a write not confirmed within the timeout, an endpoint that
     /// cannot be reached.
     Unavailable,
-    /// `status`: a member is unreachable or the members disagree on the leader.
+    /// `status`: a member is unreachable or the members disagree on the leader; `check`: a
+    /// member's datums differ from the leader's, or a member could not be checked.
     Degraded,
 }
 
@@ -74,8 +75,10 @@ Exit codes:
   1  other error (server error, I/O error, corrupt datum file)
   2  usage error (bad flag, invalid key, unreadable VALUE)
   3  key not found (get, del)
-  4  unavailable (endpoint unreachable, no leader, no quorum, write not confirmed in time)
-  5  degraded (status: a member unreachable, or members disagree on the leader)";
+  4  unavailable (endpoint unreachable, no leader, no quorum, write not confirmed in time,
+     watch connection lost)
+  5  degraded (status: a member unreachable, or members disagree on the leader;
+     check: a member's datums differ, or a member could not be checked)";
 
 #[cfg(test)]
 mod tests {

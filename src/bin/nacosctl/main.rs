@@ -5,17 +5,21 @@
 //! from the contract (see `exit.rs`). It never waits on the network longer than `--timeout`.
 
 mod bench;
+mod check;
 mod cli;
 mod commands;
 mod exit;
 mod render;
 mod status;
+mod transfer;
+mod ui;
+mod watch;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use nacos_raft::client::{fmt_duration, Client, ClientError, UnavailableKind};
+use nacos_raft::client::{fmt_duration, Client, ClientError, UnavailableKind, WatchTarget};
 
 use crate::cli::{Cli, Command};
 use crate::exit::{Exit, UsageError};
@@ -25,6 +29,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return clap_error(e).into(),
     };
+    ui::init(cli.color);
     match run(&cli) {
         Ok(exit) => exit.into(),
         Err(e) => report(&e, &cli).into(),
@@ -58,6 +63,34 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         )?,
         Command::Leader => commands::leader(&client(), cli.output, &mut out)?,
         Command::Status => status::run(&client(), cli.output, &mut out)?,
+        Command::Watch {
+            key,
+            prefix,
+            from_index,
+        } => {
+            let target = match (key, prefix) {
+                (Some(k), _) => {
+                    commands::check_key(k)?;
+                    WatchTarget::Key(k)
+                }
+                (None, Some(p)) => WatchTarget::Prefix(p),
+                (None, None) => unreachable!("clap requires KEY or --prefix"),
+            };
+            watch::run(
+                &client(),
+                cli.output,
+                &mut out,
+                &watch::Args {
+                    target,
+                    from_index: *from_index,
+                    endpoints: &cli.endpoints.0,
+                },
+            )?
+        }
+        Command::Check => check::run(&client(), cli.output, &mut out)?,
+        Command::TransferLeader { to } => {
+            transfer::run(&client(), cli.output, &mut out, to.as_deref())?
+        }
         Command::Dump { data_dir } => commands::dump(cli.output, &mut out, data_dir)?,
         Command::Bench {
             op,
@@ -83,7 +116,15 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
             // Into a buffer first: `generate` panics on a write error such as a closed pipe.
             let mut script = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "nacosctl", &mut script);
-            out.write_all(&script)?;
+            if cli.output == cli::Output::Json {
+                let script = String::from_utf8(script)?;
+                render::json(
+                    &mut out,
+                    &serde_json::json!({"shell": shell.to_string(), "script": script}),
+                )?;
+            } else {
+                out.write_all(&script)?;
+            }
             Exit::Ok
         }
     };
@@ -108,7 +149,7 @@ fn clap_error(e: clap::Error) -> Exit {
         _ => {
             let text = e.render().to_string();
             let text = text.strip_prefix("error: ").unwrap_or(&text);
-            eprint!("nacosctl: {text}");
+            eprint!("{} {text}", ui::prefix());
             Exit::Usage
         }
     }
@@ -123,7 +164,7 @@ fn report(e: &anyhow::Error, cli: &Cli) -> Exit {
     {
         return Exit::Ok;
     }
-    eprintln!("nacosctl: {e:#}");
+    eprintln!("{} {e:#}", ui::prefix());
     let (exit, hint) = if let Some(u) = e.downcast_ref::<UsageError>() {
         (Exit::Usage, u.hint.clone())
     } else if let Some(c) = e.chain().find_map(|c| c.downcast_ref::<ClientError>()) {
@@ -174,6 +215,9 @@ fn client_hint(e: &ClientError, cli: &Cli) -> Option<String> {
                 "see `nacosctl status` and the node's log".into()
             }
         },
+        ClientError::Server { status: 410, .. } => {
+            "that history is gone for good: read the current values (`get`, `ls`), then watch again from the index named above".into()
+        }
         ClientError::Server { status: 413, .. } => {
             "a request body is limited to 4 MiB; split the value".into()
         }

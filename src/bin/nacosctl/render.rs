@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use comfy_table::{presets, ContentArrangement, Table};
+use comfy_table::{presets, Cell, Color, ContentArrangement, Table};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -16,14 +16,61 @@ pub fn json<T: Serialize>(out: &mut dyn Write, doc: &T) -> io::Result<()> {
 /// A table with a header row. Widths follow the content: piping a table into a file must not
 /// cut values at some terminal width.
 pub fn table(out: &mut dyn Write, header: &[&str], rows: Vec<Vec<String>>) -> io::Result<()> {
+    let rows = rows
+        .into_iter()
+        .map(|r| r.into_iter().map(Cell::new).collect())
+        .collect();
+    styled_table(out, header, rows, false)
+}
+
+/// A table whose cells may carry a colour ([`role_cell`], [`health_cell`]); colours are
+/// written only when `color` is set.
+pub fn styled_table(
+    out: &mut dyn Write,
+    header: &[&str],
+    rows: Vec<Vec<Cell>>,
+    color: bool,
+) -> io::Result<()> {
     let mut t = Table::new();
     t.load_preset(presets::ASCII_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Disabled)
         .set_header(header.to_vec());
+    // Never ask the terminal (its width or whether it is one): `color` was decided once for
+    // the run, from --color, NO_COLOR and whether stdout is a terminal.
+    t.force_no_tty();
+    if color {
+        t.enforce_styling();
+    }
     for r in rows {
         t.add_row(r);
     }
     writeln!(out, "{t}")
+}
+
+/// A ROLE cell: the leader green, a candidate yellow, an unreachable member red.
+pub fn role_cell(role: &str) -> Cell {
+    let cell = Cell::new(role);
+    match role {
+        "LEADER" => cell.fg(Color::Green),
+        "CANDIDATE" => cell.fg(Color::Yellow),
+        "UNREACHABLE" => cell.fg(Color::Red),
+        _ => cell,
+    }
+}
+
+/// A health cell: `good` green, `Some(false)` red, unknown (`None`) yellow.
+pub fn health_cell(text: &str, good: Option<bool>) -> Cell {
+    let cell = Cell::new(text);
+    match good {
+        Some(true) => cell.fg(Color::Green),
+        Some(false) => cell.fg(Color::Red),
+        None => cell.fg(Color::Yellow),
+    }
+}
+
+/// A duration in milliseconds for a table cell or a text field: `12ms`, `3.2s`.
+pub fn millis(ms: u64) -> String {
+    nacos_raft::client::fmt_duration(std::time::Duration::from_millis(ms))
 }
 
 /// A value on one line, for tables and tab-separated text: compact JSON (its escapes keep
@@ -46,6 +93,28 @@ mod tests {
     fn compact_values_stay_on_one_line() {
         assert_eq!(compact(&json!("a\tb\nc")), r#""a\tb\nc""#);
         assert_eq!(compact(&json!({"a": [1, 2]})), r#"{"a":[1,2]}"#);
+    }
+
+    #[test]
+    fn colour_only_when_asked() {
+        let render = |color: bool| {
+            let mut buf = Vec::new();
+            styled_table(
+                &mut buf,
+                &["ENDPOINT", "ROLE"],
+                vec![vec![Cell::new("a:1"), role_cell("LEADER")]],
+                color,
+            )
+            .unwrap();
+            String::from_utf8(buf).unwrap()
+        };
+        let plain = render(false);
+        assert!(!plain.contains('\x1b'), "{plain:?}");
+        let coloured = render(true);
+        assert!(coloured.contains("\x1b["), "{coloured:?}");
+        // Colour codes do not count toward the column width: the borders still line up.
+        let widths: Vec<usize> = plain.lines().map(str::len).collect();
+        assert!(widths.windows(2).all(|w| w[0] == w[1]), "{plain}");
     }
 
     #[test]

@@ -2,19 +2,23 @@
 //! when it is down (etcd #9531), and judges the cluster healthy, degraded or unavailable.
 //!
 //! Members are the endpoints given plus the `peers` any reachable member reports, so one
-//! endpoint is enough to see the whole cluster (etcd #8115).
+//! endpoint is enough to see the whole cluster (etcd #8115). The leader's own view of its
+//! followers adds how far behind each member is and when the leader last heard from it, for
+//! dead members too.
 
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::thread;
 
 use anyhow::Result;
-use nacos_raft::client::{display_name, Client, ClientError, Status};
+use comfy_table::Cell;
+use nacos_raft::client::{display_name, Client, ClientError, FollowerStatus, Status};
 use serde::Serialize;
 
 use crate::cli::Output;
 use crate::exit::Exit;
 use crate::render;
+use crate::ui;
 
 /// One member as `status` reports it; the first nine fields are the contract.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -30,6 +34,20 @@ pub struct NodeRow {
     pub datums: Option<u64>,
     pub error: Option<String>,
     pub last_log_index: Option<u64>,
+    /// Log entries this member is behind the leader's commit index: not yet applied (from
+    /// its own status), or, when it did not answer, not yet replicated to it (the leader's
+    /// `match_index`). `None` without a reachable leader.
+    pub lag: Option<u64>,
+    /// Milliseconds since the leader last heard from this member (the leader's view); `None`
+    /// for the leader itself and without a reachable leader.
+    pub last_contact_ms: Option<u64>,
+    /// The name the member gives itself (its `--advertise`), which is how its peers and the
+    /// leader's follower list name it; `endpoint` is the name it was reached by.
+    #[serde(skip)]
+    pub id: Option<String>,
+    /// The leader's view of its followers, when this member is the leader.
+    #[serde(skip)]
+    pub followers: Vec<FollowerStatus>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -63,34 +81,46 @@ pub fn run(client: &Client, output: Output, out: &mut dyn Write) -> Result<Exit>
     let report = gather(client);
     match output {
         Output::Json => render::json(out, &report)?,
-        Output::Table => render::table(
+        Output::Table => render::styled_table(
             out,
             &[
-                "ENDPOINT", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "DATUMS", "ERROR",
+                "ENDPOINT",
+                "ROLE",
+                "TERM",
+                "LEADER",
+                "COMMIT",
+                "APPLIED",
+                "LAG",
+                "LAST CONTACT",
+                "DATUMS",
+                "ERROR",
             ],
             report
                 .nodes
                 .iter()
                 .map(|n| {
                     vec![
-                        n.endpoint.clone(),
-                        n.role.clone().unwrap_or_else(|| "UNREACHABLE".into()),
-                        render::opt(&n.term),
-                        render::opt(&n.leader),
-                        render::opt(&n.commit_index),
-                        render::opt(&n.applied_index),
-                        render::opt(&n.datums),
-                        n.error.clone().unwrap_or_default(),
+                        Cell::new(&n.endpoint),
+                        render::role_cell(n.role.as_deref().unwrap_or("UNREACHABLE")),
+                        Cell::new(render::opt(&n.term)),
+                        Cell::new(render::opt(&n.leader)),
+                        Cell::new(render::opt(&n.commit_index)),
+                        Cell::new(render::opt(&n.applied_index)),
+                        Cell::new(render::opt(&n.lag)),
+                        Cell::new(n.last_contact_ms.map_or("-".into(), render::millis)),
+                        Cell::new(render::opt(&n.datums)),
+                        Cell::new(n.error.clone().unwrap_or_default()),
                     ]
                 })
                 .collect(),
+            ui::color_stdout(),
         )?,
         // One line per member, `ENDPOINT<TAB>ROLE` then key=value fields: `grep LEADER` and
         // `grep -c UNREACHABLE` work, and so does `awk -F'\t'`.
         Output::Text => {
             for n in &report.nodes {
                 if n.reachable {
-                    writeln!(
+                    write!(
                         out,
                         "{}\t{}\tterm={}\tleader={}\tcommit_index={}\tapplied_index={}\tdatums={}",
                         n.endpoint,
@@ -102,13 +132,19 @@ pub fn run(client: &Client, output: Output, out: &mut dyn Write) -> Result<Exit>
                         render::opt(&n.datums),
                     )?;
                 } else {
-                    writeln!(
+                    write!(
                         out,
                         "{}\tUNREACHABLE\terror={}",
                         n.endpoint,
                         render::opt(&n.error)
                     )?;
                 }
+                writeln!(
+                    out,
+                    "\tlag={}\tlast_contact_ms={}",
+                    render::opt(&n.lag),
+                    render::opt(&n.last_contact_ms)
+                )?;
             }
         }
     }
@@ -119,7 +155,7 @@ pub fn run(client: &Client, output: Output, out: &mut dyn Write) -> Result<Exit>
         Health::Unavailable => "unavailable",
     };
     for p in &report.problems {
-        eprintln!("nacosctl: {word}: {p}");
+        eprintln!("{} {word}: {p}", ui::prefix());
     }
     if report.health != Health::Healthy {
         eprintln!("hint: start or reconnect the members named above; a write needs a majority up and one leader they agree on");
@@ -155,13 +191,46 @@ pub fn gather(client: &Client) -> Report {
         .into_iter()
         .collect();
     answers.extend(query_all(client, &extra));
-    let nodes: Vec<NodeRow> = answers.into_iter().map(|(row, _)| row).collect();
+    let mut nodes: Vec<NodeRow> = answers.into_iter().map(|(row, _)| row).collect();
     let (leader, health, problems) = judge(&nodes);
+    add_leader_view(&mut nodes, leader.as_deref());
     Report {
         leader,
         health,
         problems,
         nodes,
+    }
+}
+
+/// Fills in `lag` and `last_contact_ms` from the leader's own row, if the leader answered.
+pub fn add_leader_view(nodes: &mut [NodeRow], leader: Option<&str>) {
+    let Some(leader) = leader else { return };
+    let Some(lead) = nodes
+        .iter()
+        .find(|n| n.reachable && n.role.as_deref() == Some("LEADER") && n.name() == leader)
+        .cloned()
+    else {
+        return;
+    };
+    let commit = lead.commit_index.unwrap_or(0);
+    for n in nodes.iter_mut() {
+        let seen = lead
+            .followers
+            .iter()
+            .find(|f| display_name(&f.peer) == n.name());
+        n.lag = match (n.applied_index, seen) {
+            (Some(applied), _) => Some(commit.saturating_sub(applied)),
+            (None, Some(f)) => Some(commit.saturating_sub(f.match_index)),
+            (None, None) => None,
+        };
+        n.last_contact_ms = seen.and_then(|f| f.last_contact_ms);
+    }
+}
+
+impl NodeRow {
+    /// The member's own name when it answered, else the name it was reached by.
+    fn name(&self) -> &str {
+        self.id.as_deref().unwrap_or(&self.endpoint)
     }
 }
 
@@ -201,6 +270,10 @@ fn row(endpoint: &str, answer: Result<Status, ClientError>) -> (NodeRow, Option<
                 datums: Some(s.datums),
                 error: None,
                 last_log_index: Some(s.last_log_index),
+                lag: None,
+                last_contact_ms: None,
+                id: Some(display_name(&s.endpoint)).filter(|e| !e.is_empty()),
+                followers: s.followers.clone(),
             },
             Some(s),
         ),
@@ -216,6 +289,10 @@ fn row(endpoint: &str, answer: Result<Status, ClientError>) -> (NodeRow, Option<
                 datums: None,
                 error: Some(error_text(&e)),
                 last_log_index: None,
+                lag: None,
+                last_contact_ms: None,
+                id: None,
+                followers: Vec::new(),
             },
             None,
         ),
@@ -223,7 +300,7 @@ fn row(endpoint: &str, answer: Result<Status, ClientError>) -> (NodeRow, Option<
 }
 
 /// The error without the endpoint prefix: the row already names it.
-fn error_text(e: &ClientError) -> String {
+pub fn error_text(e: &ClientError) -> String {
     match e {
         ClientError::Unavailable { message, .. } => message.clone(),
         ClientError::Server {
@@ -322,6 +399,10 @@ mod tests {
             datums: Some(0),
             error: None,
             last_log_index: Some(1),
+            lag: None,
+            last_contact_ms: None,
+            id: Some(ep.into()),
+            followers: Vec::new(),
         }
     }
 
@@ -337,6 +418,10 @@ mod tests {
             datums: None,
             error: Some("connection refused".into()),
             last_log_index: None,
+            lag: None,
+            last_contact_ms: None,
+            id: None,
+            followers: Vec::new(),
         }
     }
 
@@ -450,6 +535,48 @@ mod tests {
         }
         assert_eq!(v["reachable"], false);
         assert_eq!(v["error"], "connection refused");
+    }
+
+    #[test]
+    fn lag_and_last_contact_come_from_the_leader() {
+        let mut leader = up("a", 2, Some("a"));
+        leader.commit_index = Some(10);
+        leader.applied_index = Some(10);
+        leader.followers = vec![
+            FollowerStatus {
+                peer: "b".into(),
+                match_index: 9,
+                next_index: 10,
+                last_contact_ms: Some(12),
+            },
+            FollowerStatus {
+                peer: "c".into(),
+                match_index: 4,
+                next_index: 5,
+                last_contact_ms: Some(7000),
+            },
+        ];
+        let mut b = up("b", 2, Some("a"));
+        b.applied_index = Some(7);
+        let mut nodes = [leader, b, down("c")];
+        add_leader_view(&mut nodes, Some("a"));
+        assert_eq!((nodes[0].lag, nodes[0].last_contact_ms), (Some(0), None));
+        assert_eq!(
+            (nodes[1].lag, nodes[1].last_contact_ms),
+            (Some(3), Some(12))
+        );
+        // A dead member: how far its log is behind, as the leader last knew it.
+        assert_eq!(
+            (nodes[2].lag, nodes[2].last_contact_ms),
+            (Some(6), Some(7000))
+        );
+
+        // Without the leader's row there is nothing to compare with.
+        let mut nodes = [up("b", 2, Some("a")), down("a")];
+        add_leader_view(&mut nodes, Some("a"));
+        assert!(nodes
+            .iter()
+            .all(|n| n.lag.is_none() && n.last_contact_ms.is_none()));
     }
 
     /// An address nothing listens on (bound, then released).
