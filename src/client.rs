@@ -320,6 +320,14 @@ pub struct Client {
     /// Connects within `connect_cap`, so an address that silently drops packets cannot
     /// use up the whole deadline while other endpoints are left to try.
     capped: ureq::Agent,
+    /// The same two for writes, without a connection pool. A write sent on a pooled
+    /// connection that the server had closed (it restarted, say) fails after sending, which
+    /// must be reported as "may have been applied"; and ureq silently resends a DELETE on a
+    /// fresh connection when a recycled one fails, which can delete twice or report a
+    /// delivered delete as never sent. On a fresh connection, a failure to connect means the
+    /// write reached no node (safe to try the next), and any later failure is honest.
+    write_agent: ureq::Agent,
+    write_capped: ureq::Agent,
     connect_cap: Duration,
 }
 
@@ -334,11 +342,18 @@ impl Client {
         let capped = ureq::AgentBuilder::new()
             .timeout_connect(connect_cap)
             .build();
+        let write_agent = ureq::AgentBuilder::new().max_idle_connections(0).build();
+        let write_capped = ureq::AgentBuilder::new()
+            .max_idle_connections(0)
+            .timeout_connect(connect_cap)
+            .build();
         Client {
             endpoints,
             timeout,
             agent,
             capped,
+            write_agent,
+            write_capped,
             connect_cap,
         }
     }
@@ -657,10 +672,12 @@ impl Client {
                 break;
             }
             let others_left = i + 1 < self.endpoints.len();
-            let agent = if others_left && remaining > self.connect_cap {
-                &self.capped
-            } else {
-                &self.agent
+            let capped = others_left && remaining > self.connect_cap;
+            let agent = match (req.idempotent, capped) {
+                (true, true) => &self.capped,
+                (true, false) => &self.agent,
+                (false, true) => &self.write_capped,
+                (false, false) => &self.write_agent,
             };
             match self.attempt::<T>(agent, endpoint, req, remaining) {
                 Attempt::Done(v) if accept(&v) => return Ok(v),

@@ -178,7 +178,12 @@ fn write(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
         match result {
             // Leadership moved between the check and the proposal: nothing was appended,
             // so go round again and forward to the new leader.
-            Err(Error::NotLeader { .. }) if !req.proxied && Instant::now() < deadline => continue,
+            Err(Error::NotLeader { .. }) if !req.proxied && Instant::now() < deadline => {
+                // The leader we knew is gone or moved: let the election or the news reach
+                // us instead of spinning on it.
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            }
             other => return other,
         }
     }
@@ -205,18 +210,18 @@ fn forward(node: &Node, leader: &PeerAddr, req: &Request, deadline: Instant) -> 
     let resp = match r.send_bytes(&req.body) {
         Ok(resp) => resp,
         Err(ureq::Error::Status(_, resp)) => resp,
-        Err(e) => {
-            return Err(
-                if matches!(e.kind(), ureq::ErrorKind::Io) && Instant::now() >= deadline {
-                    Error::Timeout {
-                        waited_ms: node.config().publish_timeout_ms,
-                    }
-                } else {
-                    Error::NotLeader {
-                        leader: Some(leader.0.clone()),
-                    }
-                },
-            )
+        // Only a failed connect proves the leader never saw the write (the agent is fresh,
+        // so no pooled connection can fail after sending). Any later failure leaves the
+        // outcome unknown: the leader may have committed it before dying.
+        Err(e) if e.kind() == ureq::ErrorKind::ConnectionFailed => {
+            return Err(Error::NotLeader {
+                leader: Some(leader.0.clone()),
+            })
+        }
+        Err(_) => {
+            return Err(Error::Timeout {
+                waited_ms: node.config().publish_timeout_ms,
+            })
         }
     };
     let status = resp.status();
@@ -224,8 +229,8 @@ fn forward(node: &Node, leader: &PeerAddr, req: &Request, deadline: Instant) -> 
     resp.into_reader()
         .take(MAX_BODY_BYTES as u64)
         .read_to_end(&mut body)
-        .map_err(|_| Error::NotLeader {
-            leader: Some(leader.0.clone()),
+        .map_err(|_| Error::Timeout {
+            waited_ms: node.config().publish_timeout_ms,
         })?;
     Ok(Response { status, body })
 }
@@ -262,9 +267,17 @@ fn digest(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
                 .parse()
                 .map_err(|_| Error::BadRequest(format!("index {i:?} is not a number")))?;
             if !state.wait_applied(i, deadline) {
-                return Err(Error::Timeout {
-                    waited_ms: node.config().publish_timeout_ms,
-                });
+                return Ok(Response::json(
+                    504,
+                    &ErrorBody::new(
+                        "timeout",
+                        format!(
+                            "this member has not applied index {i} within {} ms (it is at {}); it may be behind or cut off",
+                            node.config().publish_timeout_ms,
+                            state.applied_index()
+                        ),
+                    ),
+                ));
             }
             match state.digest_at(i) {
                 Some(d) => (i, d),

@@ -80,10 +80,16 @@ pub fn stream(node: &Node, rq: tiny_http::Request, w: Watch) {
         loop {
             match w.rx.recv_timeout(PROGRESS_INTERVAL) {
                 Ok(e) => line(&mut out, &event_json(&e))?,
-                Err(RecvTimeoutError::Timeout) => line(
-                    &mut out,
-                    &json!({"event": "PROGRESS", "index": node.state().applied_index()}),
-                )?,
+                Err(RecvTimeoutError::Timeout) => {
+                    // Every event up to `notified` is already in our channel (they are
+                    // queued under the same lock that moves it), so after draining it the
+                    // PROGRESS line never runs ahead of an event it covers.
+                    let notified = node.state().notified_index();
+                    for e in w.rx.try_iter() {
+                        line(&mut out, &event_json(&e))?;
+                    }
+                    line(&mut out, &json!({"event": "PROGRESS", "index": notified}))?;
+                }
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
         }

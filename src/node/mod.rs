@@ -204,7 +204,11 @@ impl Node {
             log_event(&format!("warning: {w}"));
         }
         let state = StateMachine::load(cfg.data_dir.clone())?;
-        state.start_at(recovered.start.0);
+        let log_end = recovered
+            .entries
+            .last()
+            .map_or(recovered.start.0, |e| e.index);
+        state.start_at(recovered.start.0, log_end);
         let core = RaftCore::new(cfg.raft_config(), hs, recovered.start, recovered.entries);
 
         let (driver_tx, driver_rx) = mpsc::channel();

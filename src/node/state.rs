@@ -81,6 +81,8 @@ struct Notifier {
     history: VecDeque<Event>,
     /// The history holds every event with an index at or above this.
     floor: u64,
+    /// Every event up to this applied index has been handed to the listeners.
+    notified: u64,
 }
 
 /// Why a watch could not resume.
@@ -112,6 +114,9 @@ fn datum_hash(d: &Datum) -> u64 {
 struct Digests {
     current: u64,
     recent: VecDeque<(u64, u64)>,
+    /// Digests below this index are not recorded: after a restart the loaded files already
+    /// reflect writes up to it, so a digest "at" an earlier replayed index would be wrong.
+    floor: u64,
 }
 
 /// Applied state shared by the applier thread (writer) and request threads (readers).
@@ -151,10 +156,12 @@ impl StateMachine {
                 next_id: 1,
                 history: VecDeque::new(),
                 floor,
+                notified: 0,
             }),
             digests: Mutex::new(Digests {
                 current: digest,
                 recent: VecDeque::new(),
+                floor: floor - 1,
             }),
             dirty: Mutex::new(HashMap::new()),
             flushed: Mutex::new(0),
@@ -163,8 +170,18 @@ impl StateMachine {
     }
 
     /// At start-up: the datum files reflect at least the log's start point (a checkpoint
-    /// or an installed snapshot), so everything up to it counts as applied.
-    pub fn start_at(&self, index: u64) {
+    /// or an installed snapshot), so everything up to it counts as applied. Until the replay
+    /// passes `log_end` the map is converging from files that may not be a consistent cut
+    /// (a crash mid-flush), so no digest is recorded before it.
+    pub fn start_at(&self, index: u64, log_end: u64) {
+        {
+            let mut d = self.digests.lock().expect("digest lock");
+            d.floor = d.floor.max(log_end);
+        }
+        {
+            let mut n = self.notifier.lock().expect("notifier lock");
+            n.notified = n.notified.max(index);
+        }
         let mut applied = self.applied.lock().expect("applied lock");
         *applied = (*applied).max(index);
         *self.flushed.lock().expect("flushed lock") = index;
@@ -287,7 +304,9 @@ impl StateMachine {
                 };
                 results.push((e.index, e.term, applied));
                 let current = digests.current;
-                digests.recent.push_back((e.index, current));
+                if e.index >= digests.floor {
+                    digests.recent.push_back((e.index, current));
+                }
                 if digests.recent.len() > DIGEST_HISTORY {
                     digests.recent.pop_front();
                 }
@@ -296,12 +315,14 @@ impl StateMachine {
         if !dirty.is_empty() {
             self.dirty.lock().expect("dirty lock").extend(dirty);
         }
+        // Listeners first: once a reader sees the applied index move, the events up to it
+        // are already queued for every watcher.
+        self.notify(events, entries.last().map_or(0, |e| e.index));
         if let Some(last) = entries.last() {
             let mut applied = self.applied.lock().expect("applied lock");
             *applied = (*applied).max(last.index);
             self.applied_cv.notify_all();
         }
-        self.notify(events);
         Ok(results)
     }
 
@@ -362,12 +383,14 @@ impl StateMachine {
             let mut d = self.digests.lock().expect("digest lock");
             d.current = digest;
             d.recent.clear();
+            d.floor = index + 1;
         }
         {
             let mut n = self.notifier.lock().expect("notifier lock");
             n.listeners.clear();
             n.history.clear();
             n.floor = index + 1;
+            n.notified = index;
         }
         *self.flushed.lock().expect("flushed lock") = index;
         let mut applied = self.applied.lock().expect("applied lock");
@@ -456,11 +479,17 @@ impl StateMachine {
             .collect()
     }
 
-    fn notify(&self, events: Vec<Event>) {
+    /// The applied index up to which every event has been handed to the listeners.
+    pub fn notified_index(&self) -> u64 {
+        self.notifier.lock().expect("notifier lock").notified
+    }
+
+    fn notify(&self, events: Vec<Event>, upto: u64) {
+        let mut n = self.notifier.lock().expect("notifier lock");
+        n.notified = n.notified.max(upto);
         if events.is_empty() {
             return;
         }
-        let mut n = self.notifier.lock().expect("notifier lock");
         // A listener whose receiver is gone is dropped here, not leaked.
         n.listeners.retain(|l| {
             events
