@@ -215,6 +215,9 @@ pub enum UnavailableKind {
     Unreachable,
     /// No answer within the client's timeout. For a write the outcome is unknown.
     TimedOut,
+    /// The connection broke after the request was sent (the node died or restarted). For a
+    /// write the outcome is unknown: it may have been applied.
+    ConnectionLost,
 }
 
 /// Every failure of a [`Client`] call.
@@ -925,7 +928,7 @@ fn classify_transport<T>(
         K::Io => {
             let err = ClientError::Unavailable {
                 endpoint,
-                kind: UnavailableKind::Unreachable,
+                kind: UnavailableKind::ConnectionLost,
                 message: if idempotent {
                     format!("connection lost: {}", cause(t))
                 } else {
@@ -970,7 +973,7 @@ fn combine(mut failures: Vec<ClientError>, timeout: Duration) -> ClientError {
             ClientError::Unavailable { kind, .. } => match kind {
                 UnavailableKind::NoLeader | UnavailableKind::NotLeader => 3,
                 UnavailableKind::ServiceUnavailable | UnavailableKind::WriteTimeout => 2,
-                UnavailableKind::TimedOut => 1,
+                UnavailableKind::TimedOut | UnavailableKind::ConnectionLost => 1,
                 UnavailableKind::Unreachable => 0,
             },
             _ => 4,

@@ -201,6 +201,9 @@ fn client_hint(e: &ClientError, cli: &Cli) -> Option<String> {
             UnavailableKind::TimedOut => format!(
                 "no answer within --timeout {timeout}; check the members with `nacosctl status`, or raise --timeout"
             ),
+            UnavailableKind::ConnectionLost => {
+                "the member went away mid-request; a write may still have been applied: read the key before retrying, and see `nacosctl status`".into()
+            }
             UnavailableKind::NoLeader => {
                 "a leader needs a majority of the members up and reaching each other; see `nacosctl status`".into()
             }
