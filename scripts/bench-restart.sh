@@ -25,7 +25,7 @@ time_to_serve() {
 }
 
 start
-time_to_serve >/dev/null
+until "$BIN/nacosctl" --endpoints "$ep" --timeout 1s leader >/dev/null 2>&1; do sleep 0.01; done
 echo "loading $N keys (64 clients)..."
 "$BIN/nacosctl" --endpoints "$ep" --timeout 30s bench put --clients 64 --requests "$N" --keys "$N" --value-size 64
 rss_kb=$(awk '/VmRSS/{print $2}' /proc/$pid/status)

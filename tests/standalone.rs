@@ -229,7 +229,9 @@ fn a_corrupt_log_record_stops_start_up_naming_file_and_offset() {
         n.client(T).put("k", json!(i)).unwrap();
     }
     n.terminate(T);
-    let seg = n.data_dir.join("log/00000000000000000001-00000000000000000001.log");
+    let seg = n
+        .data_dir
+        .join("log/00000000000000000001-00000000000000000001.log");
     let mut bytes = fs::read(&seg).unwrap();
     bytes[12] ^= 0x55; // inside the first record
     fs::write(&seg, &bytes).unwrap();
@@ -249,7 +251,9 @@ fn a_torn_log_tail_is_cut_with_a_warning_and_the_node_serves() {
     let mut n = started();
     let acked = n.client(T).put("k", json!("kept")).unwrap();
     n.terminate(T);
-    let seg = n.data_dir.join("log/00000000000000000001-00000000000000000001.log");
+    let seg = n
+        .data_dir
+        .join("log/00000000000000000001-00000000000000000001.log");
     // A write that never completed: half a record at the end.
     let mut bytes = fs::read(&seg).unwrap();
     bytes.extend_from_slice(&[40, 0, 0, 0, 1, 2]);
