@@ -12,45 +12,6 @@ use serde_json::json;
 
 const T: Duration = Duration::from_secs(10);
 
-/// Every (key, value, timestamp) a node holds, read offline from its data dir. Datum files
-/// trail the log on a running node, so this is for stopped nodes (a clean stop flushes).
-fn dump(node: &TestNode) -> BTreeMap<String, (serde_json::Value, u64)> {
-    let out = nacosctl(&[
-        "-o",
-        "json",
-        "dump",
-        "--data-dir",
-        node.data_dir.to_str().unwrap(),
-    ]);
-    assert_code(&out, 0);
-    json(&out)
-        .as_array()
-        .expect("dump is an array")
-        .iter()
-        .map(|d| {
-            (
-                d["key"].as_str().unwrap().to_string(),
-                (d["value"].clone(), d["timestamp"].as_u64().unwrap()),
-            )
-        })
-        .collect()
-}
-
-/// Waits until a node has applied at least `index` (stale status read).
-fn wait_applied(node: &TestNode, index: u64) {
-    let ok = poll_until(T, || {
-        node.status(Duration::from_millis(500))
-            .filter(|s| s.applied_index >= index)
-            .map(|_| ())
-    });
-    assert!(
-        ok.is_some(),
-        "{} never applied {index}\n{}",
-        node.addr,
-        node.log_excerpt()
-    );
-}
-
 #[test]
 fn three_members_elect_one_leader_and_serve_writes_through_each() {
     let mut c = TestCluster::start(3, &[]);
@@ -109,10 +70,10 @@ fn leader_killed_with_9_loses_no_acknowledged_write() {
     c.nodes[leader].wait_ready(READY_DEADLINE);
     let r = client.put("after-restart", json!(true)).unwrap();
     for n in &mut c.nodes {
-        wait_applied(n, r.index);
+        wait_applied(n, r.index, T);
         assert!(n.terminate(T).is_some_and(|s| s.success()), "clean stop");
     }
-    let dumps: Vec<_> = c.nodes.iter().map(dump).collect();
+    let dumps: Vec<_> = c.nodes.iter().map(dump_datums).collect();
     assert_eq!(dumps[0], dumps[1]);
     assert_eq!(dumps[1], dumps[2]);
     assert_eq!(dumps[0].len(), 11);
@@ -136,13 +97,13 @@ fn follower_down_while_writes_continue_catches_up_from_the_log() {
     c.nodes[down].restart();
     c.nodes[down].wait_ready(READY_DEADLINE);
     for n in &mut c.nodes {
-        wait_applied(n, last + 1);
+        wait_applied(n, last + 1, T);
         assert!(n.terminate(T).is_some_and(|s| s.success()), "clean stop");
     }
-    assert_eq!(dump(&c.nodes[down]), dump(&c.nodes[leader]));
-    assert_eq!(dump(&c.nodes[down]).len(), 6);
+    assert_eq!(dump_datums(&c.nodes[down]), dump_datums(&c.nodes[leader]));
+    assert_eq!(dump_datums(&c.nodes[down]).len(), 6);
     assert!(
-        !dump(&c.nodes[down]).contains_key("while-down-0"),
+        !dump_datums(&c.nodes[down]).contains_key("while-down-0"),
         "a deleted key came back"
     );
 }
@@ -153,7 +114,7 @@ fn two_of_three_down_makes_put_fail_with_4_within_its_timeout() {
     let leader = c.wait_for_leader(LEADER_DEADLINE);
     let r = c.client(T).put("before", json!(1)).unwrap();
     let survivor = (leader + 1) % 3;
-    wait_applied(&c.nodes[survivor], r.index);
+    wait_applied(&c.nodes[survivor], r.index, T);
     for i in 0..3 {
         if i != survivor {
             c.nodes[i].kill9();
@@ -255,7 +216,7 @@ fn a_paused_old_leader_acknowledges_nothing_and_rejoins_as_follower() {
     if let Ok(w) = &via_old {
         assert!(w.term > 0 && w.index > r.index, "{w:?}");
     }
-    wait_applied(&c.nodes[old], r.index);
+    wait_applied(&c.nodes[old], r.index, T);
     let s = c.nodes[old].status(T).unwrap();
     assert_ne!(s.role, "LEADER", "{s:?}");
     let g = c.client(T).get("k", false).unwrap();
@@ -281,7 +242,7 @@ fn a_returning_member_does_not_disrupt_the_leader() {
     // The fault's duration, not synchronisation: stay away for several election timeouts.
     std::thread::sleep(Duration::from_millis(1500));
     c.nodes[away].resume();
-    wait_applied(&c.nodes[away], last);
+    wait_applied(&c.nodes[away], last, T);
     let s = c.nodes[leader].status(T).unwrap();
     assert_eq!(
         (s.role.as_str(), s.term),

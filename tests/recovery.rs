@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,26 +26,6 @@ const COMPACTING: [&str; 6] = [
     "--log-retain-entries",
     "100",
 ];
-
-fn dump(node: &TestNode) -> BTreeMap<String, (serde_json::Value, u64)> {
-    let out = nacosctl(&[
-        "-o",
-        "json",
-        "dump",
-        "--data-dir",
-        node.data_dir.to_str().unwrap(),
-    ]);
-    assert_code(&out, 0);
-    json(&out)
-        .as_array()
-        .expect("dump is an array")
-        .iter()
-        .map(|d| {
-            let key = d["key"].as_str().unwrap().to_string();
-            (key, (d["value"].clone(), d["timestamp"].as_u64().unwrap()))
-        })
-        .collect()
-}
 
 fn dir_bytes(dir: &Path) -> u64 {
     let mut total = 0;
@@ -78,20 +57,6 @@ fn segments(node: &TestNode) -> usize {
         .count()
 }
 
-fn wait_applied(node: &TestNode, index: u64) {
-    let ok = poll_until(Duration::from_secs(30), || {
-        node.status(Duration::from_millis(500))
-            .filter(|s| s.applied_index >= index)
-            .map(|_| ())
-    });
-    assert!(
-        ok.is_some(),
-        "{} never applied {index}\n{}",
-        node.addr,
-        node.log_excerpt()
-    );
-}
-
 /// Writes `n` overwrites over `keys` keys through `client`; returns the last index.
 fn overwrite(client: &Client, n: u64, keys: u64, tag: &str) -> u64 {
     let mut last = 0;
@@ -114,10 +79,10 @@ fn stop_all_and_compare(c: &mut TestCluster) {
             );
         }
     }
-    let first = dump(&c.nodes[0]);
+    let first = dump_datums(&c.nodes[0]);
     for n in &c.nodes[1..] {
         assert_eq!(
-            dump(n),
+            dump_datums(n),
             first,
             "{} differs from {}",
             n.addr,
@@ -127,30 +92,53 @@ fn stop_all_and_compare(c: &mut TestCluster) {
 }
 
 #[test]
-fn the_log_stays_bounded_under_overwrites() {
+fn the_data_dir_stays_bounded_under_200000_overwrites_of_1000_keys() {
     let mut n = TestNode::standalone(&COMPACTING);
-    let client = n.client(T);
-    overwrite(&client, 3000, 50, "a");
+    // 200,000 writes through the real client, 16 at a time, keys bench/0 .. bench/999.
+    let out = nacosctl_at(
+        &n.addr,
+        &[
+            "--timeout",
+            "30s",
+            "bench",
+            "put",
+            "--clients",
+            "16",
+            "--requests",
+            "200000",
+            "--keys",
+            "1000",
+        ],
+    );
+    assert_code(&out, 0);
     // Checkpoints run on the flusher's clock: wait for the log to shrink rather than sleep.
     let bounded = poll_until(Duration::from_secs(20), || {
         (segments(&n) <= 8).then_some(())
     });
     assert!(bounded.is_some(), "{} segments remain", segments(&n));
     let log_bytes = dir_bytes(&n.data_dir.join("log"));
+    let total = dir_bytes(&n.data_dir);
+    eprintln!(
+        "after 200,000 overwrites of 1,000 keys: data dir {total} bytes, log {log_bytes} bytes"
+    );
+    // Uncompacted, the log alone would hold 200,000 entries (over 20 MB).
     assert!(
-        log_bytes < 200_000,
+        log_bytes < 300_000,
         "log is {log_bytes} bytes after compaction"
     );
+    assert!(total < 2_000_000, "data dir is {total} bytes");
     // The compacted node restarts with every value.
     n.kill9();
     n.start();
     n.wait_ready(READY_DEADLINE);
     let c = n.client(T);
-    for k in 0..50u64 {
-        let g = c.get(&format!("key-{k}"), false).unwrap();
-        assert_eq!(g.timestamp, 60, "key-{k}");
-        assert_eq!(g.value["i"], json!(2950 + k));
-    }
+    let listed = c.list("bench/", false).unwrap();
+    assert_eq!(listed.len(), 1000);
+    assert_eq!(
+        listed.iter().map(|e| e.timestamp).sum::<u64>(),
+        200_000,
+        "every overwrite counted"
+    );
 }
 
 #[test]
@@ -169,7 +157,7 @@ fn a_member_behind_the_retained_log_catches_up_by_snapshot() {
     assert!(compacted.is_some(), "leader never compacted");
     c.nodes[behind].restart();
     c.nodes[behind].wait_ready(READY_DEADLINE);
-    wait_applied(&c.nodes[behind], last + 1);
+    wait_applied(&c.nodes[behind], last + 1, Duration::from_secs(30));
     assert!(
         c.nodes[behind].log().contains("snapshot"),
         "caught up without a snapshot?\n{}",
@@ -177,7 +165,7 @@ fn a_member_behind_the_retained_log_catches_up_by_snapshot() {
     );
     stop_all_and_compare(&mut c);
     assert!(
-        !dump(&c.nodes[behind]).contains_key("key-7"),
+        !dump_datums(&c.nodes[behind]).contains_key("key-7"),
         "a deleted key came back"
     );
 }
@@ -194,9 +182,9 @@ fn a_member_with_a_wiped_data_dir_rejoins_by_snapshot() {
     let last = overwrite(&client, 300, 200, "after-wipe");
     c.nodes[wiped].restart();
     c.nodes[wiped].wait_ready(READY_DEADLINE);
-    wait_applied(&c.nodes[wiped], last);
+    wait_applied(&c.nodes[wiped], last, Duration::from_secs(30));
     stop_all_and_compare(&mut c);
-    assert_eq!(dump(&c.nodes[wiped]).len(), 200);
+    assert_eq!(dump_datums(&c.nodes[wiped]).len(), 200);
 }
 
 /// kill -9 of a member at several points while it receives a snapshot: it must always
@@ -236,7 +224,7 @@ fn a_crash_during_snapshot_install_leaves_a_node_that_starts_and_converges() {
     }
     c.nodes[victim].restart();
     c.nodes[victim].wait_ready(READY_DEADLINE);
-    wait_applied(&c.nodes[victim], last);
+    wait_applied(&c.nodes[victim], last, Duration::from_secs(30));
     stop_all_and_compare(&mut c);
 }
 
@@ -253,17 +241,20 @@ fn a_rolling_restart_under_writes_fails_no_write() {
         let client = c.client(T);
         thread::spawn(move || {
             let mut failures = Vec::new();
+            let mut longest = Duration::ZERO;
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
+                let started = std::time::Instant::now();
                 match client.put(&format!("rolling-{}", i % 20), json!(i)) {
                     Ok(_) => {
                         ok.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => failures.push(format!("write {i}: {e}")),
                 }
+                longest = longest.max(started.elapsed());
                 i += 1;
             }
-            failures
+            (failures, longest)
         })
     };
     for i in 0..3 {
@@ -283,7 +274,11 @@ fn a_rolling_restart_under_writes_fails_no_write() {
         );
     }
     stop.store(true, Ordering::Relaxed);
-    let failures = writer.join().unwrap();
+    let (failures, longest) = writer.join().unwrap();
+    eprintln!(
+        "rolling restart: {} writes, longest single write {longest:?}",
+        ok.load(Ordering::Relaxed)
+    );
     assert!(
         failures.is_empty(),
         "{} failed writes: {:?}\n{}",

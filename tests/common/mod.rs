@@ -765,3 +765,49 @@ pub fn wait_listening(node: &TestNode, key: &str, deadline: Duration) {
         )
     });
 }
+
+/// Every datum a node holds as key -> (value, timestamp), read offline with `nacosctl dump`.
+/// Datum files trail the log on a running node, so this is for stopped nodes (a clean stop
+/// flushes them).
+pub fn dump_datums(
+    node: &TestNode,
+) -> std::collections::BTreeMap<String, (serde_json::Value, u64)> {
+    let out = nacosctl(&[
+        "-o",
+        "json",
+        "dump",
+        "--data-dir",
+        node.data_dir.to_str().unwrap(),
+    ]);
+    assert_code(&out, 0);
+    json(&out)
+        .as_array()
+        .expect("dump is an array")
+        .iter()
+        .map(|d| {
+            let key = d["key"].as_str().expect("key").to_string();
+            (
+                key,
+                (
+                    d["value"].clone(),
+                    d["timestamp"].as_u64().expect("timestamp"),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Waits until `node` reports an applied index of at least `index` (its own status).
+pub fn wait_applied(node: &TestNode, index: u64, deadline: Duration) {
+    let ok = poll_until(deadline, || {
+        node.status(Duration::from_millis(500))
+            .filter(|s| s.applied_index >= index)
+            .map(|_| ())
+    });
+    assert!(
+        ok.is_some(),
+        "{} never applied {index}\n{}",
+        node.addr,
+        node.log_excerpt()
+    );
+}
