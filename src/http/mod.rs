@@ -153,7 +153,22 @@ fn write(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
                     leader: Some(leader.0),
                 });
             }
-            return forward(node, &leader, req, deadline);
+            match forward(node, &leader, req, deadline) {
+                // Every 503 of ours (not_leader, no_leader, shutting_down) means the leader
+                // did not take the write: it is handing over or stopping. Find the new leader
+                // and forward again rather than fail the client.
+                Ok(resp) if resp.status == 503 && Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                // The leader we knew is unreachable: same, once the election or the news
+                // reaches us.
+                Err(Error::NotLeader { .. }) if Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                other => return other,
+            }
         }
         let result = match &publish {
             Some(b) => node
@@ -475,6 +490,8 @@ pub struct HttpServer {
     server: Arc<tiny_http::Server>,
     accept: Option<thread::JoinHandle<()>>,
     drain: Arc<Drain>,
+    /// A handle on the listening socket, to refuse new connections when draining.
+    listener: std::net::TcpListener,
 }
 
 /// Graceful stop: client requests already accepted finish; new ones are answered
@@ -485,6 +502,7 @@ pub struct HttpServer {
 struct Drain {
     draining: std::sync::atomic::AtomicBool,
     in_flight: std::sync::atomic::AtomicUsize,
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 /// How long a draining server keeps answering newly arrived requests before it may stop.
@@ -512,6 +530,14 @@ impl HttpServer {
     pub fn drain(&self, within: Duration) {
         use std::sync::atomic::Ordering;
         self.drain.draining.store(true, Ordering::SeqCst);
+        // New connections are refused from here on: a client then knows its request reached
+        // no node and tries another (writes always use a new connection). Requests on open
+        // keep-alive connections still arrive and are answered 503 with `Connection: close`.
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid listening socket descriptor owned by `self.listener`.
+        unsafe {
+            libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR);
+        }
         let deadline = Instant::now() + within;
         // Requests already read off a socket but not yet handed to a thread are not counted
         // yet: give them a moment to arrive (and be answered 503) before trusting the count.
@@ -524,6 +550,9 @@ impl HttpServer {
 
     /// Stops accepting; requests in progress finish on their own threads.
     pub fn stop(mut self) {
+        self.drain
+            .stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.server.unblock();
         if let Some(t) = self.accept.take() {
             let _ = t.join();
@@ -532,11 +561,14 @@ impl HttpServer {
 }
 
 pub fn serve(node: Node, listen: &str) -> Result<HttpServer> {
-    let server = tiny_http::Server::http(listen).map_err(|e| {
+    let cannot = |e: &dyn std::fmt::Display| {
         Error::Config(format!(
             "cannot listen on {listen}: {e}; is another node already running there? choose another --listen"
         ))
-    })?;
+    };
+    let listener = std::net::TcpListener::bind(listen).map_err(|e| cannot(&e))?;
+    let listener_handle = listener.try_clone().map_err(|e| cannot(&e))?;
+    let server = tiny_http::Server::from_listener(listener, None).map_err(|e| cannot(&e))?;
     let server = Arc::new(server);
     let s2 = server.clone();
     let drain = Arc::new(Drain::default());
@@ -544,7 +576,14 @@ pub fn serve(node: Node, listen: &str) -> Result<HttpServer> {
     let accept = thread::Builder::new()
         .name("http-accept".into())
         .spawn(move || {
-            for rq in s2.incoming_requests() {
+            loop {
+                let rq = match s2.recv() {
+                    Ok(rq) => rq,
+                    // An accept error (the listener shut by `drain`) ends tiny_http's accept
+                    // thread, not the requests still coming on open connections.
+                    Err(_) if !d2.stopped.load(std::sync::atomic::Ordering::SeqCst) => continue,
+                    Err(_) => break,
+                };
                 let node = node.clone();
                 let drain = d2.clone();
                 let spawned = thread::Builder::new()
@@ -560,6 +599,7 @@ pub fn serve(node: Node, listen: &str) -> Result<HttpServer> {
         server,
         accept: Some(accept),
         drain,
+        listener: listener_handle,
     })
 }
 

@@ -53,7 +53,14 @@ pub fn send(shared: Arc<Shared>, peer: PeerAddr, index: u64, snap_term: u64, ter
         Ok(n) => log_event(&format!(
             "sent a snapshot of {n} datums at index {index} to {peer}"
         )),
-        Err(e) => log_event(&format!("snapshot to {peer} failed: {e}; will retry")),
+        Err(e) => {
+            log_event(&format!(
+                "snapshot to {peer} failed: {e}; retrying in a second"
+            ));
+            // Back off here, not in the core: a follower that is down would otherwise get
+            // a new stream (a thread and a log line) every heartbeat.
+            std::thread::sleep(Duration::from_secs(1));
+        }
     }
     let _ = shared.driver.send(DriverEvent::SnapshotSent {
         peer,
@@ -187,17 +194,22 @@ pub fn receive(shared: &Shared, header: ChunkHeader, datums: Vec<Datum>) -> Resu
         })
         .map_err(|_| Error::ShuttingDown)?;
     match rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(Ok(())) => {
+        Ok(Ok(true)) => {
             log_event(&format!(
                 "accepted a snapshot of {} datums at index {} from {}",
                 writer.count, header.index, header.from
             ));
             Ok(())
         }
+        Ok(Ok(false)) => {
+            // Already past it: the staged copy is not needed.
+            crate::store::snapshot::discard_staging(data_dir)
+        }
         Ok(Err(why)) => Err(Error::BadRequest(format!("snapshot refused: {why}"))),
         Err(_) => Err(Error::ShuttingDown),
     }
 }
 
-/// A reply channel for the driver's decision on an offered snapshot.
-pub type OfferReply = Sender<std::result::Result<(), String>>;
+/// A reply channel for the driver's decision on an offered snapshot: `Ok(true)` install it,
+/// `Ok(false)` not needed.
+pub type OfferReply = Sender<std::result::Result<bool, String>>;

@@ -818,14 +818,15 @@ impl RaftCore {
 
     /// Follower: a leader offers a snapshot covering the log up to `index` (whose entry has
     /// `snap_term`). Accepting moves the log start there and asks the shell to install it
-    /// (`Ready::install`) before anything later is persisted.
+    /// (`Ready::install`) before anything later is persisted. `Ok(false)`: accepted, but the
+    /// log already reaches past it, so there is nothing to install.
     pub fn offer_snapshot(
         &mut self,
         from: &PeerAddr,
         term: u64,
         index: u64,
         snap_term: u64,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         if !self.is_member(from) {
             return Err(format!("{from} is not a member"));
         }
@@ -839,7 +840,10 @@ impl RaftCore {
         }
         self.accept_leader(from);
         if index <= self.commit_index {
-            return Err(format!("already committed up to {}", self.commit_index));
+            // Nothing to install: this log already reaches past it. Accepting (rather than
+            // refusing) lets the leader resume appends after `index` instead of sending the
+            // snapshot again and again (etcd answers the same way).
+            return Ok(false);
         }
         // Committed entries match the snapshot's; if the log holds its last one, keep what
         // follows it (Raft §7), else every local entry from there on is not committed.
@@ -865,7 +869,7 @@ impl RaftCore {
             term: snap_term,
             reset_log: !keep,
         });
-        Ok(())
+        Ok(true)
     }
 
     // ---------------------------------------------------------------- disk completions

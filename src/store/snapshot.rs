@@ -168,6 +168,16 @@ pub fn clear_install(data_dir: &Path) -> Result<()> {
     }
 }
 
+/// Removes a staging dir whose install was not decided (incomplete, or not needed).
+pub fn discard_staging(data_dir: &Path) -> Result<()> {
+    let staged = staging(data_dir);
+    match fs::remove_dir_all(&staged) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::store(&staged, e)),
+    }
+}
+
 /// At start-up: discards an undecided staging dir, or finishes the swap of a decided
 /// install and returns its point (the caller resets the log, then calls `clear_install`).
 pub fn recover(data_dir: &Path) -> Result<Option<(u64, u64)>> {
@@ -177,10 +187,7 @@ pub fn recover(data_dir: &Path) -> Result<Option<(u64, u64)>> {
             Ok(Some(point))
         }
         None => {
-            let staged = staging(data_dir);
-            if staged.exists() {
-                fs::remove_dir_all(&staged).map_err(|e| Error::store(&staged, e))?;
-            }
+            discard_staging(data_dir)?;
             Ok(None)
         }
     }
