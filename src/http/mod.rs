@@ -644,16 +644,7 @@ fn serve_request(node: &Node, mut rq: tiny_http::Request) {
                 Err(r) => r,
             }
         }
-        Ok(req) => {
-            // A panic in one request is a 500 for that request, never a dead server.
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| route(node, &req))) {
-                Ok(r) => r,
-                Err(_) => Response::json(
-                    500,
-                    &ErrorBody::new("internal", "the request handler panicked; see the node log"),
-                ),
-            }
-        }
+        Ok(req) => guarded(|| route(node, &req)),
         Err(r) => r,
     };
     let mut out = tiny_http::Response::from_data(resp.body).with_status_code(resp.status);
@@ -661,6 +652,17 @@ fn serve_request(node: &Node, mut rq: tiny_http::Request) {
         out = out.with_header(h);
     }
     let _ = rq.respond(out);
+}
+
+/// Runs a handler so that a panic in it is a 500 for that request, never a dead server
+/// (the panic message still reaches stderr through the default hook).
+fn guarded(handler: impl FnOnce() -> Response) -> Response {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(handler)).unwrap_or_else(|_| {
+        Response::json(
+            500,
+            &ErrorBody::new("internal", "the request handler panicked; see the node log"),
+        )
+    })
 }
 
 fn read_request(rq: &mut tiny_http::Request) -> std::result::Result<Request, Response> {
@@ -708,4 +710,40 @@ fn read_request(rq: &mut tiny_http::Request) -> std::result::Result<Request, Res
         token: header(TOKEN_HEADER),
         body,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_handler_is_a_500_and_the_next_request_is_served() {
+        let r = guarded(|| panic!("a bug in one handler"));
+        assert_eq!(r.status, 500);
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["error"], "internal");
+        // The thread that caught it goes on serving.
+        let ok = guarded(|| Response::json(200, &json!({"ok": true})));
+        assert_eq!(ok.status, 200);
+    }
+
+    #[test]
+    fn only_client_requests_are_drained() {
+        for p in [
+            "/v1/datum",
+            "/v1/datums",
+            "/v1/watch",
+            "/v1/transfer-leader",
+        ] {
+            assert!(is_client_request(p), "{p}");
+        }
+        for p in [
+            "/v1/raft/messages",
+            "/v1/raft/snapshot",
+            "/v1/status",
+            "/v1/health",
+        ] {
+            assert!(!is_client_request(p), "{p}");
+        }
+    }
 }
