@@ -570,6 +570,9 @@ fn wait_reply<T>(
     }
 }
 
+/// Largest POST a sender builds from queued messages (the peer endpoint accepts 64 MiB).
+const MAX_PEER_POST_BYTES: usize = 16 << 20;
+
 /// One sender per peer: ships whatever queued up as one POST over a keep-alive connection.
 /// Failed batches are dropped; Raft retransmits what matters (heartbeats, probes).
 fn run_sender(peer: PeerAddr, token: Option<String>, timeout: Duration, rx: Receiver<Envelope>) {
@@ -579,10 +582,23 @@ fn run_sender(peer: PeerAddr, token: Option<String>, timeout: Duration, rx: Rece
         .build();
     let url = format!("http://{peer}/v1/raft/messages");
     let mut failing_since: Option<Instant> = None;
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        batch.extend(rx.try_iter().take(8191));
-        let body = serde_json::to_vec(&batch).expect("messages serialise");
+    let mut carried: Option<Envelope> = None;
+    while let Some(first) = carried.take().or_else(|| rx.recv().ok()) {
+        // One POST for whatever queued up, up to a size well under the peer body limit; the
+        // message that would pass it starts the next POST.
+        let mut body = b"[".to_vec();
+        serde_json::to_writer(&mut body, &first).expect("messages serialise");
+        for env in rx.try_iter() {
+            let mut one = Vec::new();
+            serde_json::to_writer(&mut one, &env).expect("messages serialise");
+            if body.len() + one.len() > MAX_PEER_POST_BYTES {
+                carried = Some(env);
+                break;
+            }
+            body.push(b',');
+            body.extend_from_slice(&one);
+        }
+        body.push(b']');
         let mut req = agent.post(&url).set("Content-Type", "application/json");
         if let Some(t) = &token {
             req = req.set(TOKEN_HEADER, t);
@@ -603,6 +619,7 @@ fn run_sender(peer: PeerAddr, token: Option<String>, timeout: Duration, rx: Rece
                 }
                 // Drop what queued meanwhile (stale heartbeats and appends), and pause
                 // briefly so a dead peer does not cost a busy loop of connection attempts.
+                carried = None;
                 let _ = rx.try_iter().count();
                 thread::sleep(Duration::from_millis(20));
             }

@@ -41,6 +41,9 @@ pub struct Config {
     pub max_entries_per_append: usize,
     /// Most Append messages in flight to one follower before waiting for acknowledgements.
     pub max_inflight_appends: usize,
+    /// Rough bound on the JSON size of one Append's entries (at least one entry is sent):
+    /// keeps a message of large values under the peer endpoint's body limit.
+    pub max_append_bytes: usize,
 }
 
 impl Config {
@@ -53,6 +56,7 @@ impl Config {
             seed: 0,
             max_entries_per_append: 1024,
             max_inflight_appends: 64,
+            max_append_bytes: 8 << 20,
         }
     }
 
@@ -173,6 +177,24 @@ struct Progress {
     /// Probe: how far below a rejected index the next probe goes at least; doubles with
     /// each rejection in a row (see `handle_append_resp`).
     probe_back: u64,
+}
+
+/// About the size of an entry as JSON, without serialising it (it is only a budget).
+fn approx_json_size(e: &Entry) -> usize {
+    fn value(v: &serde_json::Value) -> usize {
+        use serde_json::Value::*;
+        match v {
+            Null | Bool(_) | Number(_) => 8,
+            String(s) => s.len() + 2,
+            Array(a) => 2 + a.iter().map(|x| value(x) + 1).sum::<usize>(),
+            Object(o) => 2 + o.iter().map(|(k, x)| k.len() + 4 + value(x)).sum::<usize>(),
+        }
+    }
+    64 + match &e.command {
+        Command::Noop => 0,
+        Command::Publish { key, value: v } => key.len() + value(v),
+        Command::Delete { key } => key.len(),
+    }
 }
 
 impl Progress {
@@ -1359,7 +1381,17 @@ impl RaftCore {
                 return;
             };
             let entries = if next <= last {
-                self.entries_from(next, max_entries)
+                let mut entries = self.entries_from(next, max_entries);
+                let mut bytes = 0;
+                let keep = entries
+                    .iter()
+                    .take_while(|e| {
+                        bytes += approx_json_size(e);
+                        bytes <= self.cfg.max_append_bytes
+                    })
+                    .count();
+                entries.truncate(keep.max(1));
+                entries
             } else {
                 Vec::new()
             };
@@ -1624,6 +1656,30 @@ mod tests {
                 .map(|(p, _)| p.clone())
                 .collect()
         }
+    }
+
+    #[test]
+    fn appends_keep_to_the_byte_budget_but_never_go_empty() {
+        let mut c = Cluster::new(3);
+        c.elect("a");
+        c.core("a").cfg.max_append_bytes = 300;
+        let big = Command::Publish {
+            key: "k".into(),
+            value: serde_json::json!("x".repeat(200)),
+        };
+        c.core("a").propose(vec![big; 4]).expect("leader");
+        let rd = c.core("a").take_ready();
+        let per_append: Vec<usize> = rd
+            .messages
+            .iter()
+            .filter(|m| m.to == addr("b"))
+            .filter_map(|m| match &m.msg {
+                Message::Append { entries, .. } => Some(entries.len()),
+                _ => None,
+            })
+            .collect();
+        // Each entry alone is most of the budget: one per Append, all four sent.
+        assert_eq!(per_append, vec![1, 1, 1, 1]);
     }
 
     #[test]
