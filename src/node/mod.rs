@@ -144,7 +144,6 @@ pub struct Shared {
     waiters: Mutex<Waiters>,
     status: StatusCell,
     driver: Sender<DriverEvent>,
-    pub log_warnings: Vec<String>,
     /// Snapshots being streamed, by follower, with their index (compaction stops short).
     snapshot_pins: Mutex<HashMap<PeerAddr, u64>>,
     /// The snapshot this follower is receiving.
@@ -223,7 +222,6 @@ impl Node {
                 changed: Condvar::new(),
             },
             driver: driver_tx.clone(),
-            log_warnings: recovered.warnings,
             snapshot_pins: Mutex::new(HashMap::new()),
             incoming_snapshot: Mutex::new(None),
         });

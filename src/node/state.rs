@@ -399,11 +399,6 @@ impl StateMachine {
         Ok(())
     }
 
-    /// The applied index the datum files are known to reflect.
-    pub fn flushed_index(&self) -> u64 {
-        *self.flushed.lock().expect("flushed lock")
-    }
-
     /// The datum-set digest right after applying `index`, if still remembered.
     pub fn digest_at(&self, index: u64) -> Option<u64> {
         let d = self.digests.lock().expect("digest lock");

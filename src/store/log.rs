@@ -264,11 +264,6 @@ impl LogStore {
             .map(|m| m.len())
             .sum()
     }
-
-    /// Where the log starts (the entry before the oldest one kept).
-    pub fn start(&self) -> (u64, u64) {
-        self.segments[0].prev
-    }
 }
 
 fn create_segment(dir: &Path, seq: u64, prev: (u64, u64)) -> Result<Segment> {
