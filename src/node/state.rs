@@ -377,19 +377,23 @@ impl StateMachine {
             .map(|(d, _)| (d.key.clone(), d))
             .collect();
         let digest = loaded.values().map(datum_hash).fold(0, |a, h| a ^ h);
+        // The snapshot is fuzzy: some datums are newer than `index`. Until the log passes the
+        // newest of them the map is not the exact state at any one index, so no digest is
+        // recorded and no watch may resume before it (as after a restart).
+        let newest = loaded.values().map(|d| d.index).max().unwrap_or(0);
         *self.datums.write().expect("datums lock") = loaded;
         self.dirty.lock().expect("dirty lock").clear();
         {
             let mut d = self.digests.lock().expect("digest lock");
             d.current = digest;
             d.recent.clear();
-            d.floor = index + 1;
+            d.floor = (index + 1).max(newest);
         }
         {
             let mut n = self.notifier.lock().expect("notifier lock");
             n.listeners.clear();
             n.history.clear();
-            n.floor = index + 1;
+            n.floor = index.max(newest) + 1;
             n.notified = index;
         }
         *self.flushed.lock().expect("flushed lock") = index;
