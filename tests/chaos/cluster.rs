@@ -404,7 +404,7 @@ impl ChaosCluster {
                 .map(|p| format!("127.0.0.1:{p}"))
                 .collect(),
         };
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "--peers".to_string(),
             addrs.join(","),
             "--heartbeat-interval-ms".into(),
@@ -415,6 +415,11 @@ impl ChaosCluster {
             timings.publish_ms.to_string(),
         ]
         .to_vec();
+        // Extra nacos-node flags, e.g. small checkpoints so that members caught out by a
+        // fault must catch up by snapshot: CHAOS_NODE_ARGS="--checkpoint-entries 2000 ...".
+        if let Ok(extra) = std::env::var("CHAOS_NODE_ARGS") {
+            args.extend(extra.split_whitespace().map(str::to_string));
+        }
         let nodes = addrs
             .iter()
             .enumerate()
