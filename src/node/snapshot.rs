@@ -69,7 +69,14 @@ pub fn send(shared: Arc<Shared>, peer: PeerAddr, index: u64, snap_term: u64, ter
     });
 }
 
-fn stream(shared: &Shared, peer: &PeerAddr, index: u64, snap_term: u64, term: u64) -> Result<u64> {
+/// Streams the chunks; the error says what failed, for the log line.
+fn stream(
+    shared: &Shared,
+    peer: &PeerAddr,
+    index: u64,
+    snap_term: u64,
+    term: u64,
+) -> std::result::Result<u64, String> {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(30))
         .build();
@@ -96,11 +103,11 @@ fn stream(shared: &Shared, peer: &PeerAddr, index: u64, snap_term: u64, term: u6
         }
         let body = serde_json::to_vec(&chunk).expect("datums serialise");
         req.send_bytes(&body).map_err(|e| match e {
-            ureq::Error::Status(code, r) => Error::BadRequest(format!(
+            ureq::Error::Status(code, r) => format!(
                 "{peer} refused chunk {seq}: {code} {}",
                 r.into_string().unwrap_or_default()
-            )),
-            other => Error::BadRequest(format!("{peer}: {other}")),
+            ),
+            ureq::Error::Transport(t) => format!("chunk {seq} not delivered: {t}"),
         })?;
         sent += chunk.len() as u64;
         if last {
