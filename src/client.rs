@@ -332,6 +332,11 @@ pub struct Client {
     write_agent: ureq::Agent,
     write_capped: ureq::Agent,
     connect_cap: Duration,
+    /// The endpoint that answered last: calls start there. After one `503 shutting_down`
+    /// (or a refused connection) a client stops going to that member first, which matters
+    /// in a rolling restart: a member that keeps receiving new connections while it stops
+    /// cannot close its listener without resetting one of them.
+    pinned: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Client {
@@ -358,6 +363,7 @@ impl Client {
             write_agent,
             write_capped,
             connect_cap,
+            pinned: Default::default(),
         }
     }
 
@@ -669,12 +675,17 @@ impl Client {
         let deadline = Instant::now() + self.timeout;
         let mut passed_over: Option<T> = None;
         let mut failures: Vec<ClientError> = Vec::new();
-        for (i, endpoint) in self.endpoints.iter().enumerate() {
+        use std::sync::atomic::Ordering;
+        let n = self.endpoints.len();
+        let first = self.pinned.load(Ordering::Relaxed) % n;
+        for step in 0..n {
+            let i = (first + step) % n;
+            let endpoint = &self.endpoints[i];
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 break;
             }
-            let others_left = i + 1 < self.endpoints.len();
+            let others_left = step + 1 < n;
             let capped = others_left && remaining > self.connect_cap;
             let agent = match (req.idempotent, capped) {
                 (true, true) => &self.capped,
@@ -683,9 +694,18 @@ impl Client {
                 (false, false) => &self.write_agent,
             };
             match self.attempt::<T>(agent, endpoint, req, remaining) {
-                Attempt::Done(v) if accept(&v) => return Ok(v),
+                Attempt::Done(v) if accept(&v) => {
+                    self.pinned.store(i, Ordering::Relaxed);
+                    return Ok(v);
+                }
                 Attempt::Done(v) => passed_over = Some(v),
-                Attempt::Fail(e) => return Err(e),
+                Attempt::Fail(e) => {
+                    if matches!(e, ClientError::NotFound { .. }) {
+                        // It answered: a live member.
+                        self.pinned.store(i, Ordering::Relaxed);
+                    }
+                    return Err(e);
+                }
                 Attempt::Next(e) => failures.push(e),
             }
         }

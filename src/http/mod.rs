@@ -530,22 +530,25 @@ impl HttpServer {
     pub fn drain(&self, within: Duration) {
         use std::sync::atomic::Ordering;
         self.drain.draining.store(true, Ordering::SeqCst);
-        // New connections are refused from here on: a client then knows its request reached
-        // no node and tries another (writes always use a new connection). Requests on open
-        // keep-alive connections still arrive and are answered 503 with `Connection: close`.
-        use std::os::fd::AsRawFd;
-        // SAFETY: a valid listening socket descriptor owned by `self.listener`.
-        unsafe {
-            libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR);
-        }
         let deadline = Instant::now() + within;
-        // Requests already read off a socket but not yet handed to a thread are not counted
-        // yet: give them a moment to arrive (and be answered 503) before trusting the count.
+        // New client requests are answered 503 `shutting_down` with `Connection: close`, and
+        // clients move to another member (they then start there: `Client` sticks to the
+        // member that answered). Requests already read off a socket but not yet handed to a
+        // thread are not counted yet: give them a moment before trusting the count.
         thread::sleep(DRAIN_GRACE.min(within));
         // Production wait on a counter the request threads decrement; short polls suffice.
         while self.drain.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(5));
         }
+        // Now refuse new connections, and give any accepted a moment to get their 503.
+        // Closing the listener resets connections still in its accept queue, which is why
+        // this waits until clients have had time to go elsewhere.
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid listening socket descriptor owned by `self.listener`.
+        unsafe {
+            libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR);
+        }
+        thread::sleep(Duration::from_millis(50));
     }
 
     /// Stops accepting; requests in progress finish on their own threads.
