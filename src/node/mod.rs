@@ -301,10 +301,6 @@ impl Node {
             .clone()
     }
 
-    pub fn is_leader(&self) -> bool {
-        self.raft_status().role == Role::Leader
-    }
-
     /// Waits until some member is known to lead (this one or another) and returns it.
     pub fn wait_for_leader(&self, deadline: Instant) -> Option<PeerAddr> {
         let mut s = self.shared.status.status.lock().expect("status lock");

@@ -17,7 +17,7 @@ use crate::cluster::{ChaosCluster, NetChoice, Timings};
 use crate::common::poll_until;
 use crate::history::{self, Kind, Outcome, Record};
 use crate::net::{Netns, Rules};
-use crate::run::{conclude, finish, request_timeout};
+use crate::run::{conclude, finish, request_timeout, Finish};
 use crate::serial;
 use crate::workload::{self, Sender, WorkloadConfig};
 
@@ -197,8 +197,7 @@ fn a_long_partitioned_member_rejoins_without_an_election() {
         epoch,
         CHECK_TIMEOUT,
     );
-    end.lines.iter().for_each(|l| eprintln!("chaos: {l}"));
-    problems.extend(end.problems);
+    report(end, &mut problems);
     conclude(&mut c, &problems, &reproduce(NAME));
 }
 
@@ -325,8 +324,7 @@ fn an_isolated_old_leader_acknowledges_nothing() {
         writes.iter().filter(|w| w.node == c.nodes[old].addr).count(),
     );
     let end = finish(&mut c, &mut records, &[], epoch, CHECK_TIMEOUT);
-    end.lines.iter().for_each(|l| eprintln!("chaos: {l}"));
-    problems.extend(end.problems);
+    report(end, &mut problems);
     conclude(&mut c, &problems, &reproduce(NAME));
 }
 
@@ -471,8 +469,7 @@ fn a_deleted_key_never_comes_back() {
     }
 
     let end = finish(&mut c, &mut records, &keys, epoch, CHECK_TIMEOUT);
-    end.lines.iter().for_each(|l| eprintln!("chaos: {l}"));
-    problems.extend(end.problems);
+    let end = report(end, &mut problems);
     if let Some(replica) = &end.replica {
         if let Some(v) = replica.get("gone-crash") {
             problems.push(format!("the deleted key gone-crash came back: {v:?}"));
@@ -601,8 +598,7 @@ fn a_divergent_uncommitted_suffix_is_repaired() {
     c.wait_leader(LEADER_DEADLINE);
 
     let end = finish(&mut c, &mut records, &keys, epoch, CHECK_TIMEOUT);
-    end.lines.iter().for_each(|l| eprintln!("chaos: {l}"));
-    problems.extend(end.problems);
+    let end = report(end, &mut problems);
     if let Some(replica) = &end.replica {
         for (i, k) in keys.iter().enumerate() {
             match replica.get(k) {
@@ -734,7 +730,14 @@ fn a_full_cluster_restart_keeps_every_acknowledged_write() {
         problems.push("no write was acknowledged before the crash".into());
     }
     let end = finish(&mut c, &mut records, &keys, epoch, CHECK_TIMEOUT);
-    end.lines.iter().for_each(|l| eprintln!("chaos: {l}"));
-    problems.extend(end.problems);
+    report(end, &mut problems);
     conclude(&mut c, &problems, &reproduce(NAME));
+}
+
+/// Prints a scenario's closing report and moves its problems into `problems`; the rest of
+/// `end` (the converged replica, the log) is handed back for the scenario's own checks.
+fn report(mut end: Finish, problems: &mut Vec<String>) -> Finish {
+    end.lines.iter().for_each(|l| eprintln!("chaos: {l}"));
+    problems.append(&mut end.problems);
+    end
 }
