@@ -146,61 +146,50 @@ fn write(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
         let leader = node.wait_for_leader(deadline).ok_or(Error::NoLeader {
             waited_ms: node.config().publish_timeout_ms,
         })?;
-        if leader != node.config().advertise {
+        let outcome = if leader != node.config().advertise {
             if req.proxied {
                 // Forwarded to us, but we do not lead (any more): never forward twice.
                 return Err(Error::NotLeader {
                     leader: Some(leader.0),
                 });
             }
-            match forward(node, &leader, req, deadline) {
-                // Every 503 of ours (not_leader, no_leader, shutting_down) means the leader
-                // did not take the write: it is handing over or stopping. Find the new leader
-                // and forward again rather than fail the client.
-                Ok(resp) if resp.status == 503 && Instant::now() < deadline => {
-                    thread::sleep(Duration::from_millis(10));
-                    continue;
+            forward(node, &leader, req, deadline)
+        } else {
+            match &publish {
+                Some(b) => node
+                    .publish(&b.key, b.value.clone(), deadline)
+                    .map(|(timestamp, term, index)| {
+                        Response::json(
+                            200,
+                            &json!({"key": b.key, "timestamp": timestamp, "term": term, "index": index}),
+                        )
+                    }),
+                None => {
+                    let key = req.required("key")?;
+                    node.delete(key, deadline).and_then(|(existed, term, index)| {
+                        if existed {
+                            Ok(Response::json(200, &json!({"key": key, "term": term, "index": index})))
+                        } else {
+                            Err(Error::NotFound(key.to_string()))
+                        }
+                    })
                 }
-                // The leader we knew is unreachable: same, once the election or the news
-                // reaches us.
-                Err(Error::NotLeader { .. }) if Instant::now() < deadline => {
-                    thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
-                other => return other,
-            }
-        }
-        let result = match &publish {
-            Some(b) => node
-                .publish(&b.key, b.value.clone(), deadline)
-                .map(|(timestamp, term, index)| {
-                    Response::json(
-                        200,
-                        &json!({"key": b.key, "timestamp": timestamp, "term": term, "index": index}),
-                    )
-                }),
-            None => {
-                let key = req.required("key")?;
-                node.delete(key, deadline).and_then(|(existed, term, index)| {
-                    if existed {
-                        Ok(Response::json(200, &json!({"key": key, "term": term, "index": index})))
-                    } else {
-                        Err(Error::NotFound(key.to_string()))
-                    }
-                })
             }
         };
-        match result {
-            // Leadership moved between the check and the proposal: nothing was appended,
-            // so go round again and forward to the new leader.
-            Err(Error::NotLeader { .. }) if !req.proxied && Instant::now() < deadline => {
-                // The leader we knew is gone or moved: let the election or the news reach
-                // us instead of spinning on it.
-                thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-            other => return other,
+        // The write was not taken: leadership moved between our check and the proposal,
+        // or the leader we forwarded to answered 503 (handing over, stopping: every 503 of
+        // ours means nothing was appended) or could not be reached. Let the election or the
+        // news reach us, then go round and find the new leader, rather than fail the client.
+        let not_taken = match &outcome {
+            Ok(resp) => resp.status == 503,
+            Err(Error::NotLeader { .. }) => !req.proxied,
+            _ => false,
+        };
+        if not_taken && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+            continue;
         }
+        return outcome;
     }
 }
 
