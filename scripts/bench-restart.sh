@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Restart-at-scale benchmark: loads N keys through the normal write path into a standalone
 # node (release build, fsync on), then measures how long a restart takes until a
-# linearizable read is served: after a clean stop (SIGTERM) and after kill -9. Also reports
-# the node's resident memory per key and the data directory's size.
+# linearizable read is served: after kill -9 right at the end of the load (the most log to
+# replay), after a clean stop (SIGTERM), and after kill -9 of an idle node. Also reports the
+# node's resident memory per key, the data directory's size and the node's checkpoint lines.
 # Usage: scripts/bench-restart.sh [N]   (default 1000000; copy the results into docs/benchmarks.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,7 @@ time_to_serve() {
   until "$BIN/nacosctl" --endpoints "$ep" --timeout 1s get bench/0 >/dev/null 2>&1; do sleep 0.01; done
   echo $(( ($(date +%s%N) - t0) / 1000000 ))
 }
+sizes() { echo "data dir $(du -sh "$work/data" | cut -f1), of which log $(du -sh "$work/data/log" | cut -f1), checkpoint $(du -sh "$work/data/checkpoint" 2>/dev/null | cut -f1)"; }
 
 start
 until "$BIN/nacosctl" --endpoints "$ep" --timeout 1s leader >/dev/null 2>&1; do sleep 0.01; done
@@ -31,9 +33,17 @@ echo "loading $N keys (64 clients)..."
 rss_kb=$(awk '/VmRSS/{print $2}' /proc/$pid/status)
 echo "resident memory with $N keys: $((rss_kb / 1024)) MiB = $((rss_kb * 1024 / N)) bytes per key"
 
+kill -9 "$pid"; wait "$pid" 2>/dev/null || true
+echo "at kill -9 right after the load: $(sizes)"
+start; echo "restart after kill -9 at the end of the load: serving in $(time_to_serve) ms"
+
 kill -TERM "$pid"; wait "$pid" || true
-echo "data dir after clean stop: $(du -sh "$work/data" | cut -f1) ($(du -sh "$work/data/log" | cut -f1) of log)"
+echo "after a clean stop: $(sizes)"
 start; echo "restart after SIGTERM: serving in $(time_to_serve) ms"
 
 kill -9 "$pid"; wait "$pid" 2>/dev/null || true
-start; echo "restart after kill -9: serving in $(time_to_serve) ms"
+start; echo "restart after kill -9 of the idle node: serving in $(time_to_serve) ms"
+rss_kb=$(awk '/VmRSS/{print $2}' /proc/$pid/status)
+echo "resident memory after the restart: $((rss_kb / 1024)) MiB = $((rss_kb * 1024 / N)) bytes per key"
+echo "checkpoints (node log):"
+grep -E "checkpoint" "$work/node.log" | tail -n 8

@@ -23,7 +23,7 @@ use serde::Serialize;
 use crate::datum::Datum;
 use crate::error::Result;
 use crate::raft::{Command, Entry};
-use crate::store::datum_dir;
+use crate::store::{checkpoint, datum_dir};
 
 /// What a listener sees, in log order (Nacos `Notifier` CHANGE / DELETE).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -131,22 +131,84 @@ pub struct StateMachine {
     dirty: Mutex<HashMap<String, Option<Datum>>>,
     /// Every change up to this index is in the datum files.
     flushed: Mutex<u64>,
-    /// Serialises flush rounds with snapshot installs (both write `data/`).
+    /// Serialises flush rounds, checkpoints and snapshot installs (all write the data dir).
     files: Mutex<()>,
+    /// The `base` of the checkpoint file on disk, if there is one.
+    checkpoint: Mutex<Option<u64>>,
 }
 
 impl StateMachine {
     /// Loads the datum files of a data dir. Each holds the index that wrote it, so the log
     /// replay that follows can skip what a file already reflects.
     pub fn load(data_dir: PathBuf) -> Result<StateMachine> {
-        let datums: BTreeMap<String, Datum> = datum_dir::read_datum_dir(&data_dir)?
+        let datums = datum_dir::read_datum_dir(&data_dir)?
             .into_iter()
-            .map(|(d, _)| (d.key.clone(), d))
+            .map(|(d, _)| d)
             .collect();
+        Ok(StateMachine::with_datums(data_dir, datums, 0))
+    }
+
+    /// Loads the state a restart begins from: the checkpoint file when there is a usable
+    /// one (one sequential read), else the datum files (one read per key). Returns the
+    /// state and the index it reflects everything up to (0 when loaded from datum files:
+    /// the log's start says it then). `log_start` is where the log begins: a checkpoint
+    /// from before it (left from before a snapshot install) describes an older state.
+    pub fn open(data_dir: PathBuf, log_start: u64) -> Result<(StateMachine, u64)> {
+        let found = match checkpoint::read(&data_dir) {
+            Ok(Some(c)) if c.base >= log_start => Some(c),
+            Ok(Some(c)) => {
+                super::log_event(&format!(
+                    "warning: ignoring the checkpoint at index {} (the log starts after {log_start}); loading the datum files instead",
+                    c.base
+                ));
+                None
+            }
+            Ok(None) => None,
+            Err(e) => {
+                // The datum files were synced before this checkpoint was written, and the
+                // log was never compacted past it, so they are a complete fallback.
+                super::log_event(&format!(
+                    "warning: {e}; loading the datum files and the log instead (slower; a new checkpoint replaces the damaged one at the next round)"
+                ));
+                None
+            }
+        };
+        let Some(c) = found else {
+            return Ok((StateMachine::load(data_dir)?, 0));
+        };
+        let base = c.base;
+        let sm = StateMachine::with_datums(data_dir, c.datums, c.end);
+        *sm.checkpoint.lock().expect("checkpoint lock") = Some(base);
+        {
+            // The datum files were synced at `base`; a file written after it may have been
+            // lost with the page cache (a power cut), and replay skips what the checkpoint
+            // already holds, so those keys are queued for the next flush.
+            let datums = sm.datums.read().expect("datums lock");
+            let mut dirty = sm.dirty.lock().expect("dirty lock");
+            for d in datums.values().filter(|d| d.index > base) {
+                dirty.insert(d.key.clone(), Some(d.clone()));
+            }
+        }
+        Ok((sm, base))
+    }
+
+    /// A state machine holding `datums`, which reflect every write up to some index and,
+    /// per key, possibly later ones. Until the replay passes `exact_from` (and the newest
+    /// datum) the map is not the state at any one index, so no event before it is kept for
+    /// watchers.
+    fn with_datums(data_dir: PathBuf, datums: Vec<Datum>, exact_from: u64) -> StateMachine {
+        let datums: BTreeMap<String, Datum> =
+            datums.into_iter().map(|d| (d.key.clone(), d)).collect();
         // Events below the newest loaded datum were folded into the files, not recorded.
-        let floor = datums.values().map(|d| d.index).max().unwrap_or(0) + 1;
+        let floor = datums
+            .values()
+            .map(|d| d.index)
+            .max()
+            .unwrap_or(0)
+            .max(exact_from)
+            + 1;
         let digest = datums.values().map(datum_hash).fold(0, |a, h| a ^ h);
-        Ok(StateMachine {
+        StateMachine {
             data_dir,
             datums: RwLock::new(datums),
             applied: Mutex::new(0),
@@ -166,7 +228,8 @@ impl StateMachine {
             dirty: Mutex::new(HashMap::new()),
             flushed: Mutex::new(0),
             files: Mutex::new(()),
-        })
+            checkpoint: Mutex::new(None),
+        }
     }
 
     /// At start-up: the datum files reflect at least the log's start point (a checkpoint
@@ -330,6 +393,10 @@ impl StateMachine {
     /// now reflect. Rounds run one at a time (the caller serialises them).
     pub fn flush(&self) -> Result<u64> {
         let _files = self.files.lock().expect("files lock");
+        self.flush_files()
+    }
+
+    fn flush_files(&self) -> Result<u64> {
         // Read the applied index before taking the queue: everything applied up to it is
         // either in this round's batch or was written by an earlier round.
         let upto = self.applied_index();
@@ -345,6 +412,35 @@ impl StateMachine {
         let mut flushed = self.flushed.lock().expect("flushed lock");
         *flushed = (*flushed).max(upto);
         Ok(*flushed)
+    }
+
+    /// Writes a checkpoint: flushes the datum files and syncs them (so they stay a complete
+    /// fallback), then writes the whole datum set to the checkpoint file, read from the live
+    /// map in chunks (bounded memory; writes go on meanwhile, see `store::checkpoint`).
+    /// Returns the checkpoint's `base` (the log up to it is no longer needed for restarts)
+    /// and the file's size.
+    pub fn checkpoint(&self) -> Result<(u64, u64)> {
+        let _files = self.files.lock().expect("files lock");
+        let base = self.flush_files()?;
+        crate::store::snapshot::sync_filesystem(&self.data_dir)?;
+        let mut w = checkpoint::CheckpointWriter::create(&self.data_dir, base)?;
+        let mut after: Option<String> = None;
+        loop {
+            let chunk = self.list_after(after.as_deref(), 4096);
+            let Some(last) = chunk.last() else { break };
+            after = Some(last.key.clone());
+            for d in &chunk {
+                w.add(d)?;
+            }
+        }
+        let bytes = w.finish(self.applied_index())?;
+        *self.checkpoint.lock().expect("checkpoint lock") = Some(base);
+        Ok((base, bytes))
+    }
+
+    /// The `base` of the checkpoint file on disk, if there is one.
+    pub fn checkpoint_base(&self) -> Option<u64> {
+        *self.checkpoint.lock().expect("checkpoint lock")
     }
 
     /// Up to `limit` datums with keys after `after` (all keys from the start with `None`),
@@ -372,6 +468,7 @@ impl StateMachine {
     pub fn install_snapshot(&self, index: u64) -> Result<()> {
         let _files = self.files.lock().expect("files lock");
         crate::store::snapshot::swap_in(&self.data_dir)?;
+        *self.checkpoint.lock().expect("checkpoint lock") = None;
         let loaded: BTreeMap<String, Datum> = datum_dir::read_datum_dir(&self.data_dir)?
             .into_iter()
             .map(|(d, _)| (d.key.clone(), d))

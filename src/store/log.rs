@@ -76,7 +76,7 @@ fn start_payload(prev: (u64, u64)) -> Vec<u8> {
     p
 }
 
-fn frame(payload: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(payload: &[u8]) -> Vec<u8> {
     let mut rec = Vec::with_capacity(HEADER + payload.len());
     rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     rec.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());

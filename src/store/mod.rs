@@ -1,7 +1,9 @@
-//! Durable state: the CRC-checked Raft log, `meta.properties` (term and vote), datum files.
+//! Durable state: the CRC-checked Raft log, `meta.properties` (term and vote), datum files,
+//! the checkpoint file.
 //!
 //! Nothing here knows about roles or messages; the node shell decides when to call it.
 
+pub mod checkpoint;
 pub mod datum_dir;
 pub mod log;
 pub mod meta;

@@ -5,7 +5,8 @@
 //!    the old state stands);
 //! 2. everything staged is synced, then `snapshot.install` (`index`, `term`) is written
 //!    atomically: from here on the install is decided (crash: start-up finishes it);
-//! 3. `data/` is swapped for the staged dir;
+//! 3. the checkpoint file (of the old state) is removed and `data/` is swapped for the
+//!    staged dir;
 //! 4. the log is reset to continue after (`index`, `term`), and only then is the marker
 //!    removed, before any new entry is written (crash before the removal: start-up resets
 //!    the log again, which holds nothing new yet).
@@ -138,6 +139,9 @@ pub fn pending_install(data_dir: &Path) -> Result<Option<(u64, u64)>> {
 /// Step 3: puts the staged datums in place of `data/` (idempotent: a finished swap is a
 /// no-op). Only valid once the install is decided.
 pub fn swap_in(data_dir: &Path) -> Result<()> {
+    // The checkpoint describes the state being replaced: it goes first, so that no start-up
+    // can load it over the new datum files.
+    crate::store::checkpoint::remove(data_dir)?;
     let staged = staging(data_dir);
     if !staged.exists() {
         return Ok(()); // swapped before a crash

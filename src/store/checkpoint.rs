@@ -1,0 +1,434 @@
+//! The checkpoint file: the whole datum set in one file, written and read sequentially, so
+//! a node with a million keys starts by reading one file instead of a million.
+//!
+//! Layout: the magic `NACOSCKP`, then records framed like the log's,
+//! `[len: u32 LE][crc32 of payload: u32 LE][payload]`, whose first payload byte says what
+//! they are:
+//! - HEADER: format version (u32 LE) and `base` (u64 LE), the applied index the datum files
+//!   were synced at when the checkpoint began;
+//! - DATUMS: datums as JSON lines (the datum file format), in strictly increasing key order;
+//! - END: the datum count (u64 LE) and `end` (u64 LE), the applied index when the last datum
+//!   was read. Nothing may follow it.
+//!
+//! The file is written under a temp name, fsynced and renamed into place, so a crash leaves
+//! the previous checkpoint or the new one. It is *fuzzy* like a snapshot stream: datums were
+//! read from the live map while writes went on, so it holds everything up to `base` and, per
+//! key, possibly later writes (each datum carries its index). Start-up replays the log after
+//! `base` over it with per-key skipping; from `end` on the replayed state is exact.
+
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Mutex;
+
+use crate::datum::Datum;
+use crate::error::{Error, Result};
+use crate::store::log::frame;
+
+const FILE: &str = "checkpoint";
+const TMP: &str = ".checkpoint.tmp";
+const MAGIC: &[u8; 8] = b"NACOSCKP";
+const VERSION: u32 = 1;
+const KIND_HEADER: u8 = 1;
+const KIND_DATUMS: u8 = 2;
+const KIND_END: u8 = 3;
+/// A DATUMS record is closed once it passes this size: large enough for sequential I/O,
+/// small enough that parsing spreads over every core.
+const RECORD_BYTES: usize = 1 << 20;
+/// Largest record accepted when reading; a length above it means a corrupt header.
+const MAX_RECORD: u32 = 64 << 20;
+
+/// Where the checkpoint of a data dir lives.
+pub fn checkpoint_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(FILE)
+}
+
+/// A checkpoint read back.
+#[derive(Debug)]
+pub struct Checkpoint {
+    /// Everything up to this index is reflected (and the datum files were synced at it).
+    pub base: u64,
+    /// The applied index when the last datum was read: replay is exact from here on.
+    pub end: u64,
+    /// Sorted by key.
+    pub datums: Vec<Datum>,
+}
+
+/// Writes a checkpoint under a temp name; `finish` puts it in place.
+pub struct CheckpointWriter {
+    dir: PathBuf,
+    out: BufWriter<File>,
+    record: Vec<u8>,
+    last_key: Option<String>,
+    count: u64,
+    bytes: u64,
+}
+
+impl CheckpointWriter {
+    pub fn create(data_dir: &Path, base: u64) -> Result<CheckpointWriter> {
+        let tmp = data_dir.join(TMP);
+        let file = File::create(&tmp).map_err(|e| Error::store(&tmp, e))?;
+        let mut w = CheckpointWriter {
+            dir: data_dir.to_path_buf(),
+            out: BufWriter::with_capacity(RECORD_BYTES + 64, file),
+            record: Vec::with_capacity(RECORD_BYTES + 4096),
+            last_key: None,
+            count: 0,
+            bytes: 0,
+        };
+        w.put(MAGIC)?;
+        let mut header = vec![KIND_HEADER];
+        header.extend_from_slice(&VERSION.to_le_bytes());
+        header.extend_from_slice(&base.to_le_bytes());
+        w.put(&frame(&header))?;
+        w.record.push(KIND_DATUMS);
+        Ok(w)
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        self.bytes += bytes.len() as u64;
+        self.out
+            .write_all(bytes)
+            .map_err(|e| Error::store(self.dir.join(TMP), e))
+    }
+
+    /// Adds a datum; datums must come in strictly increasing key order.
+    pub fn add(&mut self, d: &Datum) -> Result<()> {
+        if self
+            .last_key
+            .as_deref()
+            .is_some_and(|k| k >= d.key.as_str())
+        {
+            return Err(Error::BadRequest(format!(
+                "checkpoint datums out of key order at {:?}",
+                d.key
+            )));
+        }
+        serde_json::to_writer(&mut self.record, d).expect("a datum always serialises");
+        self.record.push(b'\n');
+        self.count += 1;
+        self.last_key = Some(d.key.clone());
+        if self.record.len() >= RECORD_BYTES {
+            self.close_record()?;
+        }
+        Ok(())
+    }
+
+    fn close_record(&mut self) -> Result<()> {
+        if self.record.len() > 1 {
+            let rec = frame(&self.record);
+            self.put(&rec)?;
+        }
+        self.record.clear();
+        self.record.push(KIND_DATUMS);
+        Ok(())
+    }
+
+    /// Writes the END record, makes the file durable and renames it into place. Returns the
+    /// file's size in bytes.
+    pub fn finish(mut self, end: u64) -> Result<u64> {
+        self.close_record()?;
+        let mut tail = vec![KIND_END];
+        tail.extend_from_slice(&self.count.to_le_bytes());
+        tail.extend_from_slice(&end.to_le_bytes());
+        self.put(&frame(&tail))?;
+        let tmp = self.dir.join(TMP);
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| Error::store(&tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::store(&tmp, e))?;
+        drop(file);
+        let path = checkpoint_path(&self.dir);
+        fs::rename(&tmp, &path).map_err(|e| Error::store(&path, e))?;
+        sync_dir(&self.dir)?;
+        Ok(self.bytes)
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::store(dir, e))
+}
+
+/// Removes the checkpoint (a snapshot install replaces the state it describes). Idempotent.
+pub fn remove(data_dir: &Path) -> Result<()> {
+    let path = checkpoint_path(data_dir);
+    match fs::remove_file(&path) {
+        Ok(()) => sync_dir(data_dir),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::store(path, e)),
+    }
+}
+
+fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> Error {
+    Error::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        reason: reason.into(),
+    }
+}
+
+/// Reads the next record: `Ok(None)` at a clean end of file.
+fn next_record(r: &mut impl Read, path: &Path, offset: u64) -> Result<Option<Vec<u8>>> {
+    let mut header = [0u8; 8];
+    let mut got = 0;
+    while got < header.len() {
+        match r.read(&mut header[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(corrupt(path, offset, "truncated record header")),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::store(path, e)),
+        }
+    }
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+    let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+    if len == 0 || len > MAX_RECORD {
+        return Err(corrupt(
+            path,
+            offset,
+            format!("impossible record length {len}"),
+        ));
+    }
+    let mut payload = vec![0u8; len as usize];
+    r.read_exact(&mut payload).map_err(|e| match e.kind() {
+        ErrorKind::UnexpectedEof => corrupt(path, offset, "truncated record"),
+        _ => Error::store(path, e),
+    })?;
+    if crc32fast::hash(&payload) != crc {
+        return Err(corrupt(path, offset, "checksum mismatch"));
+    }
+    Ok(Some(payload))
+}
+
+/// Parses one DATUMS record (without its kind byte), checking key order inside it.
+fn parse_datums(path: &Path, offset: u64, body: &[u8]) -> Result<Vec<Datum>> {
+    let mut out: Vec<Datum> = Vec::with_capacity(body.len() / 96);
+    let mut pos = 0usize;
+    for line in body.split(|&b| b == b'\n') {
+        let at = offset + 9 + pos as u64;
+        pos += line.len() + 1;
+        if line.is_empty() {
+            continue;
+        }
+        let d: Datum = serde_json::from_slice(line)
+            .map_err(|e| corrupt(path, at, format!("not a datum JSON line ({e})")))?;
+        if out.last().is_some_and(|p| p.key >= d.key) {
+            return Err(corrupt(path, at, format!("key {:?} out of order", d.key)));
+        }
+        out.push(d);
+    }
+    Ok(out)
+}
+
+/// Reads the checkpoint of a data dir: `Ok(None)` if there is none. Any damage is an error
+/// naming the file and offset (the caller decides what to fall back to). Records are read
+/// sequentially and parsed on every core.
+pub fn read(data_dir: &Path) -> Result<Option<Checkpoint>> {
+    let path = checkpoint_path(data_dir);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::store(path, e)),
+    };
+    let mut r = BufReader::with_capacity(RECORD_BYTES, file);
+    let mut magic = [0u8; 8];
+    if r.read_exact(&mut magic).is_err() || &magic != MAGIC {
+        return Err(corrupt(&path, 0, "not a checkpoint file (bad magic)"));
+    }
+    let mut offset = MAGIC.len() as u64;
+    let header = next_record(&mut r, &path, offset)?
+        .ok_or_else(|| corrupt(&path, offset, "no header record"))?;
+    if header.len() != 13 || header[0] != KIND_HEADER {
+        return Err(corrupt(&path, offset, "bad header record"));
+    }
+    let version = u32::from_le_bytes(header[1..5].try_into().expect("4 bytes"));
+    if version != VERSION {
+        return Err(corrupt(
+            &path,
+            offset,
+            format!("format version {version}; this build reads version {VERSION}"),
+        ));
+    }
+    let base = u64::from_le_bytes(header[5..13].try_into().expect("8 bytes"));
+    offset += 8 + header.len() as u64;
+
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 8));
+    let (tx, rx) = mpsc::sync_channel::<(usize, u64, Vec<u8>)>(threads * 2);
+    let rx = Mutex::new(rx);
+    let path = &path;
+    let (tail, parsed) = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let rx = &rx;
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    loop {
+                        let job = rx.lock().expect("checkpoint queue lock").recv();
+                        let Ok((seq, at, rec)) = job else { break };
+                        out.push((seq, parse_datums(path, at, &rec[1..])));
+                    }
+                    out
+                })
+            })
+            .collect();
+        // The reader: hands DATUMS records to the parsers, stops at END.
+        let mut tail: Result<(u64, u64)> = Err(corrupt(path, offset, "no END record"));
+        let mut seq = 0usize;
+        loop {
+            match next_record(&mut r, path, offset) {
+                Ok(Some(rec)) if rec[0] == KIND_DATUMS => {
+                    let len = rec.len() as u64;
+                    if tx.send((seq, offset, rec)).is_err() {
+                        break;
+                    }
+                    seq += 1;
+                    offset += 8 + len;
+                }
+                Ok(Some(rec)) if rec[0] == KIND_END && rec.len() == 17 => {
+                    let count = u64::from_le_bytes(rec[1..9].try_into().expect("8 bytes"));
+                    let end = u64::from_le_bytes(rec[9..17].try_into().expect("8 bytes"));
+                    let mut rest = [0u8; 1];
+                    tail = match r.read(&mut rest) {
+                        Ok(0) => Ok((count, end)),
+                        _ => Err(corrupt(path, offset, "bytes after the END record")),
+                    };
+                    break;
+                }
+                Ok(Some(_)) => {
+                    tail = Err(corrupt(path, offset, "unknown record kind"));
+                    break;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tail = Err(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let mut parsed: Vec<(usize, Result<Vec<Datum>>)> = workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a checkpoint parser thread panicked"))
+            .collect();
+        parsed.sort_by_key(|(seq, _)| *seq);
+        (tail, parsed)
+    });
+    let (count, end) = tail?;
+    let mut datums: Vec<Datum> = Vec::with_capacity(count as usize);
+    for (_, part) in parsed {
+        let part = part?;
+        if let (Some(prev), Some(first)) = (datums.last(), part.first()) {
+            if prev.key >= first.key {
+                return Err(corrupt(
+                    path,
+                    0,
+                    format!("key {:?} out of order across records", first.key),
+                ));
+            }
+        }
+        datums.extend(part);
+    }
+    if datums.len() as u64 != count {
+        return Err(corrupt(
+            path,
+            0,
+            format!(
+                "END record counts {count} datums, the file holds {}",
+                datums.len()
+            ),
+        ));
+    }
+    Ok(Some(Checkpoint { base, end, datums }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn datum(i: u64) -> Datum {
+        Datum {
+            key: format!("svc/{i:06}"),
+            value: json!({"ip": format!("10.0.0.{}", i % 250), "n": i}),
+            timestamp: i % 7 + 1,
+            index: i + 1,
+        }
+    }
+
+    fn write(dir: &Path, n: u64) -> u64 {
+        let mut w = CheckpointWriter::create(dir, 40).unwrap();
+        for i in 0..n {
+            w.add(&datum(i)).unwrap();
+        }
+        w.finish(45).unwrap()
+    }
+
+    #[test]
+    fn round_trip_over_many_records() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read(dir.path()).unwrap().is_none());
+        // Enough datums for several DATUMS records, so parsing runs on several threads.
+        let n = 30_000;
+        let bytes = write(dir.path(), n);
+        assert!(bytes > 2 * RECORD_BYTES as u64, "{bytes} bytes");
+        assert!(!dir.path().join(TMP).exists());
+        let c = read(dir.path()).unwrap().unwrap();
+        assert_eq!((c.base, c.end), (40, 45));
+        assert_eq!(c.datums, (0..n).map(datum).collect::<Vec<_>>());
+        remove(dir.path()).unwrap();
+        remove(dir.path()).unwrap();
+        assert!(read(dir.path()).unwrap().is_none());
+    }
+
+    #[test]
+    fn empty_checkpoint_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), 0);
+        let c = read(dir.path()).unwrap().unwrap();
+        assert_eq!((c.base, c.datums.len()), (40, 0));
+    }
+
+    #[test]
+    fn out_of_order_datums_are_refused_on_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = CheckpointWriter::create(dir.path(), 1).unwrap();
+        w.add(&datum(2)).unwrap();
+        assert!(w.add(&datum(1)).is_err());
+        assert!(w.add(&datum(2)).is_err());
+    }
+
+    /// Every kind of damage is an error that names the file: a flipped byte anywhere, a
+    /// truncation anywhere, bytes appended.
+    #[test]
+    fn damage_anywhere_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), 12_000);
+        let path = checkpoint_path(dir.path());
+        let good = fs::read(&path).unwrap();
+        let step = good.len() / 40;
+        for at in (0..good.len()).step_by(step).chain([good.len() - 1]) {
+            let mut bad = good.clone();
+            bad[at] ^= 0x5a;
+            fs::write(&path, &bad).unwrap();
+            match read(dir.path()) {
+                Err(Error::Corrupt { path: p, .. }) => assert_eq!(p, path),
+                other => panic!("flip at {at}: expected Corrupt, got {other:?}"),
+            }
+            fs::write(&path, &good[..at]).unwrap();
+            assert!(
+                matches!(read(dir.path()), Err(Error::Corrupt { .. })),
+                "truncated to {at}"
+            );
+        }
+        let mut longer = good.clone();
+        longer.push(0);
+        fs::write(&path, &longer).unwrap();
+        assert!(matches!(read(dir.path()), Err(Error::Corrupt { .. })));
+        fs::write(&path, &good).unwrap();
+        assert_eq!(read(dir.path()).unwrap().unwrap().datums.len(), 12_000);
+    }
+}
