@@ -50,6 +50,11 @@ pub enum Error {
         reason: String,
     },
 
+    /// The data dir holds no complete state to start from; `reason` names what is damaged
+    /// and the way out.
+    #[error("cannot start from {dir}: {reason}")]
+    Unrecoverable { dir: PathBuf, reason: String },
+
     #[error("invalid configuration: {0}")]
     Config(String),
 

@@ -36,7 +36,9 @@ pub fn error_response(e: &Error) -> (u16, ErrorBody) {
         }
         Error::NotFound(_) => (404, "not_found", None),
         Error::ShuttingDown => (503, "shutting_down", None),
-        Error::Store { .. } | Error::Corrupt { .. } => (500, "internal", None),
+        Error::Store { .. } | Error::Corrupt { .. } | Error::Unrecoverable { .. } => {
+            (500, "internal", None)
+        }
     };
     (
         status,

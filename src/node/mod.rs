@@ -181,6 +181,7 @@ impl Node {
     pub fn start(cfg: NodeConfig) -> Result<Node> {
         cfg.validate()?;
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| Error::store(&cfg.data_dir, e))?;
+        let clean_stop = store::datum_dir::take_clean_stop(&cfg.data_dir)?;
         let hs = store::read_meta(&cfg.data_dir)?;
         let log_dir = cfg.data_dir.join("log");
         if let Some((index, term)) = store::snapshot::recover(&cfg.data_dir)? {
@@ -253,6 +254,13 @@ impl Node {
             .name("datum-flusher".into())
             .spawn(move || run_flusher(&s3))
             .expect("spawn flusher");
+        if !clean_stop {
+            let s4 = shared.clone();
+            thread::Builder::new()
+                .name("datum-reconcile".into())
+                .spawn(move || reconcile_datum_files(&s4, log_end))
+                .expect("spawn reconcile");
+        }
         let s2 = shared.clone();
         thread::Builder::new()
             .name("applier".into())
@@ -503,23 +511,29 @@ impl Node {
         }
     }
 
-    /// Last step of a clean stop: stops the core and writes every datum file.
+    /// Last step of a clean stop: stops the core, writes every datum file and syncs them.
     pub fn shutdown(&self) {
         let _ = self.shared.driver.send(DriverEvent::Shutdown);
-        // Leave the datum files exactly up to date, so `dump` of a cleanly stopped node
-        // shows every applied write.
-        if let Err(e) = self.shared.state.flush() {
+        // Leave the datum files exactly up to date and durable, so `dump` of a cleanly
+        // stopped node shows every applied write, and the next start need not check them.
+        let done = self
+            .shared
+            .state
+            .flush()
+            .and_then(|_| store::datum_dir::mark_clean_stop(&self.shared.cfg.data_dir));
+        if let Err(e) = done {
             log_event(&format!(
-                "warning: datum files not fully written: {e}; the log replays them at start-up"
+                "warning: datum files not fully written: {e}; the next start checks them"
             ));
         }
     }
 }
 
 /// Writes datum files behind the map and, when a checkpoint is due, writes one and lets the
-/// log before it (less a retained tail) be dropped.
+/// log before the previous checkpoint (less a retained tail) be dropped.
 fn run_flusher(shared: &Shared) {
     let cfg = &shared.cfg;
+    let mut last_round = 0;
     loop {
         // A timer, not a trigger: changes to one key within a round cost one file rewrite.
         // Each rewrite allocates and frees an inode, which measured at a third of the node's
@@ -529,9 +543,12 @@ fn run_flusher(shared: &Shared) {
             Ok(i) => i,
             Err(e) => fatal(&format!("cannot write datum files: {e}")),
         };
+        let quiet = flushed == last_round;
+        last_round = flushed;
         if !checkpoint_due(
-            shared.state.checkpoint_base(),
+            shared.state.checkpoints(),
             flushed,
+            quiet,
             shared.state.len(),
             cfg.checkpoint_entries,
         ) {
@@ -542,13 +559,18 @@ fn run_flusher(shared: &Shared) {
             Ok(done) => done,
             Err(e) => fatal(&format!("cannot write a checkpoint: {e}")),
         };
-        // One line per checkpoint (etcd logs each snapshot too): how far the log may now be
-        // compacted, and what a checkpoint costs at this size.
+        // One line per checkpoint (etcd logs each snapshot too): what a checkpoint costs at
+        // this size, for sizing `--checkpoint-entries`.
         log_event(&format!(
             "checkpoint at index {base}: {} datums, {bytes} bytes in {} ms",
             shared.state.len(),
             started.elapsed().as_millis()
         ));
+        // Up to the previous checkpoint only: if the newest one is ever unreadable, the
+        // previous one and the log after it still rebuild the state.
+        let Some(previous) = shared.state.checkpoints().previous else {
+            continue;
+        };
         let pinned = shared
             .snapshot_pins
             .lock()
@@ -557,7 +579,7 @@ fn run_flusher(shared: &Shared) {
             .min()
             .copied()
             .unwrap_or(u64::MAX);
-        let upto = base.saturating_sub(cfg.log_retain_entries).min(pinned);
+        let upto = previous.saturating_sub(cfg.log_retain_entries).min(pinned);
         if upto > 0 {
             let _ = shared.driver.send(DriverEvent::Compact { upto });
         }
@@ -566,13 +588,45 @@ fn run_flusher(shared: &Shared) {
 
 /// Whether a checkpoint is due: at once when there is none (a new node, an upgraded data
 /// dir, or right after a snapshot install), else every `every` applied entries, and never
-/// more often than one per two entries per live key. A checkpoint writes every key, so that
-/// bound keeps its cost per applied entry constant, whatever the key count (a million keys
-/// and the default 20,000 would rewrite the whole set for every 2% of it changed).
-fn checkpoint_due(last: Option<u64>, flushed: u64, keys: usize, every: u64) -> bool {
-    match last {
-        None => flushed > 0,
-        Some(base) => flushed >= base + every.max(keys as u64 / 2),
+/// more often than one per eight entries per live key. A checkpoint writes every key, so that
+/// bound keeps its cost per applied entry constant whatever the key count (with a million
+/// keys and the default 20,000 it would rewrite the whole set for every 2% of it changed).
+/// And once more when writes pause (`quiet`) after one: the log is compacted up to the
+/// previous checkpoint only, so a second one lets the last stretch of a burst go too. Sparse
+/// writes do not trigger it again until the next regular checkpoint.
+fn checkpoint_due(
+    have: state::Checkpoints,
+    flushed: u64,
+    quiet: bool,
+    keys: usize,
+    every: u64,
+) -> bool {
+    match (have.newest, have.previous) {
+        (None, _) => flushed > 0,
+        (Some(newest), previous) => {
+            flushed >= newest + every.max(keys as u64 / 8) || (quiet && previous != Some(newest))
+        }
+    }
+}
+
+/// After a crash: compares every datum file with the state and queues the stale ones.
+fn reconcile_datum_files(shared: &Shared, log_end: u64) {
+    // Compare with the state once the local log is replayed, not with the checkpoint it
+    // started from (which would queue every key the replay changes anyway). Only a matter
+    // of cost: the comparison is right at any point, so it goes ahead after a bound.
+    shared
+        .state
+        .wait_applied(log_end, Instant::now() + Duration::from_secs(60));
+    let started = Instant::now();
+    match shared.state.reconcile_files() {
+        Ok((0, _)) => {}
+        Ok((checked, queued)) => log_event(&format!(
+            "checked {checked} datum files after an unclean stop in {} ms: {queued} stale, damaged or missing, rewritten at the next flush",
+            started.elapsed().as_millis()
+        )),
+        Err(e) => log_event(&format!(
+            "warning: could not check the datum files after an unclean stop: {e}; nacosctl dump may show stale values until each key is written again"
+        )),
     }
 }
 
@@ -644,5 +698,61 @@ fn run_sender(peer: PeerAddr, token: Option<String>, timeout: Duration, rx: Rece
                 thread::sleep(Duration::from_millis(20));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use state::Checkpoints;
+
+    fn have(newest: Option<u64>, previous: Option<u64>) -> Checkpoints {
+        Checkpoints { newest, previous }
+    }
+
+    #[test]
+    fn checkpoint_cadence() {
+        // None yet: as soon as anything is applied.
+        assert!(!checkpoint_due(have(None, None), 0, true, 0, 100));
+        assert!(checkpoint_due(have(None, Some(5)), 1, false, 0, 100));
+        // Every `every` entries, or one per eight per key when that is more.
+        assert!(!checkpoint_due(
+            have(Some(50), Some(10)),
+            149,
+            false,
+            10,
+            100
+        ));
+        assert!(checkpoint_due(
+            have(Some(50), Some(10)),
+            150,
+            false,
+            10,
+            100
+        ));
+        assert!(!checkpoint_due(
+            have(Some(50), Some(10)),
+            150,
+            false,
+            8000,
+            100
+        ));
+        assert!(checkpoint_due(
+            have(Some(50), Some(10)),
+            1050,
+            false,
+            8000,
+            100
+        ));
+        // A pause after a checkpoint: one more, so that compaction reaches the newest.
+        assert!(checkpoint_due(have(Some(50), Some(10)), 60, true, 10, 100));
+        assert!(!checkpoint_due(have(Some(60), Some(60)), 61, true, 10, 100));
+        assert!(!checkpoint_due(
+            have(Some(60), Some(60)),
+            70,
+            false,
+            10,
+            100
+        ));
     }
 }

@@ -12,7 +12,7 @@
 //! acknowledged write is already fsynced in the log, and start-up replays the log over the
 //! files.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Condvar, Mutex, RwLock};
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::datum::Datum;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::raft::{Command, Entry};
 use crate::store::{checkpoint, datum_dir};
 
@@ -133,8 +133,17 @@ pub struct StateMachine {
     flushed: Mutex<u64>,
     /// Serialises flush rounds, checkpoints and snapshot installs (all write the data dir).
     files: Mutex<()>,
-    /// The `base` of the checkpoint file on disk, if there is one.
-    checkpoint: Mutex<Option<u64>>,
+    /// The `base` of the checkpoint files on disk.
+    checkpoints: Mutex<Checkpoints>,
+}
+
+/// The `base` of each checkpoint file on disk (`store::checkpoint`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Checkpoints {
+    pub newest: Option<u64>,
+    /// The log is compacted only up to this one, so a damaged newest checkpoint still
+    /// leaves a complete way to start.
+    pub previous: Option<u64>,
 }
 
 impl StateMachine {
@@ -148,41 +157,80 @@ impl StateMachine {
         Ok(StateMachine::with_datums(data_dir, datums, 0))
     }
 
-    /// Loads the state a restart begins from: the checkpoint file when there is a usable
-    /// one (one sequential read), else the datum files (one read per key). Returns the
-    /// state and the index it reflects everything up to (0 when loaded from datum files:
-    /// the log's start says it then). `log_start` is where the log begins: a checkpoint
-    /// from before it (left from before a snapshot install) describes an older state.
+    /// Loads the state a restart begins from: the newest usable checkpoint (one sequential
+    /// read), else, when the data dir has no checkpoint at all (a new node, a data dir from
+    /// before checkpoints, or just after a snapshot install), the datum files (one read per
+    /// key). Returns the state and the index it reflects everything up to (0 when loaded from
+    /// datum files: the log's start says it then). `log_start` is where the log begins.
     pub fn open(data_dir: PathBuf, log_start: u64) -> Result<(StateMachine, u64)> {
-        let found = match checkpoint::read(&data_dir) {
-            Ok(Some(c)) if c.base >= log_start => Some(c),
-            Ok(Some(c)) => {
-                super::log_event(&format!(
-                    "warning: ignoring the checkpoint at index {} (the log starts after {log_start}); loading the datum files instead",
+        let newest = checkpoint::checkpoint_path(&data_dir);
+        let previous = checkpoint::previous_path(&data_dir);
+        let mut problems = Vec::new();
+        let mut found = None;
+        for path in [&newest, &previous] {
+            match checkpoint::read_at(path) {
+                Ok(None) => {}
+                Ok(Some(c)) if c.base < log_start => problems.push(format!(
+                    "{}: it holds the state at index {}, but the log starts after {log_start}",
+                    path.display(),
                     c.base
-                ));
-                None
+                )),
+                Ok(Some(c)) => {
+                    found = Some((path == &previous, c));
+                    break;
+                }
+                Err(e) => problems.push(e.to_string()),
             }
-            Ok(None) => None,
-            Err(e) => {
-                // The datum files were synced before this checkpoint was written, and the
-                // log was never compacted past it, so they are a complete fallback.
-                super::log_event(&format!(
-                    "warning: {e}; loading the datum files and the log instead (slower; a new checkpoint replaces the damaged one at the next round)"
-                ));
-                None
+        }
+        let Some((from_previous, c)) = found else {
+            if problems.is_empty() {
+                return Ok((StateMachine::load(data_dir)?, 0));
             }
+            // The log was compacted up to the previous checkpoint, so with neither usable
+            // the log alone cannot rebuild the state. Nothing is guessed.
+            return Err(Error::Unrecoverable {
+                dir: data_dir,
+                reason: format!(
+                    "no usable checkpoint ({}). In a cluster: move this data dir aside and start the member with an empty one; it catches up from the leader by snapshot. Standalone: restore the data dir from a backup, or delete both checkpoint files to start from the datum files, which may lack writes made shortly before a power cut",
+                    problems.join("; ")
+                ),
+            });
         };
-        let Some(c) = found else {
-            return Ok((StateMachine::load(data_dir)?, 0));
-        };
+        if from_previous {
+            // Move the damaged newest checkpoint aside (for inspection), so that the next
+            // checkpoint does not rotate it into the previous slot, which bounds compaction.
+            let aside = data_dir.join("checkpoint.damaged");
+            std::fs::rename(&newest, &aside).map_err(|e| Error::Store {
+                path: newest.clone(),
+                source: e,
+            })?;
+            super::log_event(&format!(
+                "warning: {}; starting from the previous checkpoint (index {}) and the log; the damaged file is kept as {}",
+                problems.join("; "),
+                c.base,
+                aside.display()
+            ));
+        }
         let base = c.base;
         let sm = StateMachine::with_datums(data_dir, c.datums, c.end);
-        *sm.checkpoint.lock().expect("checkpoint lock") = Some(base);
+        let previous_base = if from_previous {
+            None
+        } else {
+            // Unreadable: no compaction until the next checkpoint replaces it.
+            checkpoint::read_base(&previous).ok().flatten()
+        };
+        *sm.checkpoints.lock().expect("checkpoint lock") = Checkpoints {
+            newest: (!from_previous).then_some(base),
+            previous: if from_previous {
+                Some(base)
+            } else {
+                previous_base
+            },
+        };
         {
-            // The datum files were synced at `base`; a file written after it may have been
-            // lost with the page cache (a power cut), and replay skips what the checkpoint
-            // already holds, so those keys are queued for the next flush.
+            // Datums newer than `base` were read into the checkpoint while the flush that
+            // writes their files may not have run before a crash, and the replay skips what
+            // the checkpoint holds, so those keys are queued for the next flush.
             let datums = sm.datums.read().expect("datums lock");
             let mut dirty = sm.dirty.lock().expect("dirty lock");
             for d in datums.values().filter(|d| d.index > base) {
@@ -228,7 +276,7 @@ impl StateMachine {
             dirty: Mutex::new(HashMap::new()),
             flushed: Mutex::new(0),
             files: Mutex::new(()),
-            checkpoint: Mutex::new(None),
+            checkpoints: Mutex::new(Checkpoints::default()),
         }
     }
 
@@ -414,15 +462,13 @@ impl StateMachine {
         Ok(*flushed)
     }
 
-    /// Writes a checkpoint: flushes the datum files and syncs them (so they stay a complete
-    /// fallback), then writes the whole datum set to the checkpoint file, read from the live
-    /// map in chunks (bounded memory; writes go on meanwhile, see `store::checkpoint`).
-    /// Returns the checkpoint's `base` (the log up to it is no longer needed for restarts)
-    /// and the file's size.
+    /// Writes a checkpoint: flushes the datum files, then writes the whole datum set to the
+    /// checkpoint file, read from the live map in chunks (bounded memory; writes go on
+    /// meanwhile, see `store::checkpoint`). Returns the checkpoint's `base` and the file's
+    /// size. The datum files are not synced: restarts do not depend on them.
     pub fn checkpoint(&self) -> Result<(u64, u64)> {
         let _files = self.files.lock().expect("files lock");
         let base = self.flush_files()?;
-        crate::store::snapshot::sync_filesystem(&self.data_dir)?;
         let mut w = checkpoint::CheckpointWriter::create(&self.data_dir, base)?;
         let mut after: Option<String> = None;
         loop {
@@ -434,13 +480,75 @@ impl StateMachine {
             }
         }
         let bytes = w.finish(self.applied_index())?;
-        *self.checkpoint.lock().expect("checkpoint lock") = Some(base);
+        let mut c = self.checkpoints.lock().expect("checkpoint lock");
+        *c = Checkpoints {
+            newest: Some(base),
+            // `finish` moved the newest file into the previous slot (if there was one).
+            previous: c.newest.or(c.previous),
+        };
         Ok((base, bytes))
     }
 
-    /// The `base` of the checkpoint file on disk, if there is one.
-    pub fn checkpoint_base(&self) -> Option<u64> {
-        *self.checkpoint.lock().expect("checkpoint lock")
+    /// The checkpoint files on disk.
+    pub fn checkpoints(&self) -> Checkpoints {
+        *self.checkpoints.lock().expect("checkpoint lock")
+    }
+
+    /// Brings the datum files back in line with the state after a crash: a power cut can
+    /// lose file writes the page cache held, so every file is read and compared, and files
+    /// that are stale, damaged, missing or left over from a deleted key are queued for the
+    /// next flush. Runs beside serving; reads in batches, so memory stays bounded. Returns
+    /// (files checked, files queued).
+    pub fn reconcile_files(&self) -> Result<(usize, usize)> {
+        const BATCH: usize = 16_384;
+        let root = datum_dir::datum_root(&self.data_dir);
+        let files = datum_dir::DatumFiles::walk(&self.data_dir)?;
+        let mut seen: HashSet<String> = HashSet::with_capacity(files.len());
+        let mut queued = 0;
+        let mut queue =
+            |dirty: &mut HashMap<String, Option<Datum>>, key: &str, want: Option<&Datum>| {
+                // A change queued meanwhile is newer than what is read here: it wins.
+                if !dirty.contains_key(key) {
+                    dirty.insert(key.to_string(), want.cloned());
+                    queued += 1;
+                }
+            };
+        for start in (0..files.len()).step_by(BATCH) {
+            let batch = files.read(start..(start + BATCH).min(files.len()));
+            // Compared under the map's lock: a later apply re-queues its key after this.
+            let datums = self.datums.read().expect("datums lock");
+            let mut dirty = self.dirty.lock().expect("dirty lock");
+            for (path, got) in batch {
+                let key = match &got {
+                    Ok(d) => d.key.clone(),
+                    Err(_) => match path
+                        .strip_prefix(&root)
+                        .ok()
+                        .and_then(crate::datum::key_from_rel_path)
+                    {
+                        Some(k) => k,
+                        None => {
+                            super::log_event(&format!(
+                                "warning: {} is not a datum file; leaving it alone",
+                                path.display()
+                            ));
+                            continue;
+                        }
+                    },
+                };
+                let want = datums.get(&key);
+                if got.as_ref().ok() != want {
+                    queue(&mut dirty, &key, want);
+                }
+                seen.insert(key);
+            }
+        }
+        let datums = self.datums.read().expect("datums lock");
+        let mut dirty = self.dirty.lock().expect("dirty lock");
+        for (key, d) in datums.iter().filter(|(k, _)| !seen.contains(*k)) {
+            queue(&mut dirty, key, Some(d));
+        }
+        Ok((files.len(), queued))
     }
 
     /// Up to `limit` datums with keys after `after` (all keys from the start with `None`),
@@ -468,7 +576,7 @@ impl StateMachine {
     pub fn install_snapshot(&self, index: u64) -> Result<()> {
         let _files = self.files.lock().expect("files lock");
         crate::store::snapshot::swap_in(&self.data_dir)?;
-        *self.checkpoint.lock().expect("checkpoint lock") = None;
+        *self.checkpoints.lock().expect("checkpoint lock") = Checkpoints::default();
         let loaded: BTreeMap<String, Datum> = datum_dir::read_datum_dir(&self.data_dir)?
             .into_iter()
             .map(|(d, _)| (d.key.clone(), d))
@@ -769,5 +877,194 @@ mod tests {
         one.flush().unwrap();
         let again = StateMachine::load(dir.path().join("1")).unwrap();
         assert_eq!(again.digest().1, one.digest().1);
+    }
+    fn datums_of(sm: &StateMachine) -> Vec<Datum> {
+        sm.list("")
+    }
+
+    /// A restart from a checkpoint written while writes went on (fuzzy), followed by the
+    /// log after its base, gives exactly the state of a run without the restart, and the
+    /// datum files follow.
+    #[test]
+    fn restart_from_a_fuzzy_checkpoint_is_exact() {
+        let log: Vec<Entry> = (1..=40)
+            .map(|i| match i % 5 {
+                0 => e(i, delete(&format!("k{}", i % 7))),
+                _ => e(i, publish(&format!("k{}", i % 7), i as i64)),
+            })
+            .collect();
+        let reference = tempfile::tempdir().unwrap();
+        let full = StateMachine::load(reference.path().into()).unwrap();
+        full.apply(&log).unwrap();
+        for base_at in [0usize, 7, 20, 33] {
+            for fuzz in [0usize, 3, 7] {
+                let dir = tempfile::tempdir().unwrap();
+                let sm = StateMachine::load(dir.path().into()).unwrap();
+                sm.apply(&log[..base_at]).unwrap();
+                let mut w =
+                    checkpoint::CheckpointWriter::create(dir.path(), sm.flush().unwrap()).unwrap();
+                // Writes land while the checkpoint is being read: the first half of the
+                // keys is read before them, the rest after.
+                let before = datums_of(&sm);
+                sm.apply(&log[base_at..(base_at + fuzz).min(log.len())])
+                    .unwrap();
+                let after = datums_of(&sm);
+                let mut set: Vec<Datum> = before
+                    .into_iter()
+                    .filter(|d| d.key.as_str() < "k4")
+                    .collect();
+                set.extend(after.into_iter().filter(|d| d.key.as_str() >= "k4"));
+                for d in &set {
+                    w.add(d).unwrap();
+                }
+                w.finish(sm.applied_index()).unwrap();
+                drop(sm);
+                let (restarted, base) = StateMachine::open(dir.path().into(), 0).unwrap();
+                assert_eq!(base, base_at as u64);
+                restarted.start_at(base, log.len() as u64);
+                restarted.apply(&log).unwrap();
+                assert_eq!(
+                    datums_of(&restarted),
+                    datums_of(&full),
+                    "base {base_at} fuzz {fuzz}"
+                );
+                restarted.flush().unwrap();
+                let files: Vec<Datum> = datum_dir::read_datum_dir(dir.path())
+                    .unwrap()
+                    .into_iter()
+                    .map(|x| x.0)
+                    .collect();
+                assert_eq!(files, datums_of(&full), "files, base {base_at} fuzz {fuzz}");
+            }
+        }
+    }
+
+    fn checkpointed(dir: &std::path::Path, rounds: i64) -> StateMachine {
+        let sm = StateMachine::load(dir.into()).unwrap();
+        for r in 1..=rounds {
+            sm.apply(&[e(r as u64, publish(&format!("k{r}"), r))])
+                .unwrap();
+            sm.checkpoint().unwrap();
+        }
+        sm
+    }
+
+    #[test]
+    fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let sm = checkpointed(dir.path(), 3);
+        assert_eq!(
+            sm.checkpoints(),
+            Checkpoints {
+                newest: Some(3),
+                previous: Some(2)
+            }
+        );
+        let newest = checkpoint::checkpoint_path(dir.path());
+        let mut bytes = std::fs::read(&newest).unwrap();
+        let at = bytes.len() - 30;
+        bytes[at] ^= 1;
+        std::fs::write(&newest, bytes).unwrap();
+        let (restarted, base) = StateMachine::open(dir.path().into(), 0).unwrap();
+        assert_eq!(base, 2);
+        assert_eq!(restarted.len(), 2);
+        assert!(!newest.exists());
+        assert!(dir.path().join("checkpoint.damaged").exists());
+        assert_eq!(
+            restarted.checkpoints(),
+            Checkpoints {
+                newest: None,
+                previous: Some(2)
+            }
+        );
+        // The next checkpoint keeps the good previous one where compaction looks.
+        restarted.start_at(2, 3);
+        restarted.apply(&[e(3, publish("k3", 3))]).unwrap();
+        restarted.checkpoint().unwrap();
+        assert_eq!(
+            restarted.checkpoints(),
+            Checkpoints {
+                newest: Some(3),
+                previous: Some(2)
+            }
+        );
+    }
+
+    #[test]
+    fn with_no_usable_checkpoint_start_up_refuses_and_names_the_way_out() {
+        let dir = tempfile::tempdir().unwrap();
+        checkpointed(dir.path(), 2);
+        for path in [
+            checkpoint::checkpoint_path(dir.path()),
+            checkpoint::previous_path(dir.path()),
+        ] {
+            std::fs::write(&path, b"NACOSCKP garbage").unwrap();
+        }
+        match StateMachine::open(dir.path().into(), 0) {
+            Err(Error::Unrecoverable { reason, .. }) => {
+                assert!(reason.contains("checkpoint.prev"), "{reason}");
+                assert!(reason.contains("empty one"), "{reason}");
+            }
+            other => panic!("expected Unrecoverable, got {:?}", other.map(|x| x.1)),
+        }
+        // A checkpoint older than the log's start is not used either.
+        let dir = tempfile::tempdir().unwrap();
+        checkpointed(dir.path(), 2);
+        assert!(matches!(
+            StateMachine::open(dir.path().into(), 5),
+            Err(Error::Unrecoverable { .. })
+        ));
+    }
+
+    /// After a crash the datum files are compared with the state: stale, damaged, missing
+    /// and left-over files are all queued and fixed by the next flush.
+    #[test]
+    fn reconcile_fixes_every_kind_of_stale_datum_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let sm = StateMachine::load(dir.path().into()).unwrap();
+        sm.apply(&[
+            e(1, publish("stale", 1)),
+            e(2, publish("damaged", 1)),
+            e(3, publish("missing", 1)),
+            e(4, publish("fine", 1)),
+            e(5, publish("stale", 2)),
+            e(6, publish("deleted", 1)),
+        ])
+        .unwrap();
+        sm.flush().unwrap();
+        // What a power cut can leave: an older version, a torn file, no file, and a file
+        // for a key deleted since.
+        datum_dir::write_datum(
+            dir.path(),
+            &Datum {
+                key: "stale".into(),
+                value: json!(1),
+                timestamp: 1,
+                index: 1,
+            },
+        )
+        .unwrap();
+        std::fs::write(datum_dir::datum_path(dir.path(), "damaged"), b"{\"key\":").unwrap();
+        datum_dir::remove_datum(dir.path(), "missing").unwrap();
+        sm.apply(&[e(7, delete("deleted"))]).unwrap();
+        sm.dirty.lock().unwrap().clear();
+        datum_dir::write_datum(dir.path(), &sm.get("fine").unwrap()).unwrap();
+        let gone = Datum {
+            key: "deleted".into(),
+            value: json!(1),
+            timestamp: 1,
+            index: 6,
+        };
+        datum_dir::write_datum(dir.path(), &gone).unwrap();
+
+        assert_eq!(sm.reconcile_files().unwrap(), (4, 4));
+        sm.flush().unwrap();
+        let files: Vec<Datum> = datum_dir::read_datum_dir(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|x| x.0)
+            .collect();
+        assert_eq!(files, datums_of(&sm));
+        assert_eq!(sm.reconcile_files().unwrap(), (4, 0));
     }
 }

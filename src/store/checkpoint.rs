@@ -10,8 +10,11 @@
 //! - END: the datum count (u64 LE) and `end` (u64 LE), the applied index when the last datum
 //!   was read. Nothing may follow it.
 //!
-//! The file is written under a temp name, fsynced and renamed into place, so a crash leaves
-//! the previous checkpoint or the new one. It is *fuzzy* like a snapshot stream: datums were
+//! The file is written under a temp name, fsynced and renamed into place; the one it replaces
+//! is kept as `checkpoint.prev`, and the log is compacted only up to that older one, so a
+//! damaged checkpoint (a bad disk block) still leaves a complete way to start: the previous
+//! checkpoint and the log after it. A crash between the two renames leaves only the previous
+//! one, which is also complete. A checkpoint is *fuzzy* like a snapshot stream: datums were
 //! read from the live map while writes went on, so it holds everything up to `base` and, per
 //! key, possibly later writes (each datum carries its index). Start-up replays the log after
 //! `base` over it with per-key skipping; from `end` on the replayed state is exact.
@@ -27,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::store::log::frame;
 
 const FILE: &str = "checkpoint";
+const PREVIOUS: &str = "checkpoint.prev";
 const TMP: &str = ".checkpoint.tmp";
 const MAGIC: &[u8; 8] = b"NACOSCKP";
 const VERSION: u32 = 1;
@@ -39,9 +43,14 @@ const RECORD_BYTES: usize = 1 << 20;
 /// Largest record accepted when reading; a length above it means a corrupt header.
 const MAX_RECORD: u32 = 64 << 20;
 
-/// Where the checkpoint of a data dir lives.
+/// Where the newest checkpoint of a data dir lives.
 pub fn checkpoint_path(data_dir: &Path) -> PathBuf {
     data_dir.join(FILE)
+}
+
+/// Where the checkpoint before it lives.
+pub fn previous_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(PREVIOUS)
 }
 
 /// A checkpoint read back.
@@ -125,8 +134,8 @@ impl CheckpointWriter {
         Ok(())
     }
 
-    /// Writes the END record, makes the file durable and renames it into place. Returns the
-    /// file's size in bytes.
+    /// Writes the END record, makes the file durable and renames it into place, keeping the
+    /// checkpoint it replaces as the previous one. Returns the file's size in bytes.
     pub fn finish(mut self, end: u64) -> Result<u64> {
         self.close_record()?;
         let mut tail = vec![KIND_END];
@@ -141,6 +150,12 @@ impl CheckpointWriter {
         file.sync_all().map_err(|e| Error::store(&tmp, e))?;
         drop(file);
         let path = checkpoint_path(&self.dir);
+        let previous = previous_path(&self.dir);
+        match fs::rename(&path, &previous) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::store(&path, e)),
+        }
         fs::rename(&tmp, &path).map_err(|e| Error::store(&path, e))?;
         sync_dir(&self.dir)?;
         Ok(self.bytes)
@@ -153,14 +168,17 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::store(dir, e))
 }
 
-/// Removes the checkpoint (a snapshot install replaces the state it describes). Idempotent.
+/// Removes both checkpoints (a snapshot install replaces the state they describe).
+/// Idempotent.
 pub fn remove(data_dir: &Path) -> Result<()> {
-    let path = checkpoint_path(data_dir);
-    match fs::remove_file(&path) {
-        Ok(()) => sync_dir(data_dir),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::store(path, e)),
+    for path in [checkpoint_path(data_dir), previous_path(data_dir)] {
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::store(path, e)),
+        }
     }
+    sync_dir(data_dir)
 }
 
 fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> Error {
@@ -224,12 +242,9 @@ fn parse_datums(path: &Path, offset: u64, body: &[u8]) -> Result<Vec<Datum>> {
     Ok(out)
 }
 
-/// Reads the checkpoint of a data dir: `Ok(None)` if there is none. Any damage is an error
-/// naming the file and offset (the caller decides what to fall back to). Records are read
-/// sequentially and parsed on every core.
-pub fn read(data_dir: &Path) -> Result<Option<Checkpoint>> {
-    let path = checkpoint_path(data_dir);
-    let file = match File::open(&path) {
+/// Opens a checkpoint file and reads its header: the reader positioned after it, and `base`.
+fn open_at(path: &Path) -> Result<Option<(BufReader<File>, u64)>> {
+    let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::store(path, e)),
@@ -237,29 +252,44 @@ pub fn read(data_dir: &Path) -> Result<Option<Checkpoint>> {
     let mut r = BufReader::with_capacity(RECORD_BYTES, file);
     let mut magic = [0u8; 8];
     if r.read_exact(&mut magic).is_err() || &magic != MAGIC {
-        return Err(corrupt(&path, 0, "not a checkpoint file (bad magic)"));
+        return Err(corrupt(path, 0, "not a checkpoint file (bad magic)"));
     }
-    let mut offset = MAGIC.len() as u64;
-    let header = next_record(&mut r, &path, offset)?
-        .ok_or_else(|| corrupt(&path, offset, "no header record"))?;
+    let offset = MAGIC.len() as u64;
+    let header = next_record(&mut r, path, offset)?
+        .ok_or_else(|| corrupt(path, offset, "no header record"))?;
     if header.len() != 13 || header[0] != KIND_HEADER {
-        return Err(corrupt(&path, offset, "bad header record"));
+        return Err(corrupt(path, offset, "bad header record"));
     }
     let version = u32::from_le_bytes(header[1..5].try_into().expect("4 bytes"));
     if version != VERSION {
         return Err(corrupt(
-            &path,
+            path,
             offset,
             format!("format version {version}; this build reads version {VERSION}"),
         ));
     }
-    let base = u64::from_le_bytes(header[5..13].try_into().expect("8 bytes"));
-    offset += 8 + header.len() as u64;
+    Ok(Some((
+        r,
+        u64::from_le_bytes(header[5..13].try_into().expect("8 bytes")),
+    )))
+}
 
+/// The `base` of a checkpoint file from its header alone (`Ok(None)`: no such file).
+pub fn read_base(path: &Path) -> Result<Option<u64>> {
+    Ok(open_at(path)?.map(|(_, base)| base))
+}
+
+/// Reads a checkpoint file: `Ok(None)` if there is none. Any damage is an error naming the
+/// file and offset (the caller decides what to fall back to). Records are read
+/// sequentially and parsed on every core.
+pub fn read_at(path: &Path) -> Result<Option<Checkpoint>> {
+    let Some((mut r, base)) = open_at(path)? else {
+        return Ok(None);
+    };
+    let mut offset = MAGIC.len() as u64 + 8 + 13;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 8));
     let (tx, rx) = mpsc::sync_channel::<(usize, u64, Vec<u8>)>(threads * 2);
     let rx = Mutex::new(rx);
-    let path = &path;
     let (tail, parsed) = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
@@ -371,6 +401,7 @@ mod tests {
     fn round_trip_over_many_records() {
         let dir = tempfile::tempdir().unwrap();
         assert!(read(dir.path()).unwrap().is_none());
+        assert_eq!(read_base(&checkpoint_path(dir.path())).unwrap(), None);
         // Enough datums for several DATUMS records, so parsing runs on several threads.
         let n = 30_000;
         let bytes = write(dir.path(), n);
@@ -379,9 +410,31 @@ mod tests {
         let c = read(dir.path()).unwrap().unwrap();
         assert_eq!((c.base, c.end), (40, 45));
         assert_eq!(c.datums, (0..n).map(datum).collect::<Vec<_>>());
+        assert_eq!(read_base(&checkpoint_path(dir.path())).unwrap(), Some(40));
         remove(dir.path()).unwrap();
         remove(dir.path()).unwrap();
         assert!(read(dir.path()).unwrap().is_none());
+    }
+
+    fn read(dir: &Path) -> Result<Option<Checkpoint>> {
+        read_at(&checkpoint_path(dir))
+    }
+
+    /// A new checkpoint keeps the one it replaces as the previous one; removal takes both.
+    #[test]
+    fn the_replaced_checkpoint_is_kept_as_the_previous_one() {
+        let dir = tempfile::tempdir().unwrap();
+        for base in [10, 20, 30] {
+            let mut w = CheckpointWriter::create(dir.path(), base).unwrap();
+            w.add(&datum(base)).unwrap();
+            w.finish(base).unwrap();
+        }
+        let prev = read_at(&previous_path(dir.path())).unwrap().unwrap();
+        assert_eq!((prev.base, prev.datums), (20, vec![datum(20)]));
+        assert_eq!(read(dir.path()).unwrap().unwrap().base, 30);
+        remove(dir.path()).unwrap();
+        assert!(!previous_path(dir.path()).exists());
+        assert!(!checkpoint_path(dir.path()).exists());
     }
 
     #[test]

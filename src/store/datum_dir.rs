@@ -1,9 +1,11 @@
 //! Datum files: one JSON file per key under `<data-dir>/data/<namespace>/` (Nacos RaftStore).
 //!
 //! Files are written to a temp file and renamed into place, so a reader never sees half a
-//! datum. They are not fsynced one by one: the Raft log is the durable truth, and on start-up
-//! the log is replayed over these files (each file records the log `index` that wrote it, so
-//! replay skips what a file already holds). See docs/architecture.md, "Durability".
+//! datum. They are not fsynced one by one: the durable truth is the Raft log and the
+//! checkpoint file (`store::checkpoint`). The files are a view of the state, kept for Nacos
+//! tools and `nacosctl dump`: synced at a clean stop, and brought back in line after a crash.
+//! They are read at start-up only when there is no checkpoint. See docs/architecture.md,
+//! "Durability".
 
 use std::fs;
 use std::io::{ErrorKind, Write};
@@ -128,74 +130,141 @@ fn byte_offset(bytes: &[u8], line: usize, column: usize) -> u64 {
     off as u64
 }
 
-/// Every datum in a data dir with its file, sorted by key. Fails on a corrupt file (naming
-/// it) rather than skipping it. Leftover temp files (`.*.tmp`) are ignored: they were never
-/// renamed into place, so they never held an acknowledged state the log cannot rebuild.
-///
-/// Files are read by every core at once (a node with a million keys restarts on it).
-pub fn read_datum_dir(data_dir: &Path) -> Result<Vec<(Datum, PathBuf)>> {
-    let root = datum_root(data_dir);
-    if !root.exists() {
-        return Ok(Vec::new());
-    }
-    // Walk first: each directory, opened once, with the names of its datum files.
-    let mut dirs: Vec<(PathBuf, fs::File, Vec<std::ffi::OsString>)> = Vec::new();
-    let mut stack = vec![root.clone()];
-    while let Some(dir) = stack.pop() {
-        let mut names = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(|e| Error::store(&dir, e))? {
-            let entry = entry.map_err(|e| Error::store(&dir, e))?;
-            let name = entry.file_name();
-            if name.to_string_lossy().starts_with('.') {
-                continue;
+/// The datum files of a data dir, found by one directory walk: each directory opened once,
+/// with the names of its datum files. Leftover temp files (`.*.tmp`) are left out: they were
+/// never renamed into place, so they never held an acknowledged state the log cannot rebuild.
+pub struct DatumFiles {
+    root: PathBuf,
+    dirs: Vec<(PathBuf, fs::File, Vec<std::ffi::OsString>)>,
+    /// (directory, name) positions, in walk order.
+    items: Vec<(usize, usize)>,
+}
+
+impl DatumFiles {
+    pub fn walk(data_dir: &Path) -> Result<DatumFiles> {
+        let root = datum_root(data_dir);
+        let mut dirs = Vec::new();
+        let mut stack = if root.exists() {
+            vec![root.clone()]
+        } else {
+            Vec::new()
+        };
+        while let Some(dir) = stack.pop() {
+            let mut names = Vec::new();
+            for entry in fs::read_dir(&dir).map_err(|e| Error::store(&dir, e))? {
+                let entry = entry.map_err(|e| Error::store(&dir, e))?;
+                let name = entry.file_name();
+                if name.to_string_lossy().starts_with('.') {
+                    continue;
+                }
+                let ft = entry
+                    .file_type()
+                    .map_err(|e| Error::store(entry.path(), e))?;
+                if ft.is_dir() {
+                    stack.push(entry.path());
+                } else {
+                    names.push(name);
+                }
             }
-            let ft = entry
-                .file_type()
-                .map_err(|e| Error::store(entry.path(), e))?;
-            if ft.is_dir() {
-                stack.push(entry.path());
-            } else {
-                names.push(name);
-            }
+            let handle = fs::File::open(&dir).map_err(|e| Error::store(&dir, e))?;
+            dirs.push((dir, handle, names));
         }
-        let handle = fs::File::open(&dir).map_err(|e| Error::store(&dir, e))?;
-        dirs.push((dir, handle, names));
-    }
-    let items: Vec<(usize, usize)> = dirs
-        .iter()
-        .enumerate()
-        .flat_map(|(d, (_, _, names))| (0..names.len()).map(move |f| (d, f)))
-        .collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 8));
-    let chunk = items.len().div_ceil(threads).max(1);
-    let (dirs, root) = (&dirs, &root);
-    let parts: Vec<Result<Vec<(Datum, PathBuf)>>> = std::thread::scope(|s| {
-        let workers: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|&(d, f)| {
-                            let (dir, handle, names) = &dirs[d];
-                            let path = dir.join(&names[f]);
-                            let bytes = read_in_dir(handle, &names[f], &path)?;
-                            Ok((parse_datum_file(root, &path, &bytes)?, path))
-                        })
-                        .collect()
-                })
-            })
+        let items = dirs
+            .iter()
+            .enumerate()
+            .flat_map(|(d, (_, _, names))| (0..names.len()).map(move |f| (d, f)))
             .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("a datum reader thread panicked"))
-            .collect()
-    });
-    let mut out = Vec::with_capacity(items.len());
-    for part in parts {
-        out.extend(part?);
+        Ok(DatumFiles { root, dirs, items })
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Reads and checks the files at positions `range` on every core (a node with a million
+    /// keys restarts on this). Each file's own result: a damaged file does not stop the others.
+    pub fn read(&self, range: std::ops::Range<usize>) -> Vec<(PathBuf, Result<Datum>)> {
+        let items = &self.items[range];
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 8));
+        let chunk = items.len().div_ceil(threads).max(1);
+        std::thread::scope(|s| {
+            let workers: Vec<_> = items
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || {
+                        part.iter()
+                            .map(|&(d, f)| {
+                                let (dir, handle, names) = &self.dirs[d];
+                                let path = dir.join(&names[f]);
+                                let datum = read_in_dir(handle, &names[f], &path)
+                                    .and_then(|bytes| parse_datum_file(&self.root, &path, &bytes));
+                                (path, datum)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().expect("a datum reader thread panicked"))
+                .collect()
+        })
+    }
+}
+
+/// Every datum in a data dir with its file, sorted by key. Fails on a corrupt file (naming
+/// it) rather than skipping it. A file gone between the walk and its read was removed by a
+/// running node (its key deleted), so it is left out.
+pub fn read_datum_dir(data_dir: &Path) -> Result<Vec<(Datum, PathBuf)>> {
+    let files = DatumFiles::walk(data_dir)?;
+    let mut out = Vec::with_capacity(files.len());
+    for (path, datum) in files.read(0..files.len()) {
+        match datum {
+            Ok(d) => out.push((d, path)),
+            Err(Error::Store { source, .. }) if source.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
     }
     out.sort_by(|a, b| a.0.key.cmp(&b.0.key));
     Ok(out)
+}
+
+/// Marks a clean stop: syncs every datum file, then records that they are complete (for
+/// everything applied before the stop). The next start removes the marker first, so a
+/// start that finds none follows a crash (see `take_clean_stop`).
+pub fn mark_clean_stop(data_dir: &Path) -> Result<()> {
+    crate::store::snapshot::sync_filesystem(data_dir)?;
+    let path = data_dir.join(CLEAN_STOP);
+    let mut f = fs::File::create(&path).map_err(|e| Error::store(&path, e))?;
+    f.write_all(b"the datum files were synced at a clean stop\n")
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::store(&path, e))?;
+    sync_dir(data_dir)
+}
+
+/// At start-up: whether the last stop was clean, removing the mark (durably, before anything
+/// is written) so that a crash of this run is noticed by the next. After a crash, datum
+/// files written shortly before it may be stale (a power cut loses unsynced writes), so the
+/// node compares them all with its state in the background.
+pub fn take_clean_stop(data_dir: &Path) -> Result<bool> {
+    let path = data_dir.join(CLEAN_STOP);
+    match fs::remove_file(&path) {
+        Ok(()) => sync_dir(data_dir).map(|_| true),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::store(path, e)),
+    }
+}
+
+const CLEAN_STOP: &str = "clean-stop";
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::store(dir, e))
 }
 
 #[cfg(test)]
