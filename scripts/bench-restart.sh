@@ -46,4 +46,4 @@ start; echo "restart after kill -9 of the idle node: serving in $(time_to_serve)
 rss_kb=$(awk '/VmRSS/{print $2}' /proc/$pid/status)
 echo "resident memory after the restart: $((rss_kb / 1024)) MiB = $((rss_kb * 1024 / N)) bytes per key"
 echo "checkpoints (node log):"
-grep -E "checkpoint" "$work/node.log" | tail -n 8
+grep -E "checkpoint|datum files after" "$work/node.log" | tail -n 8

@@ -52,7 +52,7 @@ pub enum Error {
 
     /// The data dir holds no complete state to start from; `reason` names what is damaged
     /// and the way out.
-    #[error("cannot start from {dir}: {reason}")]
+    #[error("no complete state to start from in {dir}: {reason}")]
     Unrecoverable { dir: PathBuf, reason: String },
 
     #[error("invalid configuration: {0}")]

@@ -49,7 +49,8 @@ struct Args {
     /// Size at which the log starts a new segment.
     #[arg(long, default_value_t = nacos_raft::store::log::SEGMENT_BYTES, hide = true)]
     log_segment_bytes: u64,
-    /// A checkpoint (datum files synced, log compacted) every this many applied entries.
+    /// A checkpoint (the datum set in one file; the log compacted up to the previous one)
+    /// every this many applied entries, or one per eight per key if that is more.
     #[arg(long, default_value_t = node::DEFAULT_CHECKPOINT_ENTRIES)]
     checkpoint_entries: u64,
     /// Entries kept in the log behind a checkpoint for followers a little behind; a

@@ -79,7 +79,8 @@ pub struct NodeConfig {
     pub cluster_token: Option<String>,
     /// Size at which the log starts a new segment (compaction deletes whole segments).
     pub log_segment_bytes: u64,
-    /// A checkpoint (datum files synced, log compacted) every this many applied entries.
+    /// A checkpoint (the datum set in one file; the log compacted up to the previous one)
+    /// every this many applied entries, or one per eight per key if that is more.
     pub checkpoint_entries: u64,
     /// Entries kept in the log behind a checkpoint, for followers that are a little behind;
     /// one further behind gets a snapshot.

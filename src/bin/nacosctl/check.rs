@@ -155,8 +155,9 @@ fn verdict_word(v: Verdict) -> &'static str {
 /// Finds the members, picks the index, asks each member for its digest there, and judges.
 ///
 /// The index is the highest applied index any member reports, not the lowest: a member that
-/// restarted loaded its datum files before replaying the log, so the digests it recorded for
-/// indexes below its newest file reflect that file, not the past. Members behind the chosen
+/// restarted loaded a checkpoint (or its datum files) before replaying the log, so the
+/// digests it would have for indexes below the newest datum it loaded would reflect that
+/// datum, not the past. Members behind the chosen
 /// index are waited for by the node (up to its publish timeout).
 pub fn check(client: &Client) -> Report {
     let mut attempt = 0;

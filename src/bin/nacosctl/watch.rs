@@ -87,7 +87,7 @@ pub fn run(client: &Client, output: Output, out: &mut dyn Write, args: &Args) ->
     };
     let stream = match client.watch(args.target, from, silence) {
         // The implicit start point raced with a member that had just restarted (it only
-        // keeps events newer than its datum files): follow live events instead.
+        // keeps events after the checkpoint it started from): follow live events instead.
         Err(e) if e.is_compacted() && args.from_index.is_none() => {
             next = None;
             client.watch(args.target, None, silence)?
