@@ -707,53 +707,31 @@ mod tests {
     use super::*;
     use state::Checkpoints;
 
-    fn have(newest: Option<u64>, previous: Option<u64>) -> Checkpoints {
-        Checkpoints { newest, previous }
-    }
-
     #[test]
     fn checkpoint_cadence() {
-        // None yet: as soon as anything is applied.
-        assert!(!checkpoint_due(have(None, None), 0, true, 0, 100));
-        assert!(checkpoint_due(have(None, Some(5)), 1, false, 0, 100));
-        // Every `every` entries, or one per eight per key when that is more.
-        assert!(!checkpoint_due(
-            have(Some(50), Some(10)),
-            149,
-            false,
-            10,
-            100
-        ));
-        assert!(checkpoint_due(
-            have(Some(50), Some(10)),
-            150,
-            false,
-            10,
-            100
-        ));
-        assert!(!checkpoint_due(
-            have(Some(50), Some(10)),
-            150,
-            false,
-            8000,
-            100
-        ));
-        assert!(checkpoint_due(
-            have(Some(50), Some(10)),
-            1050,
-            false,
-            8000,
-            100
-        ));
-        // A pause after a checkpoint: one more, so that compaction reaches the newest.
-        assert!(checkpoint_due(have(Some(50), Some(10)), 60, true, 10, 100));
-        assert!(!checkpoint_due(have(Some(60), Some(60)), 61, true, 10, 100));
-        assert!(!checkpoint_due(
-            have(Some(60), Some(60)),
-            70,
-            false,
-            10,
-            100
-        ));
+        // (newest, previous, flushed, quiet, keys, due) with `--checkpoint-entries 100`.
+        let cases = [
+            // None yet: as soon as anything is applied.
+            (None, None, 0, true, 0, false),
+            (None, Some(5), 1, false, 0, true),
+            // Every 100 entries, or one per eight per key when that is more.
+            (Some(50), Some(10), 149, false, 10, false),
+            (Some(50), Some(10), 150, false, 10, true),
+            (Some(50), Some(10), 150, false, 8000, false),
+            (Some(50), Some(10), 1050, false, 8000, true),
+            // A pause after a checkpoint: one more, so that compaction reaches the newest;
+            // then sparse writes wait for the regular spacing.
+            (Some(50), Some(10), 60, true, 10, true),
+            (Some(60), Some(60), 61, true, 10, false),
+            (Some(60), Some(60), 70, false, 10, false),
+        ];
+        for (newest, previous, flushed, quiet, keys, due) in cases {
+            let have = Checkpoints { newest, previous };
+            assert_eq!(
+                checkpoint_due(have, flushed, quiet, keys, 100),
+                due,
+                "{have:?} flushed {flushed} quiet {quiet} keys {keys}"
+            );
+        }
     }
 }

@@ -9,8 +9,9 @@
 //! key costs one file write per round, not one per publish. Rewriting a file per publish
 //! halved throughput here (ext4 forces writeback on replace-by-rename and the volume
 //! discards freed blocks synchronously; see docs/benchmarks.md). Nothing is lost by it: an
-//! acknowledged write is already fsynced in the log, and start-up replays the log over the
-//! files.
+//! acknowledged write is already fsynced in the log, and start-up loads a checkpoint
+//! (`checkpoint`, the whole set in one file) and replays the log after it. After a crash,
+//! `reconcile_files` brings the datum files back in line.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
