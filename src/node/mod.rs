@@ -621,6 +621,10 @@ fn reconcile_datum_files(shared: &Shared, log_end: u64) {
     let started = Instant::now();
     match shared.state.reconcile_files() {
         Ok((0, _)) => {}
+        Ok((checked, 0)) => log_event(&format!(
+            "checked {checked} datum files after an unclean stop in {} ms: all up to date",
+            started.elapsed().as_millis()
+        )),
         Ok((checked, queued)) => log_event(&format!(
             "checked {checked} datum files after an unclean stop in {} ms: {queued} stale, damaged or missing, rewritten at the next flush",
             started.elapsed().as_millis()
