@@ -1048,9 +1048,12 @@ impl RaftCore {
                 index,
                 hint,
             } => self.handle_append_resp(from, success, index, hint),
-            // `last_index` is informational: a follower's log may be long yet divergent, so
-            // only acknowledged appends move `match_index`.
-            Message::HeartbeatResp { read_ctx, .. } => self.handle_heartbeat_resp(from, read_ctx),
+            // `last_index` never moves `match_index` up (a follower's log may be long yet
+            // divergent, so only acknowledged appends do); it only reveals a lost log.
+            Message::HeartbeatResp {
+                read_ctx,
+                last_index,
+            } => self.handle_heartbeat_resp(from, read_ctx, last_index),
             Message::ReadIndex { ctx } => {
                 if self.role == Role::Leader {
                     self.mark_active(&from);
@@ -1274,7 +1277,7 @@ impl RaftCore {
         }
     }
 
-    fn handle_heartbeat_resp(&mut self, from: PeerAddr, read_ctx: u64) {
+    fn handle_heartbeat_resp(&mut self, from: PeerAddr, read_ctx: u64, follower_last: u64) {
         if self.role != Role::Leader {
             return;
         }
@@ -1283,6 +1286,18 @@ impl RaftCore {
         if let Some(pr) = self.progress.get_mut(&from) {
             let resend = match pr.state {
                 ProgressState::Snapshot => false,
+                // The follower's log is shorter than what it acknowledged: it lost it (a
+                // replaced or wiped disk; Raft assumes logs survive, operators replace disks).
+                // Heartbeats carry no log position, so without this an idle cluster would
+                // leave it empty for good. Start over from what it holds: only appends it
+                // acknowledges again move `match_index` back up, and a lower `match_index`
+                // can only delay commits, never undo one.
+                _ if follower_last < pr.match_index => {
+                    pr.match_index = 0;
+                    pr.become_probe();
+                    pr.next_index = follower_last + 1;
+                    true
+                }
                 ProgressState::Probe => pr.match_index < last && !pr.probe_sent,
                 ProgressState::Replicate => {
                     // Entries are outstanding and no acknowledgement moved the match index
@@ -1656,6 +1671,25 @@ mod tests {
                 .map(|(p, _)| p.clone())
                 .collect()
         }
+    }
+
+    /// A follower that comes back with an empty log (a replaced disk) on an idle cluster:
+    /// only heartbeats flow, and they must reveal the loss, or it stays empty for good.
+    #[test]
+    fn a_follower_that_lost_its_log_catches_up_on_an_idle_cluster() {
+        let mut c = Cluster::new(3);
+        c.elect("a");
+        for i in 0..5 {
+            c.core("a").propose(vec![publish("k", i)]).expect("leader");
+        }
+        c.deliver();
+        let last = c.core("a").last_index();
+        assert_eq!(c.core("c").last_index(), last);
+        let wiped = RaftCore::new(config("c", 3), HardState::default(), (0, 0), vec![]);
+        c.cores.insert(addr("c"), wiped);
+        c.run(3 * HB);
+        assert_eq!(c.core("c").last_index(), last, "the wiped follower stayed behind");
+        assert_eq!(c.core("c").commit_index(), c.core("a").commit_index());
     }
 
     #[test]
