@@ -4,6 +4,8 @@
 # again. Measures how long it takes to catch up (by snapshot, then the log) to the leader's
 # commit index at the time of the restart, and prints what the members logged about it.
 # Usage: scripts/bench-rejoin.sh [N]   (default 100000; copy the results into docs/benchmarks.md)
+# NODE_ARGS adds nacos-node flags, e.g. NODE_ARGS="--log-segment-bytes 1048576" so that the
+# leader's log is compacted and the member must catch up by snapshot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-100000}
@@ -24,8 +26,9 @@ print(" ".join(str(s.getsockname()[1]) for s in ss))')
 addr() { echo "127.0.0.1:${ports[$1]}"; }
 peers="$(addr 0),$(addr 1),$(addr 2)"
 start() {
+  # shellcheck disable=SC2086 # NODE_ARGS is a list of flags
   "$BIN/nacos-node" --listen "$(addr "$1")" --peers "$peers" --data-dir "$work/n$1" \
-    2>>"$work/n$1.log" &
+    ${NODE_ARGS:-} 2>>"$work/n$1.log" &
   pids[$1]=$!
 }
 field() { curl -sf "http://$1/v1/status" | python3 -c "import json,sys; print(json.load(sys.stdin)['$2'])"; }
@@ -48,4 +51,5 @@ echo "rejoined member caught up to index $commit in $(( ($(date +%s%N) - t0) / 1
 rss_kb=$(awk '/VmRSS/{print $2}' "/proc/${pids[$victim]}/status")
 echo "its resident memory: $((rss_kb / 1024)) MiB"
 echo "what the members logged:"
-grep -h -i "snapshot" "$work"/n*.log | tail -n 6
+grep -h -i "snapshot\|datum files after" "$work"/n*.log | tail -n 6
+echo "log segments on the leader: $(ls "$work/n$(for i in 0 1 2; do [ "$(addr "$i")" = "$leader" ] && echo "$i"; done)/log" | wc -l)"
