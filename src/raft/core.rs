@@ -1688,7 +1688,11 @@ mod tests {
         let wiped = RaftCore::new(config("c", 3), HardState::default(), (0, 0), vec![]);
         c.cores.insert(addr("c"), wiped);
         c.run(3 * HB);
-        assert_eq!(c.core("c").last_index(), last, "the wiped follower stayed behind");
+        assert_eq!(
+            c.core("c").last_index(),
+            last,
+            "the wiped follower stayed behind"
+        );
         assert_eq!(c.core("c").commit_index(), c.core("a").commit_index());
     }
 
