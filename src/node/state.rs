@@ -201,10 +201,7 @@ impl StateMachine {
             // Move the damaged newest checkpoint aside (for inspection), so that the next
             // checkpoint does not rotate it into the previous slot, which bounds compaction.
             let aside = data_dir.join("checkpoint.damaged");
-            std::fs::rename(&newest, &aside).map_err(|e| Error::Store {
-                path: newest.clone(),
-                source: e,
-            })?;
+            std::fs::rename(&newest, &aside).map_err(|e| Error::store(&newest, e))?;
             super::log_event(&format!(
                 "warning: {}; starting from the previous checkpoint (index {}) and the log; the damaged file is kept as {}",
                 problems.join("; "),
@@ -248,7 +245,8 @@ impl StateMachine {
     fn with_datums(data_dir: PathBuf, datums: Vec<Datum>, exact_from: u64) -> StateMachine {
         let datums: BTreeMap<String, Datum> =
             datums.into_iter().map(|d| (d.key.clone(), d)).collect();
-        // Events below the newest loaded datum were folded into the files, not recorded.
+        // Events below the newest loaded datum were folded into the files or the checkpoint,
+        // not recorded.
         let floor = datums
             .values()
             .map(|d| d.index)

@@ -28,6 +28,7 @@ use std::sync::Mutex;
 use crate::datum::Datum;
 use crate::error::{Error, Result};
 use crate::store::log::frame;
+use crate::store::{remove_file_if_present, sync_dir};
 
 const FILE: &str = "checkpoint";
 const PREVIOUS: &str = "checkpoint.prev";
@@ -162,21 +163,11 @@ impl CheckpointWriter {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::store(dir, e))
-}
-
 /// Removes both checkpoints (a snapshot install replaces the state they describe).
 /// Idempotent.
 pub fn remove(data_dir: &Path) -> Result<()> {
     for path in [checkpoint_path(data_dir), previous_path(data_dir)] {
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::store(path, e)),
-        }
+        remove_file_if_present(&path)?;
     }
     sync_dir(data_dir)
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::datum::{datum_rel_path, key_from_rel_path, Datum};
 use crate::error::{Error, Result};
+use crate::store::{remove_file_if_present, sync_dir};
 
 /// The directory of datum files inside a data dir.
 pub fn datum_root(data_dir: &Path) -> PathBuf {
@@ -49,12 +50,7 @@ pub fn write_datum_under(root: &Path, datum: &Datum) -> Result<PathBuf> {
 
 /// Removes a key's datum file; a missing file is fine (the delete is replayed on restart).
 pub fn remove_datum(data_dir: &Path, key: &str) -> Result<()> {
-    let path = datum_path(data_dir, key);
-    match fs::remove_file(&path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::store(path, e)),
-    }
+    remove_file_if_present(&datum_path(data_dir, key)).map(|_| ())
 }
 
 /// Reads one datum file and checks that it holds the key its path encodes.
@@ -251,21 +247,14 @@ pub fn mark_clean_stop(data_dir: &Path) -> Result<()> {
 /// files written shortly before it may be stale (a power cut loses unsynced writes), so the
 /// node compares them all with its state in the background.
 pub fn take_clean_stop(data_dir: &Path) -> Result<bool> {
-    let path = data_dir.join(CLEAN_STOP);
-    match fs::remove_file(&path) {
-        Ok(()) => sync_dir(data_dir).map(|_| true),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(Error::store(path, e)),
+    let clean = remove_file_if_present(&data_dir.join(CLEAN_STOP))?;
+    if clean {
+        sync_dir(data_dir)?;
     }
+    Ok(clean)
 }
 
 const CLEAN_STOP: &str = "clean-stop";
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::store(dir, e))
-}
 
 #[cfg(test)]
 mod tests {

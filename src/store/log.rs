@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::raft::Entry;
+use crate::store::sync_dir;
 
 /// Default size at which a new segment is started.
 pub const SEGMENT_BYTES: u64 = 16 << 20;
@@ -61,12 +62,6 @@ pub struct LogStore {
 
 fn segment_name(seq: u64, first_index: u64) -> String {
     format!("{seq:020}-{first_index:020}.log")
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::store(dir, e))
 }
 
 fn start_payload(prev: (u64, u64)) -> Vec<u8> {

@@ -21,18 +21,13 @@ use std::path::{Path, PathBuf};
 use crate::datum::Datum;
 use crate::error::{Error, Result};
 use crate::store::datum_dir;
+use crate::store::{remove_file_if_present, sync_dir};
 
 const STAGING: &str = "snapshot.tmp";
 const MARKER: &str = "snapshot.install";
 
 fn staging(data_dir: &Path) -> PathBuf {
     data_dir.join(STAGING)
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::store(dir, e))
 }
 
 /// Syncs every file of the filesystem holding `dir`: one call for thousands of datum files.
@@ -164,12 +159,10 @@ pub fn swap_in(data_dir: &Path) -> Result<()> {
 
 /// Step 4's end: the log now continues after the snapshot, so the install is complete.
 pub fn clear_install(data_dir: &Path) -> Result<()> {
-    let marker = data_dir.join(MARKER);
-    match fs::remove_file(&marker) {
-        Ok(()) => sync_dir(data_dir),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::store(marker, e)),
+    if remove_file_if_present(&data_dir.join(MARKER))? {
+        sync_dir(data_dir)?;
     }
+    Ok(())
 }
 
 /// Removes a staging dir whose install was not decided (incomplete, or not needed).
