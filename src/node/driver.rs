@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::raft::{
-    Command, Entry, Envelope, HardState, InstallPoint, PeerAddr, ProposeError, RaftCore, Ready,
+    Command, Entry, Envelope, HardState, InstallPoint, LogId, PeerAddr, ProposeError, RaftCore,
+    Ready,
 };
 use crate::store::{write_meta, LogStore};
 
@@ -36,7 +37,7 @@ pub enum DriverEvent {
         reply: Sender<Result<PeerAddr, ProposeError>>,
     },
     Persisted {
-        last: Option<(u64, u64)>,
+        last: Option<LogId>,
         messages: Vec<Envelope>,
     },
     /// The datum files are durable up to `upto`: the log before it may go.
@@ -51,8 +52,7 @@ pub enum DriverEvent {
     OfferSnapshot {
         from: PeerAddr,
         term: u64,
-        index: u64,
-        snap_term: u64,
+        point: LogId,
         reply: super::snapshot::OfferReply,
     },
     Shutdown,
@@ -71,8 +71,8 @@ pub enum ApplierMsg {
 /// One unit of work for the log writer.
 pub struct WriteBatch {
     pub hard_state: Option<HardState>,
-    /// The index to truncate from, with the term of the entry before it.
-    pub truncate_from: Option<(u64, u64)>,
+    /// Drop every entry after this one (the last kept) before appending.
+    pub truncate_after: Option<LogId>,
     pub entries: Vec<Entry>,
     pub after_persist: Vec<Envelope>,
     /// Install the staged snapshot before anything else in this batch.
@@ -85,7 +85,7 @@ impl WriteBatch {
     fn empty() -> WriteBatch {
         WriteBatch {
             hard_state: None,
-            truncate_from: None,
+            truncate_after: None,
             entries: Vec::new(),
             after_persist: Vec::new(),
             install: None,
@@ -137,12 +137,12 @@ impl Driver {
                     }
                     DriverEvent::Propose { command, reply } => {
                         match self.core.propose(vec![command]) {
-                            Ok((index, term)) => {
+                            Ok(at) => {
                                 self.shared
                                     .waiters
                                     .lock()
                                     .expect("waiters lock")
-                                    .insert(index, (term, reply));
+                                    .insert(at.index, (at.term, reply));
                             }
                             Err(ProposeError::NotLeader { leader }) => {
                                 let _ = reply.send(Err(Error::NotLeader {
@@ -164,8 +164,8 @@ impl Driver {
                         let _ = reply.send(self.core.transfer_leader(target));
                     }
                     DriverEvent::Persisted { last, messages } => {
-                        if let Some((index, term)) = last {
-                            self.core.on_persisted(index, term);
+                        if let Some(id) = last {
+                            self.core.on_persisted(id);
                         }
                         self.send_all(messages);
                     }
@@ -182,11 +182,10 @@ impl Driver {
                     DriverEvent::OfferSnapshot {
                         from,
                         term,
-                        index,
-                        snap_term,
+                        point,
                         reply,
                     } => {
-                        let _ = reply.send(self.core.offer_snapshot(&from, term, index, snap_term));
+                        let _ = reply.send(self.core.offer_snapshot(&from, term, point));
                     }
                     DriverEvent::Shutdown => return,
                 }
@@ -240,16 +239,16 @@ impl Driver {
         {
             // Everything that needs durability goes through the writer, in order, even
             // messages with nothing new to persist: an earlier batch may still be in flight.
-            let truncate_from = truncate_from.map(|from| {
-                let prev = self
+            let truncate_after = truncate_from.map(|from| {
+                let term = self
                     .core
                     .term_at(from - 1)
                     .expect("truncation never reaches below the commit index");
-                (from, prev)
+                LogId::new(from - 1, term)
             });
             let _ = self.writer.send(WriteBatch {
                 hard_state,
-                truncate_from,
+                truncate_after,
                 entries,
                 after_persist,
                 install,
@@ -332,11 +331,11 @@ pub fn run_writer(
                     super::fatal(&format!("cannot compact the log: {e}"));
                 }
             }
-            if let Err(e) = log.append(b.truncate_from, &b.entries) {
+            if let Err(e) = log.append(b.truncate_after, &b.entries) {
                 super::fatal(&format!("cannot append to the log: {e}"));
             }
             if let Some(e) = b.entries.last() {
-                last = Some((e.index, e.term));
+                last = Some(e.id());
             }
             messages.extend(b.after_persist);
         }
@@ -367,19 +366,19 @@ fn install_snapshot(
 ) -> crate::error::Result<()> {
     use crate::store::snapshot;
     log.sync()?;
-    snapshot::decide_install(data_dir, point.index, point.term)?;
+    snapshot::decide_install(data_dir, point.point)?;
     let (done, wait) = std::sync::mpsc::channel();
     applier
         .send(ApplierMsg::Install {
-            index: point.index,
+            index: point.point.index,
             done,
         })
         .map_err(|_| Error::ShuttingDown)?;
     wait.recv().map_err(|_| Error::ShuttingDown)??;
     if point.reset_log {
-        log.reset((point.index, point.term))?;
+        log.reset(point.point)?;
     } else {
-        log.compact(point.index)?;
+        log.compact(point.point.index)?;
     }
     snapshot::clear_install(data_dir)
 }

@@ -185,33 +185,33 @@ impl Node {
         let clean_stop = store::datum_dir::take_clean_stop(&cfg.data_dir)?;
         let hs = store::read_meta(&cfg.data_dir)?;
         let log_dir = cfg.data_dir.join("log");
-        if let Some((index, term)) = store::snapshot::recover(&cfg.data_dir)? {
+        if let Some(point) = store::snapshot::recover(&cfg.data_dir)? {
             // A snapshot install was decided but not finished: finish it (store::snapshot).
             let mut r = LogStore::open(&log_dir, cfg.log_segment_bytes)?;
-            let has_point = r.entries.iter().any(|e| (e.index, e.term) == (index, term))
-                || r.start == (index, term);
+            let has_point = r.entries.iter().any(|e| e.id() == point) || r.start == point;
             if has_point {
-                r.store.compact(index)?;
+                r.store.compact(point.index)?;
             } else {
-                r.store.reset((index, term))?;
+                r.store.reset(point)?;
             }
             store::snapshot::clear_install(&cfg.data_dir)?;
             log_event(&format!(
-                "finished installing the snapshot at index {index}"
+                "finished installing the snapshot at index {}",
+                point.index
             ));
         }
         let recovered = LogStore::open(&log_dir, cfg.log_segment_bytes)?;
         for w in &recovered.warnings {
             log_event(&format!("warning: {w}"));
         }
-        let (state, base) = StateMachine::open(cfg.data_dir.clone(), recovered.start.0)?;
+        let (state, base) = StateMachine::open(cfg.data_dir.clone(), recovered.start.index)?;
         let log_end = recovered
             .entries
             .last()
-            .map_or(recovered.start.0, |e| e.index);
+            .map_or(recovered.start.index, |e| e.index);
         // Entries up to the checkpoint's base (or the log's start) are in the loaded state;
         // the applier skips them when the core hands them over.
-        state.start_at(recovered.start.0.max(base), log_end);
+        state.start_at(recovered.start.index.max(base), log_end);
         let core = RaftCore::new(cfg.raft_config(), hs, recovered.start, recovered.entries);
 
         let (driver_tx, driver_rx) = mpsc::channel();

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::datum::Datum;
 use crate::error::{Error, Result};
-use crate::raft::PeerAddr;
+use crate::raft::{LogId, PeerAddr};
 use crate::store::snapshot::SnapshotWriter;
 
 use super::{log_event, DriverEvent, Shared, TOKEN_HEADER};
@@ -195,8 +195,7 @@ pub fn receive(shared: &Shared, header: ChunkHeader, datums: Vec<Datum>) -> Resu
         .send(DriverEvent::OfferSnapshot {
             from: header.from.clone(),
             term: header.term,
-            index: header.index,
-            snap_term: header.snap_term,
+            point: LogId::new(header.index, header.snap_term),
             reply: tx,
         })
         .map_err(|_| Error::ShuttingDown)?;

@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+use super::log::LogId;
+
 /// A member's identity: the `host:port` of its HTTP listener, as Nacos `RaftPeer.ip`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -44,6 +46,12 @@ pub struct Entry {
     pub term: u64,
     #[serde(flatten)]
     pub command: Command,
+}
+
+impl Entry {
+    pub fn id(&self) -> LogId {
+        LogId::new(self.index, self.term)
+    }
 }
 
 /// Term and vote: what must be durable before a vote or an append is answered (Raft §5.2).

@@ -3,11 +3,21 @@
 //!
 //! Must not read the clock, touch a file or socket, or spawn a thread: the shell in
 //! `crate::node` feeds it inputs and carries out the `Ready` it returns.
+//!
+//! Split by data structure, as etcd-io/raft and tikv/raft-rs are: `log` (the retained log
+//! and `LogId`), `progress` (the leader's view of each follower), `read_only` (ReadIndex
+//! reads), `ready` (the output contract), `config`, and the role logic in `core`.
 
+mod config;
 mod core;
+mod log;
 mod message;
+mod progress;
+mod read_only;
+mod ready;
 
-pub use self::core::{
-    Config, FollowerStatus, InstallPoint, ProposeError, RaftCore, ReadState, Ready, Role, Status,
-};
+pub use self::config::Config;
+pub use self::core::{FollowerStatus, ProposeError, RaftCore, Role, Status};
+pub use self::log::LogId;
+pub use self::ready::{InstallPoint, ReadState, Ready};
 pub use message::{Command, Entry, Envelope, HardState, Message, PeerAddr};

@@ -18,7 +18,7 @@ use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::raft::Entry;
+use crate::raft::{Entry, LogId};
 use crate::store::sync_dir;
 
 /// Default size at which a new segment is started.
@@ -34,14 +34,14 @@ struct Segment {
     seq: u64,
     path: PathBuf,
     /// The START record: the segment continues the log after this entry.
-    prev: (u64, u64),
+    prev: LogId,
 }
 
 /// What `LogStore::open` found on disk.
 pub struct Recovered {
     pub store: LogStore,
-    /// The entry the log starts after (index, term): (0, 0) for a log never compacted.
-    pub start: (u64, u64),
+    /// The entry the log starts after: `LogId::ZERO` for a log never compacted.
+    pub start: LogId,
     /// The entries after `start`, contiguous.
     pub entries: Vec<Entry>,
     /// Things an operator should know about (a torn tail that was cut off), one per line.
@@ -54,8 +54,8 @@ pub struct LogStore {
     segments: Vec<Segment>,
     active: BufWriter<File>,
     active_len: u64,
-    /// (index, term) of the last entry in the log, or the start if it is empty.
-    last: (u64, u64),
+    /// The last entry in the log, or the start if it is empty.
+    last: LogId,
     /// Lowest index the active segment may truncate to with a TRUNCATE record.
     active_first: u64,
 }
@@ -64,10 +64,10 @@ fn segment_name(seq: u64, first_index: u64) -> String {
     format!("{seq:020}-{first_index:020}.log")
 }
 
-fn start_payload(prev: (u64, u64)) -> Vec<u8> {
+fn start_payload(prev: LogId) -> Vec<u8> {
     let mut p = vec![KIND_START];
-    p.extend_from_slice(&prev.0.to_le_bytes());
-    p.extend_from_slice(&prev.1.to_le_bytes());
+    p.extend_from_slice(&prev.index.to_le_bytes());
+    p.extend_from_slice(&prev.term.to_le_bytes());
     p
 }
 
@@ -109,7 +109,7 @@ impl LogStore {
         found.sort();
 
         let mut entries: Vec<Entry> = Vec::new();
-        let mut start = (0, 0);
+        let mut start = LogId::ZERO;
         let mut warnings = Vec::new();
         let mut segments = Vec::new();
         let count = found.len();
@@ -123,7 +123,7 @@ impl LogStore {
             )?;
             segments.push(Segment { seq, path, prev });
         }
-        let last = entries.last().map_or(start, |e| (e.index, e.term));
+        let last = entries.last().map_or(start, Entry::id);
 
         if segments.is_empty() {
             segments.push(create_segment(dir, 1, last)?);
@@ -137,7 +137,7 @@ impl LogStore {
             .metadata()
             .map_err(|e| Error::store(&active.path, e))?
             .len();
-        let active_first = active.prev.0 + 1;
+        let active_first = active.prev.index + 1;
         Ok(Recovered {
             store: LogStore {
                 dir: dir.to_path_buf(),
@@ -155,19 +155,20 @@ impl LogStore {
     }
 
     /// Buffers a truncation (if any) and entries; durable only after [`LogStore::sync`].
-    /// `prev_term` is the term of entry `truncate_from - 1`, needed when the truncation
+    /// `truncate_after` is the last entry kept: its term is needed when the truncation
     /// reaches into an older segment and a new one must say where the log continues.
-    pub fn append(&mut self, truncate_from: Option<(u64, u64)>, entries: &[Entry]) -> Result<()> {
-        if let Some((from, prev_term)) = truncate_from {
+    pub fn append(&mut self, truncate_after: Option<LogId>, entries: &[Entry]) -> Result<()> {
+        if let Some(keep) = truncate_after {
+            let from = keep.index + 1;
             if from < self.active_first {
-                self.roll((from - 1, prev_term))?;
+                self.roll(keep)?;
             } else {
                 let mut payload = vec![KIND_TRUNCATE];
                 payload.extend_from_slice(&from.to_le_bytes());
                 self.write_record(&payload)?;
             }
-            if from <= self.last.0 {
-                self.last = (from - 1, prev_term);
+            if from <= self.last.index {
+                self.last = keep;
             }
         }
         for e in entries {
@@ -177,7 +178,7 @@ impl LogStore {
             let mut payload = vec![KIND_ENTRY];
             serde_json::to_writer(&mut payload, e).expect("entries always serialise");
             self.write_record(&payload)?;
-            self.last = (e.index, e.term);
+            self.last = e.id();
         }
         Ok(())
     }
@@ -204,7 +205,7 @@ impl LogStore {
     }
 
     /// Starts a new segment that continues the log after `prev`.
-    fn roll(&mut self, prev: (u64, u64)) -> Result<()> {
+    fn roll(&mut self, prev: LogId) -> Result<()> {
         self.sync()?;
         let seq = self.segments.last().map_or(1, |s| s.seq + 1);
         let seg = create_segment(&self.dir, seq, prev)?;
@@ -217,18 +218,18 @@ impl LogStore {
             .map_err(|e| Error::store(&seg.path, e))?
             .len();
         self.active = BufWriter::with_capacity(1 << 20, file);
-        self.active_first = prev.0 + 1;
+        self.active_first = prev.index + 1;
         self.segments.push(seg);
         Ok(())
     }
 
     /// Deletes the oldest segments whose every entry is at or below `upto` (the log must
     /// keep everything after it). Returns where the log now starts.
-    pub fn compact(&mut self, upto: u64) -> Result<(u64, u64)> {
+    pub fn compact(&mut self, upto: u64) -> Result<LogId> {
         // Segment i can go when segment i+1 starts at or below `upto`: everything i held
         // past that point was superseded by i+1's START.
         let mut drop = 0;
-        while drop + 1 < self.segments.len() && self.segments[drop + 1].prev.0 <= upto {
+        while drop + 1 < self.segments.len() && self.segments[drop + 1].prev.index <= upto {
             drop += 1;
         }
         for seg in self.segments.drain(..drop) {
@@ -241,7 +242,7 @@ impl LogStore {
     }
 
     /// Replaces the whole log with an empty one continuing after `start` (a snapshot install).
-    pub fn reset(&mut self, start: (u64, u64)) -> Result<()> {
+    pub fn reset(&mut self, start: LogId) -> Result<()> {
         self.roll(start)?;
         self.last = start;
         let keep = self.segments.len() - 1;
@@ -261,8 +262,8 @@ impl LogStore {
     }
 }
 
-fn create_segment(dir: &Path, seq: u64, prev: (u64, u64)) -> Result<Segment> {
-    let path = dir.join(segment_name(seq, prev.0 + 1));
+fn create_segment(dir: &Path, seq: u64, prev: LogId) -> Result<Segment> {
+    let path = dir.join(segment_name(seq, prev.index + 1));
     let mut f = OpenOptions::new()
         .create_new(true)
         .append(true)
@@ -280,16 +281,16 @@ fn create_segment(dir: &Path, seq: u64, prev: (u64, u64)) -> Result<Segment> {
 fn read_segment(
     path: &Path,
     is_last: bool,
-    start: &mut (u64, u64),
+    start: &mut LogId,
     entries: &mut Vec<Entry>,
     warnings: &mut Vec<String>,
-) -> Result<(u64, u64)> {
+) -> Result<LogId> {
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
         .map_err(|e| Error::store(path, e))?;
     let mut off = 0usize;
-    let mut seg_start: Option<(u64, u64)> = None;
+    let mut seg_start: Option<LogId> = None;
     while off < bytes.len() {
         let corrupt = |reason: String| Error::Corrupt {
             path: path.to_path_buf(),
@@ -341,20 +342,20 @@ fn read_segment(
         let payload = &bytes[off + HEADER..off + HEADER + len as usize];
         match (payload.first(), seg_start) {
             (Some(&KIND_START), None) if payload.len() == 17 => {
-                let prev = (
+                let prev = LogId::new(
                     u64::from_le_bytes(payload[1..9].try_into().expect("8 bytes")),
                     u64::from_le_bytes(payload[9..17].try_into().expect("8 bytes")),
                 );
                 // The log continues after `prev`: drop what older segments held past it,
                 // or start over there if they did not reach it (compacted, or a reset).
-                let have = entries.last().map_or(*start, |e| (e.index, e.term));
-                if prev.0 >= start.0 && prev.0 <= have.0 {
-                    entries.retain(|e| e.index <= prev.0);
-                    let at = entries.last().map_or(*start, |e| (e.index, e.term));
+                let have = entries.last().map_or(*start, Entry::id);
+                if prev.index >= start.index && prev.index <= have.index {
+                    entries.retain(|e| e.index <= prev.index);
+                    let at = entries.last().map_or(*start, Entry::id);
                     if at != prev {
                         return Err(corrupt(format!(
                             "segment continues after entry {} of term {}, but the log holds term {} there",
-                            prev.0, prev.1, at.1
+                            prev.index, prev.term, at.term
                         )));
                     }
                 } else {
@@ -367,7 +368,7 @@ fn read_segment(
             (Some(&KIND_ENTRY), Some(_)) => {
                 let e: Entry = serde_json::from_slice(&payload[1..])
                     .map_err(|e| corrupt(format!("entry does not parse: {e}")))?;
-                let expected = entries.last().map_or(start.0 + 1, |l| l.index + 1);
+                let expected = entries.last().map_or(start.index + 1, |l| l.index + 1);
                 if e.index != expected {
                     return Err(corrupt(format!(
                         "entry {} follows entry {}: the log has a gap",
@@ -425,12 +426,14 @@ mod tests {
         assert!(r.entries.is_empty());
         r.store.append(None, &entries(1, 3, 1)).unwrap();
         r.store.sync().unwrap();
-        r.store.append(Some((2, 1)), &[entry(2, 2)]).unwrap();
+        r.store
+            .append(Some(LogId::new(1, 1)), &[entry(2, 2)])
+            .unwrap();
         r.store.sync().unwrap();
         drop(r);
         let r = open(dir.path(), SEGMENT_BYTES);
         assert_eq!(r.entries, vec![entry(1, 1), entry(2, 2)]);
-        assert_eq!(r.start, (0, 0));
+        assert_eq!(r.start, LogId::ZERO);
         assert!(r.warnings.is_empty());
     }
 
@@ -439,17 +442,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut r = open(dir.path(), 1); // every append rolls a new segment
         r.store.append(None, &entries(1, 5, 1)).unwrap();
-        r.store.append(Some((3, 1)), &entries(3, 6, 2)).unwrap();
+        r.store
+            .append(Some(LogId::new(2, 1)), &entries(3, 6, 2))
+            .unwrap();
         r.store.sync().unwrap();
         drop(r);
         let mut r = open(dir.path(), 1);
         let mut want = entries(1, 2, 1);
         want.extend(entries(3, 6, 2));
         assert_eq!(r.entries, want);
-        assert_eq!(r.store.compact(4).unwrap(), (4, 2));
+        assert_eq!(r.store.compact(4).unwrap(), LogId::new(4, 2));
         drop(r);
         let r = open(dir.path(), 1);
-        assert_eq!(r.start, (4, 2));
+        assert_eq!(r.start, LogId::new(4, 2));
         assert_eq!(r.entries, entries(5, 6, 2));
     }
 
@@ -465,12 +470,12 @@ mod tests {
         r.store.sync().unwrap();
         let before = r.store.disk_bytes();
         let start = r.store.compact(900).unwrap();
-        assert!(start.0 <= 900 && start.0 > 800, "{start:?}");
+        assert!(start.index <= 900 && start.index > 800, "{start:?}");
         assert!(r.store.disk_bytes() < before / 5);
         drop(r);
         let r = open(dir.path(), 4096);
         assert_eq!(r.start, start);
-        assert_eq!(r.entries, entries(start.0 + 1, 1000, 1));
+        assert_eq!(r.entries, entries(start.index + 1, 1000, 1));
     }
 
     #[test]
@@ -478,12 +483,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut r = open(dir.path(), SEGMENT_BYTES);
         r.store.append(None, &entries(1, 10, 1)).unwrap();
-        r.store.reset((500, 7)).unwrap();
+        r.store.reset(LogId::new(500, 7)).unwrap();
         r.store.append(None, &[entry(501, 7)]).unwrap();
         r.store.sync().unwrap();
         drop(r);
         let r = open(dir.path(), SEGMENT_BYTES);
-        assert_eq!((r.start, r.entries), ((500, 7), vec![entry(501, 7)]));
+        assert_eq!(
+            (r.start, r.entries),
+            (LogId::new(500, 7), vec![entry(501, 7)])
+        );
     }
 
     fn only_segment(dir: &Path) -> PathBuf {

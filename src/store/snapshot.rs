@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use crate::datum::Datum;
 use crate::error::{Error, Result};
+use crate::raft::LogId;
 use crate::store::datum_dir;
 use crate::store::{remove_file_if_present, sync_dir};
 
@@ -85,13 +86,14 @@ impl SnapshotWriter {
     }
 
     /// Makes the staged datums durable and decides the install (step 2).
-    pub fn commit(self, index: u64, term: u64) -> Result<()> {
-        decide_install(&self.data_dir, index, term)
+    pub fn commit(self, point: LogId) -> Result<()> {
+        decide_install(&self.data_dir, point)
     }
 }
 
 /// Step 2: makes the staged datums durable and writes the marker that decides the install.
-pub fn decide_install(data_dir: &Path, index: u64, term: u64) -> Result<()> {
+pub fn decide_install(data_dir: &Path, point: LogId) -> Result<()> {
+    let LogId { index, term } = point;
     {
         sync_filesystem(data_dir)?;
         let tmp = data_dir.join(".snapshot.install.tmp");
@@ -106,7 +108,7 @@ pub fn decide_install(data_dir: &Path, index: u64, term: u64) -> Result<()> {
 }
 
 /// The install decided by a marker, if any.
-pub fn pending_install(data_dir: &Path) -> Result<Option<(u64, u64)>> {
+pub fn pending_install(data_dir: &Path) -> Result<Option<LogId>> {
     let path = data_dir.join(MARKER);
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
@@ -128,7 +130,7 @@ pub fn pending_install(data_dir: &Path) -> Result<Option<(u64, u64)>> {
                 reason: format!("no {name}= line"),
             })
     };
-    Ok(Some((field("index")?, field("term")?)))
+    Ok(Some(LogId::new(field("index")?, field("term")?)))
 }
 
 /// Step 3: puts the staged datums in place of `data/` (idempotent: a finished swap is a
@@ -177,7 +179,7 @@ pub fn discard_staging(data_dir: &Path) -> Result<()> {
 
 /// At start-up: discards an undecided staging dir, or finishes the swap of a decided
 /// install and returns its point (the caller resets the log, then calls `clear_install`).
-pub fn recover(data_dir: &Path) -> Result<Option<(u64, u64)>> {
+pub fn recover(data_dir: &Path) -> Result<Option<LogId>> {
     match pending_install(data_dir)? {
         Some(point) => {
             swap_in(data_dir)?;
@@ -232,14 +234,14 @@ mod tests {
             let mut w = SnapshotWriter::begin(dir.path()).unwrap();
             w.add(&datum("new", 9)).unwrap();
             w.add(&datum("other", 7)).unwrap();
-            w.commit(9, 3).unwrap();
+            w.commit(LogId::new(9, 3)).unwrap();
             if crash_after_swap {
                 swap_in(dir.path()).unwrap();
             }
-            assert_eq!(recover(dir.path()).unwrap(), Some((9, 3)));
+            assert_eq!(recover(dir.path()).unwrap(), Some(LogId::new(9, 3)));
             assert_eq!(keys(dir.path()), vec!["new", "other"]);
             // Recovery again (a crash during recovery) changes nothing.
-            assert_eq!(recover(dir.path()).unwrap(), Some((9, 3)));
+            assert_eq!(recover(dir.path()).unwrap(), Some(LogId::new(9, 3)));
             assert_eq!(keys(dir.path()), vec!["new", "other"]);
             clear_install(dir.path()).unwrap();
             assert_eq!(recover(dir.path()).unwrap(), None);

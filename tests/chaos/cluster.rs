@@ -639,7 +639,7 @@ impl ChaosCluster {
         let recovered =
             LogStore::open(&copy, SEGMENT_BYTES).map_err(|e| format!("node {i}'s log: {e}"))?;
         let log = NodeLog {
-            start: recovered.start.0,
+            start: recovered.start.index,
             entries: recovered.entries,
         };
         drop(recovered.store);

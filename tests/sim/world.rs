@@ -8,7 +8,8 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 
 use nacos_raft::raft::{
-    Command, Config, Entry, Envelope, HardState, Message, PeerAddr, RaftCore, ReadState, Role,
+    Command, Config, Entry, Envelope, HardState, LogId, Message, PeerAddr, RaftCore, ReadState,
+    Role,
 };
 
 use super::oracle::{Datums, Oracle};
@@ -558,7 +559,7 @@ impl Sim {
                 .core
                 .as_mut()
                 .expect("alive")
-                .on_persisted(last.index, last.term);
+                .on_persisted(last.id());
         }
         self.drive(n);
     }
@@ -699,9 +700,11 @@ impl Sim {
         let count = self.rng.range((1, 3));
         let commands: Vec<Command> = (0..count).map(|_| self.random_command()).collect();
         let core = self.nodes[n].core.as_mut().expect("usable");
-        if let Ok((first, term)) = core.propose(commands.clone()) {
+        if let Ok(first) = core.propose(commands.clone()) {
             for (i, c) in commands.into_iter().enumerate() {
-                self.nodes[n].pending.insert(first + i as u64, (term, c));
+                self.nodes[n]
+                    .pending
+                    .insert(first.index + i as u64, (first.term, c));
             }
         }
         self.drive(n);
@@ -970,7 +973,7 @@ impl Sim {
         nd.core = Some(RaftCore::new(
             cfg,
             nd.disk_hs.clone(),
-            (0, 0),
+            LogId::ZERO,
             nd.disk_log.clone(),
         ));
         nd.mem_log = nd.disk_log.clone();
