@@ -9,7 +9,6 @@ pub mod client;
 pub mod datum;
 pub mod error;
 pub mod http;
-pub mod linearizability;
 pub mod node;
 pub mod raft;
 pub mod store;

@@ -109,7 +109,7 @@ fn recheck_history() {
         eprintln!("index check: {v}");
     }
     assert!(
-        lin.verdict == nacos_raft::linearizability::Verdict::Linearizable && violations.is_empty(),
+        lin.verdict == nacos_linearizability::Verdict::Linearizable && violations.is_empty(),
         "the history fails its checks (details above)"
     );
 }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use nacos_raft::linearizability::{
+use nacos_linearizability::{
     check, Budget, Outcome, RegisterInput, RegisterModel, RegisterOp, RegisterOutput, Verdict,
 };
 

@@ -1,6 +1,6 @@
 //! Recorded client histories of a chaos run: one [`Record`] per request with its monotonic
 //! call and return times and its outcome; the JSON-lines history file; the verdicts (per-key
-//! linearizability with `nacos_raft::linearizability`, and what the log indexes in the answers
+//! linearizability with `nacos_linearizability`, and what the log indexes in the answers
 //! must satisfy); and the figures of the report.
 //!
 //! It decides what an answer proves, in one place ([`Record::outcome`] is set by the callers
@@ -13,7 +13,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use nacos_raft::linearizability::{
+use nacos_linearizability::{
     check_per_key, overall_verdict, Budget, KeyedRegisterOp, Operation, Outcome as CheckOutcome,
     RegisterInput, RegisterModel, RegisterOutput, Verdict,
 };

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nacos_raft::linearizability::Verdict;
+use nacos_linearizability::Verdict;
 
 use crate::cluster::{ChaosCluster, NetChoice, NodeLog, Replica, Timings};
 use crate::common::poll_until;

@@ -1,4 +1,8 @@
-//! Linearizability checking of recorded client histories: the generic checker, a key/value register model, and per-key (P-compositional) checking.
+//! nacos-linearizability: linearizability checking of recorded client histories: the generic
+//! checker, a key/value register model, and per-key (P-compositional) checking.
+//!
+//! A test tool of nacos-raft (its Jepsen and chaos tests), kept out of the shipped library the
+//! way raft-rs keeps `datadriven` as a crate of its own. It must not depend on nacos-raft.
 //!
 //! A fault-injection run records, for every client operation, when it was
 //! called, when (and with what result) it returned, or that its outcome is
