@@ -94,6 +94,36 @@ impl WriteBatch {
     }
 }
 
+/// Logs refused peer messages, at most one line per sender per second with a count of the
+/// rest, so a flood of forged messages cannot flood the log too.
+#[derive(Default)]
+struct RefusalLog {
+    last: HashMap<PeerAddr, (Instant, u64)>,
+}
+
+impl RefusalLog {
+    fn note(&mut self, from: &PeerAddr, reason: &str) {
+        let now = Instant::now();
+        let (at, quiet) = self
+            .last
+            .entry(from.clone())
+            .or_insert((now - Duration::from_secs(2), 0));
+        if now.duration_since(*at) < Duration::from_secs(1) {
+            *quiet += 1;
+            return;
+        }
+        let more = match *quiet {
+            0 => String::new(),
+            n => format!(" ({n} more refused since the last line)"),
+        };
+        log_event(&format!(
+            "warning: refused a message from {from}: {reason}{more}; a member that sends this is broken or an impostor"
+        ));
+        *at = now;
+        *quiet = 0;
+    }
+}
+
 /// Waiters for proposals, by log index: the term they were proposed in, and the reply.
 pub type Waiters = HashMap<u64, (u64, ProposeReply)>;
 
@@ -110,6 +140,7 @@ pub struct Driver {
 impl Driver {
     pub fn run(mut self) {
         let mut reads: HashMap<u64, Sender<Option<u64>>> = HashMap::new();
+        let mut refused = RefusalLog::default();
         let mut next_ctx = 1u64;
         let mut last_tick = Instant::now();
         let mut last_role = (
@@ -132,7 +163,10 @@ impl Driver {
                 match ev {
                     DriverEvent::Step(envs) => {
                         for env in envs {
-                            self.core.step(env);
+                            let from = env.from.clone();
+                            if let Err(r) = self.core.step(env) {
+                                refused.note(&from, &r.reason);
+                            }
                         }
                     }
                     DriverEvent::Propose { command, reply } => {

@@ -15,6 +15,7 @@ use super::message::{Command, Entry, Envelope, HardState, Message, PeerAddr};
 use super::progress::{Progress, ProgressState};
 use super::read_only::ReadOnly;
 use super::ready::{InstallPoint, ReadState, Ready};
+use super::validate::{self, Rejected};
 
 /// Roles, with Nacos's names (`RaftPeer.State`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -582,16 +583,27 @@ impl RaftCore {
         term: u64,
         point: LogId,
     ) -> Result<bool, String> {
-        if !self.is_member(from) {
-            return Err(format!("{from} is not a member"));
+        if !self.is_member(from) || *from == self.cfg.id {
+            return Err(format!("{from} is not another member"));
+        }
+        if term > validate::MAX_POSITION || point.index > validate::MAX_POSITION {
+            return Err(format!(
+                "term {term} or index {} is beyond any real log",
+                point.index
+            ));
+        }
+        if point.index == 0 || point.term == 0 || point.term > term {
+            return Err(format!(
+                "a leader of term {term} cannot offer a snapshot at entry {point}"
+            ));
         }
         if term < self.term {
             return Err(format!("stale leader: term {term} < {}", self.term));
         }
-        if term > self.term {
+        if term == self.term {
+            self.check_leader_of_term(from).map_err(|r| r.reason)?;
+        } else {
             self.become_follower(term, Some(from.clone()));
-        } else if self.role == Role::Leader {
-            return Err(format!("{} leads term {term}", self.cfg.id));
         }
         self.accept_leader(from);
         if point.index <= self.log.committed() {
@@ -619,12 +631,18 @@ impl RaftCore {
 
     // ---------------------------------------------------------------- messages
 
-    /// Handles one message from a peer.
-    pub fn step(&mut self, env: Envelope) {
-        if !self.is_member(&env.from) || env.to != self.cfg.id {
+    /// Handles one message from a peer. A message no correct member could send is refused
+    /// without changing anything, and the reason comes back for the shell to log with the
+    /// sender (a forged or buggy peer must never panic the core or bend its state).
+    pub fn step(&mut self, env: Envelope) -> Result<(), Rejected> {
+        if !self.is_member(&env.from) || env.from == self.cfg.id {
             // Only members take part (Nacos let anyone vote or append, reference §13.8).
-            return;
+            return Err(Rejected::new(format!("{} is not another member", env.from)));
         }
+        if env.to != self.cfg.id {
+            return Err(Rejected::new(format!("addressed to {}", env.to)));
+        }
+        validate::check(&env)?;
         if env.term > self.term {
             match &env.msg {
                 Message::PreVote { .. } | Message::Vote { .. } => {
@@ -639,7 +657,7 @@ impl RaftCore {
                             _ => Message::VoteResp { granted: false },
                         };
                         self.send(env.from, self.term, resp);
-                        return;
+                        return Ok(());
                     }
                     if matches!(env.msg, Message::Vote { .. }) {
                         self.become_follower(env.term, None);
@@ -678,7 +696,7 @@ impl RaftCore {
                 }
                 _ => {}
             }
-            return;
+            return Ok(());
         }
 
         let from = env.from;
@@ -728,14 +746,16 @@ impl RaftCore {
                 entries,
                 leader_commit,
             } => {
+                self.check_leader_of_term(&from)?;
                 self.accept_leader(&from);
                 let prev = LogId::new(prev_log_index, prev_log_term);
-                self.handle_append(from, prev, entries, leader_commit);
+                self.handle_append(from, prev, entries, leader_commit)?;
             }
             Message::Heartbeat {
                 leader_commit,
                 read_ctx,
             } => {
+                self.check_leader_of_term(&from)?;
                 self.accept_leader(&from);
                 // The leader sends min(commit, our match), so this never commits entries
                 // that might not match the leader's log.
@@ -754,13 +774,13 @@ impl RaftCore {
                 success,
                 index,
                 hint,
-            } => self.handle_append_resp(from, success, index, hint),
+            } => self.handle_append_resp(from, success, index, hint)?,
             // `last_index` never moves `match_index` up (a follower's log may be long yet
             // divergent, so only acknowledged appends do); it only reveals a lost log.
             Message::HeartbeatResp {
                 read_ctx,
                 last_index,
-            } => self.handle_heartbeat_resp(from, read_ctx, last_index),
+            } => self.handle_heartbeat_resp(from, read_ctx, last_index)?,
             Message::ReadIndex { ctx } => {
                 if self.role == Role::Leader {
                     self.mark_active(&from);
@@ -770,14 +790,44 @@ impl RaftCore {
                 }
             }
             Message::ReadIndexResp { ctx, index } => {
+                // Only the leader of this term gives read points (anyone may refuse): a
+                // read point from another member could be stale.
+                if index.is_some() && self.leader.as_ref().is_some_and(|l| *l != from) {
+                    return Err(Rejected::new(format!(
+                        "a read index from {from}, but {} leads term {term}",
+                        self.leader.as_ref().map_or("nobody", |l| l.as_str())
+                    )));
+                }
                 self.ready.reads.push(ReadState { ctx, index });
             }
             Message::TimeoutNow => {
+                // Only the leader of this term hands leadership over (Raft thesis §3.10).
+                self.check_leader_of_term(&from)?;
                 if self.role != Role::Leader {
                     self.transfer_campaign = true;
                     self.campaign(false);
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// An Append, heartbeat or snapshot of this member's own term must come from the one
+    /// member that leads it: two leaders in one term are impossible (Raft §5.2), so a
+    /// second one is forged or broken, and following it would let it rewrite the log.
+    fn check_leader_of_term(&self, from: &PeerAddr) -> Result<(), Rejected> {
+        let other = match self.role {
+            Role::Leader => Some(&self.cfg.id),
+            Role::Follower => self.leader.as_ref().filter(|l| *l != from),
+            // A candidate learns that it lost.
+            Role::Candidate => None,
+        };
+        match other {
+            Some(l) => Err(Rejected::new(format!(
+                "{from} acts as leader of term {}, which {l} leads",
+                self.term
+            ))),
+            None => Ok(()),
         }
     }
 
@@ -812,10 +862,20 @@ impl RaftCore {
         prev: LogId,
         entries: Vec<Entry>,
         leader_commit: u64,
-    ) {
+    ) -> Result<(), Rejected> {
         let committed = self.log.committed();
         if prev.index < committed {
-            // Already committed here, so it matches (Log Matching); skip what we hold.
+            // Already committed here, so it matches (Log Matching); skip what we hold. Each
+            // skipped entry must still agree with what this log holds: a leader that
+            // contradicts a committed entry is lying or broken.
+            for e in entries.iter().take_while(|e| e.index <= committed) {
+                if let Some(t) = self.log.term_at(e.index).filter(|t| *t != e.term) {
+                    return Err(Rejected::new(format!(
+                        "entry {} of term {} contradicts the committed entry of term {t}",
+                        e.index, e.term
+                    )));
+                }
+            }
             let last_new = prev.index + entries.len() as u64;
             if last_new <= committed {
                 self.send_after_persist(
@@ -826,14 +886,15 @@ impl RaftCore {
                         hint: 0,
                     },
                 );
-                return;
+                return Ok(());
             }
             let skip = (committed - prev.index) as usize;
             let rest = entries[skip..].to_vec();
-            let prev_term = self
-                .log
-                .term_at(committed)
-                .expect("the commit index is never compacted past");
+            let Some(prev_term) = self.log.term_at(committed) else {
+                return Err(Rejected::new(format!(
+                    "the committed entry {committed} is not in the log (a bug)"
+                )));
+            };
             return self.handle_append(from, LogId::new(committed, prev_term), rest, leader_commit);
         }
         if !self.log.matches(prev) {
@@ -855,24 +916,19 @@ impl RaftCore {
                     hint,
                 },
             );
-            return;
+            return Ok(());
         }
+        // Here `prev.index >= committed`, so every entry is past the commit index and a
+        // conflicting suffix may go; `validate::check` made the batch contiguous after
+        // `prev`, so each push continues the log.
         let last_new = prev.index + entries.len() as u64;
         let mut appending = false;
         for e in entries {
             if !appending {
                 match self.log.term_at(e.index) {
                     Some(t) if t == e.term => continue,
-                    Some(_) => {
-                        // A divergent, uncommitted suffix: drop it (Raft §5.3).
-                        assert!(
-                            e.index > self.log.committed(),
-                            "leader {from} conflicts with committed entry {} (commit {})",
-                            e.index,
-                            self.log.committed()
-                        );
-                        self.log.truncate_from(e.index);
-                    }
+                    // A divergent, uncommitted suffix: drop it (Raft §5.3).
+                    Some(_) => self.log.truncate_from(e.index),
                     None => {}
                 }
                 appending = true;
@@ -888,6 +944,7 @@ impl RaftCore {
                 hint: 0,
             },
         );
+        Ok(())
     }
 
     fn mark_active(&mut self, from: &PeerAddr) {
@@ -896,15 +953,29 @@ impl RaftCore {
         }
     }
 
-    fn handle_append_resp(&mut self, from: PeerAddr, success: bool, index: u64, hint: u64) {
+    fn handle_append_resp(
+        &mut self,
+        from: PeerAddr,
+        success: bool,
+        index: u64,
+        hint: u64,
+    ) -> Result<(), Rejected> {
         if self.role != Role::Leader {
-            return;
+            return Ok(());
         }
-        self.mark_active(&from);
         let last = self.log.last_index();
         let Some(pr) = self.progress.get_mut(&from) else {
-            return;
+            return Ok(());
         };
+        if index > pr.sent_up_to {
+            // Counting an acknowledgement of entries never sent could commit what no
+            // majority holds (a forged `append_resp` once made acknowledged writes vanish).
+            return Err(Rejected::new(format!(
+                "answers an append up to index {index}, but only entries up to {} were sent to it in term {}",
+                pr.sent_up_to, self.term
+            )));
+        }
+        pr.since_contact_ms = 0;
         if success {
             pr.on_ack(index);
             let more = pr.next_index <= last;
@@ -915,16 +986,29 @@ impl RaftCore {
             self.maybe_send_timeout_now(&from);
         } else {
             if pr.is_stale_rejection(index) {
-                return;
+                return Ok(());
             }
             pr.on_reject(index, hint, last);
             self.send_append(&from);
         }
+        Ok(())
     }
 
-    fn handle_heartbeat_resp(&mut self, from: PeerAddr, read_ctx: u64, follower_last: u64) {
+    fn handle_heartbeat_resp(
+        &mut self,
+        from: PeerAddr,
+        read_ctx: u64,
+        follower_last: u64,
+    ) -> Result<(), Rejected> {
         if self.role != Role::Leader {
-            return;
+            return Ok(());
+        }
+        if read_ctx > self.read_only.last_round() {
+            // Confirming a read round never sent could let a stale read through.
+            return Err(Rejected::new(format!(
+                "confirms read round {read_ctx}, but only {} were sent",
+                self.read_only.last_round()
+            )));
         }
         self.mark_active(&from);
         let last = self.log.last_index();
@@ -956,6 +1040,7 @@ impl RaftCore {
         for (ctx, from, index) in self.read_only.ack(&from, read_ctx, quorum) {
             self.answer_read(ctx, from, Some(index));
         }
+        Ok(())
     }
 
     // ---------------------------------------------------------------- replication

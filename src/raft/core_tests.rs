@@ -153,7 +153,7 @@ impl Cluster {
             }
             self.sent.push(e.clone());
             let to = e.to.clone();
-            self.cores.get_mut(&to).expect("member").step(e);
+            self.cores.get_mut(&to).expect("member").step(e).unwrap();
             self.flush(&to);
         }
     }
@@ -349,17 +349,19 @@ fn check_quorum_leader_cut_off_steps_down_within_one_election_timeout() {
 fn vote_refused_to_a_shorter_or_older_log() {
     let log = vec![noop(1, 1), noop(2, 2)];
     let voter = || RaftCore::new(config("b", 3), hs(2, None), LogId::ZERO, log.clone());
+    // Term 4: a candidate's last entry is always of an earlier term than the one it asks for.
     let ask = |b: &mut RaftCore, last_log_index, last_log_term| {
         b.step(env(
             "c",
             "b",
-            3,
+            4,
             Message::Vote {
                 last_log_index,
                 last_log_term,
                 transfer: false,
             },
-        ));
+        ))
+        .unwrap();
         let rd = b.take_ready();
         match &rd.after_persist[..] {
             [Envelope {
@@ -407,7 +409,8 @@ fn term_and_vote_are_persisted_before_any_vote_leaves() {
             last_log_term: 0,
             transfer: false,
         },
-    ));
+    ))
+    .unwrap();
     let rd = b.take_ready();
     assert_eq!(rd.hard_state, Some(hs(1, Some("a"))));
     assert!(
@@ -434,7 +437,8 @@ fn term_and_vote_are_persisted_before_any_vote_leaves() {
         .messages
         .iter()
         .all(|e| matches!(e.msg, Message::PreVote { .. }) && e.term == 1));
-    a.step(env("b", "a", 1, Message::PreVoteResp { granted: true }));
+    a.step(env("b", "a", 1, Message::PreVoteResp { granted: true }))
+        .unwrap();
     let rd = a.take_ready();
     assert_eq!(rd.hard_state, Some(hs(1, Some("a"))));
     assert!(rd.messages.is_empty());
@@ -458,7 +462,8 @@ fn follower_acknowledges_appends_only_after_persist() {
             entries: vec![noop(1, 1)],
             leader_commit: 0,
         },
-    ));
+    ))
+    .unwrap();
     let rd = b.take_ready();
     assert_eq!(rd.entries, vec![noop(1, 1)]);
     assert!(
@@ -540,7 +545,7 @@ fn leader_commits_an_earlier_term_entry_only_with_one_of_its_own() {
             continue;
         }
         let to = e.to.clone();
-        c.cores.get_mut(&to).expect("member").step(e);
+        c.cores.get_mut(&to).expect("member").step(e).unwrap();
         c.flush(&to);
         let a = c.core("a");
         if a.role() == Role::Leader && a.progress[&addr("b")].match_index == 2 {
@@ -711,8 +716,10 @@ fn stale_probe_rejections_do_not_move_next_index_back_up() {
     let log = vec![noop(1, 1), noop(2, 3), noop(3, 3), noop(4, 3)];
     let mut a = RaftCore::new(config("a", 3), hs(3, None), LogId::ZERO, log);
     a.tick(2 * ET);
-    a.step(env("c", "a", 4, Message::PreVoteResp { granted: true }));
-    a.step(env("c", "a", 4, Message::VoteResp { granted: true }));
+    a.step(env("c", "a", 4, Message::PreVoteResp { granted: true }))
+        .unwrap();
+    a.step(env("c", "a", 4, Message::VoteResp { granted: true }))
+        .unwrap();
     assert_eq!(a.role(), Role::Leader);
     let _ = a.take_ready();
     let b = addr("b");
@@ -727,7 +734,8 @@ fn stale_probe_rejections_do_not_move_next_index_back_up() {
             index: 4,
             hint: 3,
         },
-    ));
+    ))
+    .unwrap();
     assert_eq!(a.progress[&b].next_index, 4);
     let sent = a.take_ready().messages;
     assert!(matches!(
@@ -752,7 +760,8 @@ fn stale_probe_rejections_do_not_move_next_index_back_up() {
             index: 4,
             hint: 3,
         },
-    ));
+    ))
+    .unwrap();
     a.step(env(
         "b",
         "a",
@@ -762,7 +771,8 @@ fn stale_probe_rejections_do_not_move_next_index_back_up() {
             index: 5,
             hint: 4,
         },
-    ));
+    ))
+    .unwrap();
     assert_eq!(
         a.progress[&b].next_index, 4,
         "a stale rejection moved next_index"
@@ -783,7 +793,8 @@ fn stale_probe_rejections_do_not_move_next_index_back_up() {
             index: 3,
             hint: 1,
         },
-    ));
+    ))
+    .unwrap();
     assert_eq!(a.progress[&b].next_index, 2);
 }
 

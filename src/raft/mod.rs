@@ -15,9 +15,11 @@ mod message;
 mod progress;
 mod read_only;
 mod ready;
+mod validate;
 
 pub use self::config::Config;
 pub use self::core::{FollowerStatus, ProposeError, RaftCore, Role, Status};
 pub use self::log::LogId;
 pub use self::ready::{InstallPoint, ReadState, Ready};
+pub use self::validate::{Rejected, MAX_POSITION};
 pub use message::{Command, Entry, Envelope, HardState, Message, PeerAddr};

@@ -74,6 +74,11 @@ impl ReadOnly {
         }
     }
 
+    /// The highest round ever sent: an acknowledgement of a later one is impossible.
+    pub fn last_round(&self) -> u64 {
+        self.round
+    }
+
     /// `from` acknowledged heartbeat round `round`; returns the reads now confirmed, in
     /// order (rounds are acknowledged in order, so the front always completes first).
     pub fn ack(&mut self, from: &PeerAddr, round: u64, quorum: usize) -> Vec<ReadyRead> {

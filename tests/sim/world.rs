@@ -418,7 +418,12 @@ impl Sim {
                 let Some(Ev::Deliver(env)) = self.defer_if_paused(to, Ev::Deliver(env)) else {
                     return;
                 };
-                self.nodes[to].core.as_mut().expect("alive").step(env);
+                self.nodes[to]
+                    .core
+                    .as_mut()
+                    .expect("alive")
+                    .step(env)
+                    .expect("a correct member's message was refused");
                 self.drive(to);
             }
             Ev::Persisted { node, inc } => {
