@@ -321,12 +321,9 @@ impl Driver {
         }
         let shared = self.shared.clone();
         let term = self.core.term();
-        let spawned = std::thread::Builder::new()
-            .name(format!("snapshot-{peer}"))
-            .spawn(move || super::snapshot::send(shared, peer, index, snap_term, term));
-        if let Err(e) = spawned {
-            log_event(&format!("cannot start a snapshot thread: {e}"));
-        }
+        super::spawn_critical(&format!("snapshot-{peer}"), move || {
+            super::snapshot::send(shared, peer, index, snap_term, term)
+        });
     }
 
     fn send_all(&self, messages: Vec<Envelope>) {
@@ -347,13 +344,18 @@ pub fn run_writer(
     applier: Sender<ApplierMsg>,
 ) {
     while let Ok(first) = batches.recv() {
+        let round: Vec<WriteBatch> = std::iter::once(first).chain(batches.try_iter()).collect();
+        // The term and vote go first: durable before any message that depends on them, and
+        // before any entry of that term, so a log never holds a term its meta.properties has
+        // not reached (start-up checks exactly that).
+        if let Some(hs) = round.iter().rev().find_map(|b| b.hard_state.as_ref()) {
+            if let Err(e) = write_meta(&data_dir, hs) {
+                super::fatal(&format!("cannot persist term and vote: {e}"));
+            }
+        }
         let mut last = None;
         let mut messages = Vec::new();
-        let mut hard_state = None;
-        for b in std::iter::once(first).chain(batches.try_iter()) {
-            if b.hard_state.is_some() {
-                hard_state = b.hard_state;
-            }
+        for b in round {
             if let Some(point) = b.install {
                 // Before anything appended after it (store::snapshot explains the order).
                 if let Err(e) = install_snapshot(&mut log, &data_dir, &applier, point) {
@@ -372,12 +374,6 @@ pub fn run_writer(
                 last = Some(e.id());
             }
             messages.extend(b.after_persist);
-        }
-        // The term and vote must be durable before any message that depends on them.
-        if let Some(hs) = hard_state {
-            if let Err(e) = write_meta(&data_dir, &hs) {
-                super::fatal(&format!("cannot persist term and vote: {e}"));
-            }
         }
         if let Err(e) = log.sync() {
             super::fatal(&format!("cannot fsync the log: {e}"));

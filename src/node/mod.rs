@@ -14,7 +14,7 @@ pub mod state;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
@@ -54,6 +54,29 @@ pub fn verbose() -> bool {
 /// One line to stderr per event that an operator cares about (role changes, warnings).
 pub fn log_event(msg: &str) {
     let _ = writeln!(std::io::stderr().lock(), "nacos-node: {msg}");
+}
+
+/// Starts a thread the node cannot live without. If it panics (a bug: nothing from the
+/// network or the disk may panic one), the process exits with the reason rather than
+/// living on half dead with a green health check; a supervisor restarts it.
+pub(crate) fn spawn_critical(
+    name: &str,
+    f: impl FnOnce() + Send + 'static,
+) -> thread::JoinHandle<()> {
+    let owned = name.to_string();
+    thread::Builder::new()
+        .name(owned.clone())
+        .spawn(move || {
+            if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("no message");
+                fatal(&format!("the {owned} thread failed ({why})"));
+            }
+        })
+        .unwrap_or_else(|e| fatal(&format!("cannot start the {name} thread: {e}")))
 }
 
 /// A storage failure the node cannot continue after: the log can no longer promise
@@ -149,10 +172,35 @@ pub struct Shared {
     snapshot_pins: Mutex<HashMap<PeerAddr, u64>>,
     /// The snapshot this follower is receiving.
     incoming_snapshot: Mutex<Option<snapshot::Incoming>>,
+    /// The driver, writer and applier threads, joined by a clean stop.
+    workers: Mutex<Vec<thread::JoinHandle<()>>>,
+    /// When the driver last finished a turn, in ms since `started`: health is false when it
+    /// stalls, so a wedged member never looks healthy.
+    driver_turn_ms: AtomicU64,
+    started: Instant,
+    /// Set by a clean stop: the datum flusher exits (the stop writes the files itself).
+    stopping: Mutex<bool>,
+    stop_cv: Condvar,
+    flusher: Mutex<Option<thread::JoinHandle<()>>>,
 }
 
+/// How long the driver may go without a turn before health reports the member unwell.
+pub const DRIVER_STALL_MS: u64 = 3000;
+
 impl Shared {
+    /// Waits up to `d`; whether a clean stop began.
+    fn wait_stopping(&self, d: Duration) -> bool {
+        let stopping = self.stopping.lock().expect("stopping lock");
+        let (stopping, _) = self
+            .stop_cv
+            .wait_timeout_while(stopping, d, |s| !*s)
+            .expect("stopping lock");
+        *stopping
+    }
+
     fn publish_status(&self, s: Status) {
+        self.driver_turn_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
         let mut cur = self.status.status.lock().expect("status lock");
         let leader_changed = cur.leader != s.leader || cur.role != s.role;
         *cur = s;
@@ -182,12 +230,12 @@ impl Node {
     pub fn start(cfg: NodeConfig) -> Result<Node> {
         cfg.validate()?;
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| Error::store(&cfg.data_dir, e))?;
-        let clean_stop = store::datum_dir::take_clean_stop(&cfg.data_dir)?;
-        let hs = store::read_meta(&cfg.data_dir)?;
+        let clean_stop = store::datum_dir::clean_stop_marked(&cfg.data_dir);
+        let meta = store::read_meta(&cfg.data_dir)?;
         let log_dir = cfg.data_dir.join("log");
         if let Some(point) = store::snapshot::recover(&cfg.data_dir)? {
             // A snapshot install was decided but not finished: finish it (store::snapshot).
-            let mut r = LogStore::open(&log_dir, cfg.log_segment_bytes)?;
+            let mut r = LogStore::open(&log_dir, cfg.log_segment_bytes, clean_stop)?;
             let has_point = r.entries.iter().any(|e| e.id() == point) || r.start == point;
             if has_point {
                 r.store.compact(point.index)?;
@@ -200,18 +248,23 @@ impl Node {
                 point.index
             ));
         }
-        let recovered = LogStore::open(&log_dir, cfg.log_segment_bytes)?;
+        let recovered = LogStore::open(&log_dir, cfg.log_segment_bytes, clean_stop)?;
+        store::check_start(&cfg.data_dir, meta.as_ref(), &recovered)?;
         for w in &recovered.warnings {
             log_event(&format!("warning: {w}"));
         }
-        let (state, base) = StateMachine::open(cfg.data_dir.clone(), recovered.start.index)?;
         let log_end = recovered
             .entries
             .last()
             .map_or(recovered.start.index, |e| e.index);
+        let (state, base) =
+            StateMachine::open(cfg.data_dir.clone(), recovered.start.index, log_end)?;
         // Entries up to the checkpoint's base (or the log's start) are in the loaded state;
         // the applier skips them when the core hands them over.
         state.start_at(recovered.start.index.max(base), log_end);
+        // Everything durable was read and agrees: from here on a crash is an unclean stop.
+        store::datum_dir::clear_clean_stop(&cfg.data_dir)?;
+        let hs = meta.unwrap_or_default();
         let core = RaftCore::new(cfg.raft_config(), hs, recovered.start, recovered.entries);
 
         let (driver_tx, driver_rx) = mpsc::channel();
@@ -228,6 +281,12 @@ impl Node {
             driver: driver_tx.clone(),
             snapshot_pins: Mutex::new(HashMap::new()),
             incoming_snapshot: Mutex::new(None),
+            workers: Mutex::new(Vec::new()),
+            driver_turn_ms: AtomicU64::new(0),
+            started: Instant::now(),
+            stopping: Mutex::new(false),
+            stop_cv: Condvar::new(),
+            flusher: Mutex::new(None),
         });
 
         let mut senders = HashMap::new();
@@ -237,36 +296,28 @@ impl Node {
             let peer = peer.clone();
             let token = cfg.cluster_token.clone();
             let timeout = Duration::from_millis(cfg.election_timeout_ms.max(200));
-            thread::Builder::new()
-                .name(format!("send-{peer}"))
-                .spawn(move || run_sender(peer, token, timeout, rx))
-                .expect("spawn sender");
+            spawn_critical(&format!("send-{peer}"), move || {
+                run_sender(peer, token, timeout, rx)
+            });
         }
         let data_dir = cfg.data_dir.clone();
         let d2 = driver_tx.clone();
         let log = recovered.store;
         let a2 = applier_tx.clone();
-        thread::Builder::new()
-            .name("log-writer".into())
-            .spawn(move || driver::run_writer(log, data_dir, writer_rx, d2, a2))
-            .expect("spawn writer");
+        let writer = spawn_critical("log-writer", move || {
+            driver::run_writer(log, data_dir, writer_rx, d2, a2)
+        });
         let s3 = shared.clone();
-        thread::Builder::new()
-            .name("datum-flusher".into())
-            .spawn(move || run_flusher(&s3))
-            .expect("spawn flusher");
-        if !clean_stop {
-            let s4 = shared.clone();
-            thread::Builder::new()
-                .name("datum-reconcile".into())
-                .spawn(move || reconcile_datum_files(&s4, log_end))
-                .expect("spawn reconcile");
-        }
+        *shared.flusher.lock().expect("flusher lock") =
+            Some(spawn_critical("datum-flusher", move || run_flusher(&s3)));
+        // After a clean stop too: a datum file edited or damaged while the node was down
+        // would otherwise stay wrong for `nacosctl dump` until its key is written again.
+        let s4 = shared.clone();
+        spawn_critical("datum-reconcile", move || {
+            reconcile_datum_files(&s4, log_end, clean_stop)
+        });
         let s2 = shared.clone();
-        thread::Builder::new()
-            .name("applier".into())
-            .spawn(move || driver::run_applier(s2, applier_rx))
-            .expect("spawn applier");
+        let applier = spawn_critical("applier", move || driver::run_applier(s2, applier_rx));
         let drv = Driver {
             core,
             shared: shared.clone(),
@@ -276,10 +327,10 @@ impl Node {
             senders,
             tick: Duration::from_millis((cfg.heartbeat_interval_ms / 4).clamp(1, 10)),
         };
-        thread::Builder::new()
-            .name("driver".into())
-            .spawn(move || drv.run())
-            .expect("spawn driver");
+        let driver = spawn_critical("driver", move || drv.run());
+        // In the order they stop: the driver on `Shutdown`, then the writer and the applier
+        // once the channels feeding them close.
+        *shared.workers.lock().expect("workers lock") = vec![driver, writer, applier];
         Ok(Node { shared })
     }
 
@@ -301,6 +352,13 @@ impl Node {
             applied_index: self.shared.state.applied_index(),
             datums: self.shared.state.len(),
         }
+    }
+
+    /// Whether the driver is turning: it ticks every few milliseconds, so a second without
+    /// a turn means it is stuck (a hung disk behind a full queue, or a bug).
+    pub fn healthy(&self) -> bool {
+        let now = self.shared.started.elapsed().as_millis() as u64;
+        now.saturating_sub(self.shared.driver_turn_ms.load(Ordering::Relaxed)) < DRIVER_STALL_MS
     }
 
     pub fn raft_status(&self) -> Status {
@@ -512,11 +570,35 @@ impl Node {
         }
     }
 
-    /// Last step of a clean stop: stops the core, writes every datum file and syncs them.
+    /// Last step of a clean stop: stops the core, waits for the log writer and the applier
+    /// to finish what they were given, then writes every datum file and syncs them. Only
+    /// then is the stop marked clean: the next start may trust that no write was cut short.
     pub fn shutdown(&self) {
         let _ = self.shared.driver.send(DriverEvent::Shutdown);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let workers = std::mem::take(&mut *self.shared.workers.lock().expect("workers lock"));
+        for w in workers {
+            let name = w.thread().name().unwrap_or("worker").to_string();
+            // A production wait with a bound: a hung disk must not hang the stop forever.
+            while !w.is_finished() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(5));
+            }
+            if !w.is_finished() {
+                log_event(&format!(
+                    "warning: the {name} thread did not finish within 10 s; not marking the stop clean, so the next start checks everything"
+                ));
+                return;
+            }
+            let _ = w.join();
+        }
+        *self.shared.stopping.lock().expect("stopping lock") = true;
+        self.shared.stop_cv.notify_all();
+        if let Some(f) = self.shared.flusher.lock().expect("flusher lock").take() {
+            // A checkpoint in progress finishes first; it is bounded by the datum count.
+            let _ = f.join();
+        }
         // Leave the datum files exactly up to date and durable, so `dump` of a cleanly
-        // stopped node shows every applied write, and the next start need not check them.
+        // stopped node shows every applied write.
         let done = self
             .shared
             .state
@@ -539,7 +621,9 @@ fn run_flusher(shared: &Shared) {
         // A timer, not a trigger: changes to one key within a round cost one file rewrite.
         // Each rewrite allocates and frees an inode, which measured at a third of the node's
         // CPU when done per publish (docs/benchmarks.md).
-        thread::sleep(DATUM_FLUSH_INTERVAL);
+        if shared.wait_stopping(DATUM_FLUSH_INTERVAL) {
+            return;
+        }
         let flushed = match shared.state.flush() {
             Ok(i) => i,
             Err(e) => fatal(&format!("cannot write datum files: {e}")),
@@ -610,8 +694,9 @@ fn checkpoint_due(
     }
 }
 
-/// After a crash: compares every datum file with the state and queues the stale ones.
-fn reconcile_datum_files(shared: &Shared, log_end: u64) {
+/// At start-up: compares every datum file with the state and queues the stale ones (after
+/// a crash some may be stale; after a clean stop only a hand could have changed them).
+fn reconcile_datum_files(shared: &Shared, log_end: u64, clean_stop: bool) {
     // Compare with the state once the local log is replayed, not with the checkpoint it
     // started from (which would queue every key the replay changes anyway). Only a matter
     // of cost: the comparison is right at any point, so it goes ahead after a bound.
@@ -619,18 +704,24 @@ fn reconcile_datum_files(shared: &Shared, log_end: u64) {
         .state
         .wait_applied(log_end, Instant::now() + Duration::from_secs(60));
     let started = Instant::now();
+    let after = if clean_stop {
+        "after a clean stop"
+    } else {
+        "after an unclean stop"
+    };
     match shared.state.reconcile_files() {
         Ok((0, _)) => {}
+        Ok((_, 0)) if clean_stop => {}
         Ok((checked, 0)) => log_event(&format!(
-            "checked {checked} datum files after an unclean stop in {} ms: all up to date",
+            "checked {checked} datum files {after} in {} ms: all up to date",
             started.elapsed().as_millis()
         )),
         Ok((checked, queued)) => log_event(&format!(
-            "checked {checked} datum files after an unclean stop in {} ms: {queued} stale, damaged or missing, rewritten at the next flush",
+            "checked {checked} datum files {after} in {} ms: {queued} stale, damaged or missing, rewritten at the next flush",
             started.elapsed().as_millis()
         )),
         Err(e) => log_event(&format!(
-            "warning: could not check the datum files after an unclean stop: {e}; nacosctl dump may show stale values until each key is written again"
+            "warning: could not check the datum files {after}: {e}; nacosctl dump may show stale values until each key is written again"
         )),
     }
 }

@@ -159,17 +159,20 @@ impl StateMachine {
     }
 
     /// Loads the state a restart begins from: the newest usable checkpoint (one sequential
-    /// read), else, when the data dir has no checkpoint at all (a new node, a data dir from
-    /// before checkpoints, or just after a snapshot install), the datum files (one read per
-    /// key). Returns the state and the index it reflects everything up to (0 when loaded from
-    /// datum files: the log's start says it then). `log_start` is where the log begins.
-    pub fn open(data_dir: PathBuf, log_start: u64) -> Result<(StateMachine, u64)> {
+    /// read), else, when the data dir has no checkpoint at all (a new node, or just after a
+    /// snapshot install), the datum files (one read per key). Returns the state and the
+    /// index it reflects everything up to (0 when loaded from datum files: the log's start
+    /// says it then). The log holds the entries after `log_start` up to `log_end`.
+    pub fn open(data_dir: PathBuf, log_start: u64, log_end: u64) -> Result<(StateMachine, u64)> {
         let newest = checkpoint::checkpoint_path(&data_dir);
         let previous = checkpoint::previous_path(&data_dir);
         let mut problems = Vec::new();
         let mut found = None;
         for path in [&newest, &previous] {
             match checkpoint::read_at(path) {
+                Ok(None) if path == &newest && previous.exists() => {
+                    problems.push(format!("{} is missing", path.display()))
+                }
                 Ok(None) => {}
                 Ok(Some(c)) if c.base < log_start => problems.push(format!(
                     "{}: it holds the state at index {}, but the log starts after {log_start}",
@@ -183,30 +186,56 @@ impl StateMachine {
                 Err(e) => problems.push(e.to_string()),
             }
         }
+        let unrecoverable = |reason: String| Error::Unrecoverable {
+            dir: data_dir.clone(),
+            reason,
+        };
         let Some((from_previous, c)) = found else {
             if problems.is_empty() {
+                // No checkpoint at all. The datum files are the state only if the log
+                // reaches back to where they were complete: a new node (the log starts at
+                // 0), or a snapshot just installed (marked complete at its index).
+                let complete = datum_dir::complete_at(&data_dir).unwrap_or(0);
+                if log_start > complete {
+                    return Err(unrecoverable(format!(
+                        "the log starts after index {log_start} (the entries before it were compacted into checkpoints), but neither {} nor {} exists, so the state up to {log_start} is missing. {}",
+                        newest.display(),
+                        previous.display(),
+                        crate::store::WAY_OUT
+                    )));
+                }
                 return Ok((StateMachine::load(data_dir)?, 0));
             }
             // The log was compacted up to the previous checkpoint, so with neither usable
             // the log alone cannot rebuild the state. Nothing is guessed.
-            return Err(Error::Unrecoverable {
-                dir: data_dir,
-                reason: format!(
-                    "no usable checkpoint ({}). In a cluster: move this data dir aside and start the member with an empty one; it catches up from the leader by snapshot. Standalone: restore the data dir from a backup, or delete both checkpoint files to start from the datum files, which may lack writes made shortly before a power cut",
-                    problems.join("; ")
-                ),
-            });
+            return Err(unrecoverable(format!(
+                "no usable checkpoint ({}). In a cluster: move this data dir aside and start the member with an empty one; it catches up from the leader by snapshot. Standalone: restore the data dir from a backup, or delete both checkpoint files to start from the datum files, which may lack writes made shortly before a power cut",
+                problems.join("; ")
+            )));
         };
+        if c.end > log_end {
+            // Applied entries were durable in the log first, so a checkpoint can never hold
+            // writes the log does not reach: the log lost its tail after it was written.
+            return Err(unrecoverable(format!(
+                "the log ends at index {log_end}, but the checkpoint holds writes applied up to {}: acknowledged entries are missing from the log. {}",
+                c.end,
+                crate::store::WAY_OUT
+            )));
+        }
         if from_previous {
             // Move the damaged newest checkpoint aside (for inspection), so that the next
             // checkpoint does not rotate it into the previous slot, which bounds compaction.
             let aside = data_dir.join("checkpoint.damaged");
-            std::fs::rename(&newest, &aside).map_err(|e| Error::store(&newest, e))?;
+            let kept = if newest.exists() {
+                std::fs::rename(&newest, &aside).map_err(|e| Error::store(&newest, e))?;
+                format!("; the damaged file is kept as {}", aside.display())
+            } else {
+                String::new()
+            };
             super::log_event(&format!(
-                "warning: {}; starting from the previous checkpoint (index {}) and the log; the damaged file is kept as {}",
+                "warning: {}; starting from the previous checkpoint (index {}) and the log{kept}",
                 problems.join("; "),
                 c.base,
-                aside.display()
             ));
         }
         let base = c.base;
@@ -574,7 +603,7 @@ impl StateMachine {
     /// their event streams have a gap (a watcher resuming gets `Compacted`).
     pub fn install_snapshot(&self, index: u64) -> Result<()> {
         let _files = self.files.lock().expect("files lock");
-        crate::store::snapshot::swap_in(&self.data_dir)?;
+        crate::store::snapshot::swap_in(&self.data_dir, index)?;
         *self.checkpoints.lock().expect("checkpoint lock") = Checkpoints::default();
         let loaded: BTreeMap<String, Datum> = datum_dir::read_datum_dir(&self.data_dir)?
             .into_iter()
@@ -918,7 +947,8 @@ mod tests {
                 }
                 w.finish(sm.applied_index()).unwrap();
                 drop(sm);
-                let (restarted, base) = StateMachine::open(dir.path().into(), 0).unwrap();
+                let (restarted, base) =
+                    StateMachine::open(dir.path().into(), 0, log.len() as u64).unwrap();
                 assert_eq!(base, base_at as u64);
                 restarted.start_at(base, log.len() as u64);
                 restarted.apply(&log).unwrap();
@@ -964,7 +994,7 @@ mod tests {
         let at = bytes.len() - 30;
         bytes[at] ^= 1;
         std::fs::write(&newest, bytes).unwrap();
-        let (restarted, base) = StateMachine::open(dir.path().into(), 0).unwrap();
+        let (restarted, base) = StateMachine::open(dir.path().into(), 0, 3).unwrap();
         assert_eq!(base, 2);
         assert_eq!(restarted.len(), 2);
         assert!(!newest.exists());
@@ -999,7 +1029,7 @@ mod tests {
         ] {
             std::fs::write(&path, b"NACOSCKP garbage").unwrap();
         }
-        match StateMachine::open(dir.path().into(), 0) {
+        match StateMachine::open(dir.path().into(), 0, 2) {
             Err(Error::Unrecoverable { reason, .. }) => {
                 assert!(reason.contains("checkpoint.prev"), "{reason}");
                 assert!(reason.contains("empty one"), "{reason}");
@@ -1010,9 +1040,51 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         checkpointed(dir.path(), 2);
         assert!(matches!(
-            StateMachine::open(dir.path().into(), 5),
+            StateMachine::open(dir.path().into(), 5, 9),
             Err(Error::Unrecoverable { .. })
         ));
+    }
+
+    #[test]
+    fn a_missing_newest_checkpoint_falls_back_to_the_previous_one() {
+        let dir = tempfile::tempdir().unwrap();
+        checkpointed(dir.path(), 3);
+        std::fs::remove_file(checkpoint::checkpoint_path(dir.path())).unwrap();
+        let (restarted, base) = StateMachine::open(dir.path().into(), 0, 3).unwrap();
+        assert_eq!((base, restarted.len()), (2, 2));
+    }
+
+    /// Both checkpoints gone over a compacted log: the datum files alone may lack writes
+    /// the log no longer holds, so start-up refuses (it once started with part of the data).
+    #[test]
+    fn no_checkpoint_over_a_compacted_log_refuses_unless_the_files_are_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        checkpointed(dir.path(), 3);
+        checkpoint::remove(dir.path()).unwrap();
+        match StateMachine::open(dir.path().into(), 2, 3) {
+            Err(Error::Unrecoverable { reason, .. }) => {
+                assert!(reason.contains("state up to 2 is missing"), "{reason}");
+                assert!(reason.contains("move this data dir aside"), "{reason}");
+            }
+            other => panic!("expected Unrecoverable, got {:?}", other.map(|x| x.1)),
+        }
+        // A snapshot install marks the files complete at its index.
+        datum_dir::mark_complete(dir.path(), 2).unwrap();
+        assert!(StateMachine::open(dir.path().into(), 2, 3).is_ok());
+    }
+
+    /// A checkpoint holds only what was applied, and applied entries were durable in the
+    /// log first: a log that ends before it lost acknowledged entries.
+    #[test]
+    fn a_log_that_ends_before_the_checkpoint_refuses_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        checkpointed(dir.path(), 3);
+        match StateMachine::open(dir.path().into(), 0, 2) {
+            Err(Error::Unrecoverable { reason, .. }) => {
+                assert!(reason.contains("ends at index 2"), "{reason}");
+            }
+            other => panic!("expected Unrecoverable, got {:?}", other.map(|x| x.1)),
+        }
     }
 
     /// After a crash the datum files are compared with the state: stale, damaged, missing

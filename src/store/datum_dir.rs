@@ -242,18 +242,45 @@ pub fn mark_clean_stop(data_dir: &Path) -> Result<()> {
     sync_dir(data_dir)
 }
 
-/// At start-up: whether the last stop was clean, removing the mark (durably, before anything
-/// is written) so that a crash of this run is noticed by the next. After a crash, datum
-/// files written shortly before it may be stale (a power cut loses unsynced writes), so the
-/// node compares them all with its state in the background.
-pub fn take_clean_stop(data_dir: &Path) -> Result<bool> {
-    let clean = remove_file_if_present(&data_dir.join(CLEAN_STOP))?;
-    if clean {
-        sync_dir(data_dir)?;
-    }
-    Ok(clean)
+/// At start-up: whether the last stop was clean. The mark stays until the node has read
+/// its durable state (`clear_clean_stop`), so a start that fails on damage does not turn
+/// the next attempt into an "unclean" one that would cut the damage off as a torn write.
+pub fn clean_stop_marked(data_dir: &Path) -> bool {
+    data_dir.join(CLEAN_STOP).exists()
 }
 
+/// Removes the clean-stop mark (durably, before anything is written) so that a crash of
+/// this run is noticed by the next. After a crash, datum files written shortly before it
+/// may be stale (a power cut loses unsynced writes), so the node compares them all with
+/// its state in the background.
+pub fn clear_clean_stop(data_dir: &Path) -> Result<()> {
+    if remove_file_if_present(&data_dir.join(CLEAN_STOP))? {
+        sync_dir(data_dir)?;
+    }
+    Ok(())
+}
+
+/// Records that the datum files hold the complete state as of `index` (a snapshot was just
+/// swapped in), so a start-up with no checkpoint may load them although the log starts
+/// after `index`. Idempotent.
+pub fn mark_complete(data_dir: &Path, index: u64) -> Result<()> {
+    let path = data_dir.join(COMPLETE);
+    let tmp = data_dir.join(".datum-files.complete.tmp");
+    let mut f = fs::File::create(&tmp).map_err(|e| Error::store(&tmp, e))?;
+    f.write_all(format!("index={index}\n").as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::store(&tmp, e))?;
+    fs::rename(&tmp, &path).map_err(|e| Error::store(&path, e))?;
+    sync_dir(data_dir)
+}
+
+/// The index `mark_complete` recorded, if any (an unreadable mark counts as none).
+pub fn complete_at(data_dir: &Path) -> Option<u64> {
+    let text = fs::read_to_string(data_dir.join(COMPLETE)).ok()?;
+    text.trim().strip_prefix("index=")?.parse().ok()
+}
+
+const COMPLETE: &str = "datum-files.complete";
 const CLEAN_STOP: &str = "clean-stop";
 
 #[cfg(test)]

@@ -46,6 +46,8 @@ pub struct Recovered {
     pub entries: Vec<Entry>,
     /// Things an operator should know about (a torn tail that was cut off), one per line.
     pub warnings: Vec<String>,
+    /// The directory held no segment: the log was created just now.
+    pub created: bool,
 }
 
 pub struct LogStore {
@@ -80,10 +82,14 @@ pub(crate) fn frame(payload: &[u8]) -> Vec<u8> {
 }
 
 impl LogStore {
-    /// Opens (or creates) the log in `dir`, reading every record back. Corruption anywhere
-    /// but the very end of the newest segment is an error naming the file and offset: those
-    /// records were fsynced and may have been acknowledged, so nothing is skipped.
-    pub fn open(dir: &Path, segment_bytes: u64) -> Result<Recovered> {
+    /// Opens (or creates) the log in `dir`, reading every record back. Damage is an error
+    /// naming the file, the offset and the way out, with one exception: after an unclean
+    /// stop (`clean_stop` false), an incomplete last record or a zero-filled tail of the
+    /// newest segment is what a crash during a write leaves, and is cut off (kept beside
+    /// the log) with a warning. Such a record never finished its fsync, so this member
+    /// never acknowledged it. After a clean stop every write was finished, so even that is
+    /// damage: bytes were lost after they were written.
+    pub fn open(dir: &Path, segment_bytes: u64, clean_stop: bool) -> Result<Recovered> {
         fs::create_dir_all(dir).map_err(|e| Error::store(dir, e))?;
         let mut found: Vec<(u64, PathBuf)> = Vec::new();
         for entry in fs::read_dir(dir).map_err(|e| Error::store(dir, e))? {
@@ -116,7 +122,7 @@ impl LogStore {
         for (i, (seq, path)) in found.into_iter().enumerate() {
             let prev = read_segment(
                 &path,
-                i + 1 == count,
+                i + 1 == count && !clean_stop,
                 &mut start,
                 &mut entries,
                 &mut warnings,
@@ -125,7 +131,8 @@ impl LogStore {
         }
         let last = entries.last().map_or(start, Entry::id);
 
-        if segments.is_empty() {
+        let created = segments.is_empty();
+        if created {
             segments.push(create_segment(dir, 1, last)?);
         }
         let active = segments.last().expect("at least one segment");
@@ -151,6 +158,7 @@ impl LogStore {
             start,
             entries,
             warnings,
+            created,
         })
     }
 
@@ -276,11 +284,41 @@ fn create_segment(dir: &Path, seq: u64, prev: LogId) -> Result<Segment> {
     Ok(Segment { seq, path, prev })
 }
 
+/// What a crash in the middle of appending can leave at the end of the newest segment
+/// (`rest`: from the first bad record to the end of the file): a record cut short, or a
+/// run of zeros to the end of the file that begins inside the last record (pages of the
+/// last write allocated but never written, as a power loss leaves). `None`: anything
+/// else, such as a complete record whose checksum fails, which no crash explains.
+fn torn_tail(rest: &[u8]) -> Option<&'static str> {
+    let zeros_from = rest.len() - rest.iter().rev().take_while(|&&b| b == 0).count();
+    if zeros_from == 0 {
+        return Some("a zero-filled tail");
+    }
+    if rest.len() < HEADER {
+        return Some("an incomplete record header");
+    }
+    let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes"));
+    let end = if len > MAX_RECORD {
+        // A length no record has: torn only if it is zeros from within the header on.
+        HEADER
+    } else {
+        HEADER + len as usize
+    };
+    if len <= MAX_RECORD && rest.len() < end {
+        return Some("a record cut short");
+    }
+    if zeros_from < end {
+        return Some("a record whose end was never written (zeros to the end of the file)");
+    }
+    None
+}
+
 /// Reads one segment into `entries` (applying its START and TRUNCATE records) and returns
-/// its START.
+/// its START. `may_be_torn`: the newest segment after an unclean stop, whose tail may be
+/// a write that never finished (see `torn_tail`).
 fn read_segment(
     path: &Path,
-    is_last: bool,
+    may_be_torn: bool,
     start: &mut LogId,
     entries: &mut Vec<Entry>,
     warnings: &mut Vec<String>,
@@ -295,7 +333,7 @@ fn read_segment(
         let corrupt = |reason: String| Error::Corrupt {
             path: path.to_path_buf(),
             offset: off as u64,
-            reason,
+            reason: format!("{reason}. {}", super::WAY_OUT),
         };
         let rest = bytes.len() - off;
         let header_ok = rest >= HEADER;
@@ -309,13 +347,12 @@ fn read_segment(
             let crc = u32::from_le_bytes(bytes[off + 4..off + 8].try_into().expect("4 bytes"));
             crc32fast::hash(&bytes[off + HEADER..off + HEADER + len as usize]) == crc
         };
-        if !crc_ok {
-            // A record cut short or failing its checksum at the very end of the newest
-            // segment is a write that never completed its fsync, so it was never
-            // acknowledged: cut it off, keeping the bytes beside the log for inspection
-            // (etcd's WAL repairs its tail the same way).
-            let at_end = !complete || off + HEADER + len as usize == bytes.len();
-            if is_last && at_end && seg_start.is_some() {
+        // A zero header passes the checksum (crc32 of nothing is 0): zeros are never a record.
+        let zero_header = header_ok && bytes[off..off + HEADER].iter().all(|&b| b == 0);
+        if !crc_ok || zero_header {
+            let torn = torn_tail(&bytes[off..]);
+            if let (true, Some(what), Some(_)) = (may_be_torn, torn, seg_start) {
+                // etcd's WAL repairs its tail the same way; the bytes are kept for inspection.
                 let keep = path.with_extension(format!("log.torn-{off}"));
                 fs::write(&keep, &bytes[off..]).map_err(|e| Error::store(&keep, e))?;
                 let f = OpenOptions::new()
@@ -326,17 +363,20 @@ fn read_segment(
                     .and_then(|_| f.sync_all())
                     .map_err(|e| Error::store(path, e))?;
                 warnings.push(format!(
-                    "{}: cut a torn record at byte {off} ({} bytes, saved to {}); it was never acknowledged",
+                    "{}: after an unclean stop, cut {what} at byte {off} ({} bytes, saved to {}): a write that never finished its fsync, which this member therefore never acknowledged",
                     path.display(),
                     bytes.len() - off,
                     keep.display()
                 ));
                 break;
             }
-            return Err(corrupt(if !complete {
-                "record is cut short and more segments follow".into()
-            } else {
-                "checksum mismatch".into()
+            return Err(corrupt(match torn {
+                Some(what) if seg_start.is_some() => format!(
+                    "{what} at the end of the log, but the node stopped cleanly or more segments follow, so it was written completely once: bytes were lost after they were written, and acknowledged writes with them"
+                ),
+                _ if !complete => "record is cut short and more segments follow".into(),
+                _ if zero_header => "zeros where a record should be".into(),
+                _ => "checksum mismatch in a complete record (the disk changed what was written)".into(),
             }));
         }
         let payload = &bytes[off + HEADER..off + HEADER + len as usize];
@@ -416,7 +456,7 @@ mod tests {
     }
 
     fn open(dir: &Path, segment_bytes: u64) -> Recovered {
-        LogStore::open(dir, segment_bytes).unwrap()
+        LogStore::open(dir, segment_bytes, false).unwrap()
     }
 
     #[test]
@@ -498,28 +538,95 @@ mod tests {
         dir.join(segment_name(1, 1))
     }
 
-    #[test]
-    fn torn_tail_is_cut_and_kept() {
+    /// The newest segment of a log holding entries 1..=4, damaged by `damage`.
+    fn damaged(damage: impl FnOnce(&mut Vec<u8>)) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let mut r = open(dir.path(), SEGMENT_BYTES);
-        r.store.append(None, &[entry(1, 1), entry(2, 1)]).unwrap();
+        r.store.append(None, &entries(1, 4, 1)).unwrap();
         r.store.sync().unwrap();
         drop(r);
         let seg = only_segment(dir.path());
-        let full = fs::read(&seg).unwrap();
-        fs::write(&seg, &full[..full.len() - 3]).unwrap();
-        let r = open(dir.path(), SEGMENT_BYTES);
-        assert_eq!(r.entries, vec![entry(1, 1)]);
-        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
-        // The log keeps working after the cut.
-        let mut store = r.store;
-        store.append(None, &[entry(2, 3)]).unwrap();
-        store.sync().unwrap();
-        drop(store);
-        assert_eq!(
-            open(dir.path(), SEGMENT_BYTES).entries,
-            vec![entry(1, 1), entry(2, 3)]
-        );
+        let mut bytes = fs::read(&seg).unwrap();
+        damage(&mut bytes);
+        fs::write(&seg, &bytes).unwrap();
+        dir
+    }
+
+    fn corrupt_reason(dir: &Path, clean_stop: bool) -> String {
+        match LogStore::open(dir, SEGMENT_BYTES, clean_stop) {
+            Err(Error::Corrupt { reason, .. }) => {
+                assert!(reason.contains("move this data dir aside"), "{reason}");
+                reason
+            }
+            Err(e) => panic!("expected Corrupt, got {e}"),
+            Ok(r) => panic!("expected Corrupt, got {} entries", r.entries.len()),
+        }
+    }
+
+    #[test]
+    fn after_an_unclean_stop_a_torn_tail_is_cut_and_kept() {
+        // (damage, entries left, what the warning calls it)
+        type Damage = fn(&mut Vec<u8>);
+        let cases: [(Damage, usize, &str); 4] = [
+            (|b| b.truncate(b.len() - 3), 3, "cut short"),
+            (|b| b.truncate(b.len() - 30), 3, "cut short"),
+            (|b| b.extend([0u8; 300]), 4, "zero-filled"),
+            (
+                |b| {
+                    let n = b.len();
+                    b[n - 20..].fill(0);
+                },
+                3,
+                "never written",
+            ),
+        ];
+        for (damage, left, what) in cases {
+            let dir = damaged(damage);
+            let r = open(dir.path(), SEGMENT_BYTES);
+            assert_eq!(r.entries, entries(1, left as u64, 1), "{what}");
+            assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+            assert!(r.warnings[0].contains(what), "{}", r.warnings[0]);
+            assert!(
+                r.warnings[0].contains("never acknowledged"),
+                "{}",
+                r.warnings[0]
+            );
+            // The log keeps working after the cut.
+            let mut store = r.store;
+            store.append(None, &[entry(left as u64 + 1, 3)]).unwrap();
+            store.sync().unwrap();
+            drop(store);
+            let again = open(dir.path(), SEGMENT_BYTES);
+            assert_eq!(again.entries.len(), left + 1);
+            assert!(again.warnings.is_empty());
+        }
+    }
+
+    /// A clean stop finishes every write: a torn-looking tail then means bytes were lost
+    /// after they were written, so nothing is cut (three acknowledged writes once were).
+    #[test]
+    fn after_a_clean_stop_a_torn_tail_is_damage() {
+        for damage in [
+            (|b: &mut Vec<u8>| b.truncate(b.len() - 30)) as fn(&mut Vec<u8>),
+            |b| b.extend([0u8; 300]),
+        ] {
+            let dir = damaged(damage);
+            let before = fs::read(only_segment(dir.path())).unwrap();
+            let reason = corrupt_reason(dir.path(), true);
+            assert!(reason.contains("stopped cleanly"), "{reason}");
+            assert_eq!(fs::read(only_segment(dir.path())).unwrap(), before);
+        }
+    }
+
+    /// A complete, fsynced record whose checksum fails is not a torn write, even at the end.
+    #[test]
+    fn a_flipped_bit_in_the_last_record_is_damage() {
+        let dir = damaged(|b| {
+            let n = b.len();
+            b[n - 2] ^= 0x10;
+        });
+        let reason = corrupt_reason(dir.path(), false);
+        assert!(reason.contains("checksum mismatch"), "{reason}");
     }
 
     #[test]
@@ -534,7 +641,7 @@ mod tests {
         let first_entry = HEADER + 17;
         bytes[first_entry + HEADER + 2] ^= 0xff; // inside the first entry's payload
         fs::write(&seg, &bytes).unwrap();
-        match LogStore::open(dir.path(), SEGMENT_BYTES) {
+        match LogStore::open(dir.path(), SEGMENT_BYTES, false) {
             Err(Error::Corrupt { path, offset, .. }) => {
                 assert_eq!(path, seg);
                 assert_eq!(offset, first_entry as u64);

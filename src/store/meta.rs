@@ -13,30 +13,50 @@ use crate::raft::{HardState, PeerAddr};
 
 pub const META_FILE: &str = "meta.properties";
 
-pub fn read_meta(data_dir: &Path) -> Result<HardState> {
+/// Reads the term and vote: `Ok(None)` when the file does not exist (a new member; the
+/// caller checks that nothing else in the data dir says otherwise). An empty or unreadable
+/// file is damage, never "term 0": that would let the member vote twice in a term.
+pub fn read_meta(data_dir: &Path) -> Result<Option<HardState>> {
     let path = data_dir.join(META_FILE);
-    let text = match fs::read_to_string(&path) {
+    let bytes = match fs::read(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(HardState::default()),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::store(path, e)),
     };
+    let corrupt = |offset: u64, reason: String| {
+        Error::Corrupt {
+        path: path.clone(),
+        offset,
+        reason: format!(
+            "{reason}; it holds this member's term and vote, written atomically, so it was damaged after it was written. {}",
+            super::WAY_OUT
+        ),
+    }
+    };
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to() as u64;
+            return Err(corrupt(at, "not text".into()));
+        }
+    };
+    if !text.lines().any(|l| l.trim_start().starts_with("term")) {
+        return Err(corrupt(0, "no term= line".into()));
+    }
     let mut hs = HardState::default();
     let mut offset = 0u64;
     for line in text.split_inclusive('\n') {
         let l = line.trim();
         if !(l.is_empty() || l.starts_with('#') || l.starts_with('!')) {
-            let (k, v) = l.split_once('=').ok_or_else(|| Error::Corrupt {
-                path: path.clone(),
-                offset,
-                reason: format!("expected key=value, found {l:?}"),
-            })?;
+            let (k, v) = l
+                .split_once('=')
+                .ok_or_else(|| corrupt(offset, format!("expected key=value, found {l:?}")))?;
             match k.trim() {
                 "term" => {
-                    hs.term = v.trim().parse().map_err(|_| Error::Corrupt {
-                        path: path.clone(),
-                        offset,
-                        reason: format!("term is not a number: {v:?}"),
-                    })?
+                    hs.term = v
+                        .trim()
+                        .parse()
+                        .map_err(|_| corrupt(offset, format!("term is not a number: {v:?}")))?
                 }
                 "voteFor" => {
                     let v = v.trim();
@@ -47,7 +67,7 @@ pub fn read_meta(data_dir: &Path) -> Result<HardState> {
         }
         offset += line.len() as u64;
     }
-    Ok(hs)
+    Ok(Some(hs))
 }
 
 pub fn write_meta(data_dir: &Path, hs: &HardState) -> Result<()> {
@@ -75,19 +95,19 @@ mod tests {
     #[test]
     fn round_trip_and_defaults() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(read_meta(dir.path()).unwrap(), HardState::default());
+        assert_eq!(read_meta(dir.path()).unwrap(), None);
         let hs = HardState {
             term: 7,
             vote_for: Some(PeerAddr::new("127.0.0.1:8848")),
         };
         write_meta(dir.path(), &hs).unwrap();
-        assert_eq!(read_meta(dir.path()).unwrap(), hs);
+        assert_eq!(read_meta(dir.path()).unwrap(), Some(hs));
         let none = HardState {
             term: 8,
             vote_for: None,
         };
         write_meta(dir.path(), &none).unwrap();
-        assert_eq!(read_meta(dir.path()).unwrap(), none);
+        assert_eq!(read_meta(dir.path()).unwrap(), Some(none));
     }
 
     #[test]
@@ -98,7 +118,24 @@ mod tests {
             "#Wed Jan 01 00:00:00 CST 2020\nterm=305\n",
         )
         .unwrap();
-        assert_eq!(read_meta(dir.path()).unwrap().term, 305);
+        assert_eq!(read_meta(dir.path()).unwrap().unwrap().term, 305);
+    }
+
+    #[test]
+    fn empty_or_binary_is_damage_not_term_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        for (bytes, offset) in [(&b""[..], 0), (&b"term=1\n\xff\xfe"[..], 7)] {
+            fs::write(dir.path().join(META_FILE), bytes).unwrap();
+            match read_meta(dir.path()) {
+                Err(Error::Corrupt {
+                    offset: o, reason, ..
+                }) => {
+                    assert_eq!(o, offset, "{reason}");
+                    assert!(reason.contains("move this data dir aside"), "{reason}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -133,15 +133,16 @@ pub fn pending_install(data_dir: &Path) -> Result<Option<LogId>> {
     Ok(Some(LogId::new(field("index")?, field("term")?)))
 }
 
-/// Step 3: puts the staged datums in place of `data/` (idempotent: a finished swap is a
-/// no-op). Only valid once the install is decided.
-pub fn swap_in(data_dir: &Path) -> Result<()> {
+/// Step 3: puts the staged datums (the state at `index`) in place of `data/` (idempotent:
+/// a finished swap is a no-op). Only valid once the install is decided.
+pub fn swap_in(data_dir: &Path, index: u64) -> Result<()> {
     // The checkpoint describes the state being replaced: it goes first, so that no start-up
     // can load it over the new datum files.
     crate::store::checkpoint::remove(data_dir)?;
     let staged = staging(data_dir);
     if !staged.exists() {
-        return Ok(()); // swapped before a crash
+        // Swapped before a crash.
+        return datum_dir::mark_complete(data_dir, index);
     }
     let live = datum_dir::datum_root(data_dir);
     let old = data_dir.join("data.old");
@@ -156,7 +157,8 @@ pub fn swap_in(data_dir: &Path) -> Result<()> {
     if old.exists() {
         fs::remove_dir_all(&old).map_err(|e| Error::store(&old, e))?;
     }
-    Ok(())
+    // With no checkpoint, these files are the state the log continues from.
+    datum_dir::mark_complete(data_dir, index)
 }
 
 /// Step 4's end: the log now continues after the snapshot, so the install is complete.
@@ -182,7 +184,7 @@ pub fn discard_staging(data_dir: &Path) -> Result<()> {
 pub fn recover(data_dir: &Path) -> Result<Option<LogId>> {
     match pending_install(data_dir)? {
         Some(point) => {
-            swap_in(data_dir)?;
+            swap_in(data_dir, point.index)?;
             Ok(Some(point))
         }
         None => {
@@ -236,7 +238,7 @@ mod tests {
             w.add(&datum("other", 7)).unwrap();
             w.commit(LogId::new(9, 3)).unwrap();
             if crash_after_swap {
-                swap_in(dir.path()).unwrap();
+                swap_in(dir.path(), 9).unwrap();
             }
             assert_eq!(recover(dir.path()).unwrap(), Some(LogId::new(9, 3)));
             assert_eq!(keys(dir.path()), vec!["new", "other"]);

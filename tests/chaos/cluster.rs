@@ -636,8 +636,10 @@ impl ChaosCluster {
             fs::copy(f.path(), copy.join(f.file_name()))
                 .map_err(|e| format!("copy {}: {e}", f.path().display()))?;
         }
-        let recovered =
-            LogStore::open(&copy, SEGMENT_BYTES).map_err(|e| format!("node {i}'s log: {e}"))?;
+        // A cleanly stopped node's log must be whole: no tail is cut for it.
+        let clean = nacos_raft::store::datum_dir::clean_stop_marked(&self.nodes[i].data_dir);
+        let recovered = LogStore::open(&copy, SEGMENT_BYTES, clean)
+            .map_err(|e| format!("node {i}'s log: {e}"))?;
         let log = NodeLog {
             start: recovered.start.index,
             entries: recovered.entries,
