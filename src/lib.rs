@@ -3,7 +3,8 @@
 //!
 //! Layout: `raft` is the pure consensus core (no clock, no I/O, no threads); `store` owns the
 //! bytes on disk; `node` is the shell that drives the core with threads, disk and network;
-//! `http` maps requests and errors; `client` is the typed HTTP client of `nacosctl` and tests.
+//! `http` maps requests and errors; `client` is the typed HTTP client of `nacosctl` and tests;
+//! `wire` holds the JSON shapes the two exchange.
 
 pub mod client;
 pub mod datum;
@@ -12,6 +13,7 @@ pub mod http;
 pub mod node;
 pub mod raft;
 pub mod store;
+pub mod wire;
 
 pub use datum::{validate_key, Datum};
 pub use error::{Error, Result};
