@@ -1,53 +1,46 @@
-//! The one place that maps library errors to an HTTP status and the JSON error body
-//! `{"error", "message", "leader"}` (DESIGN §3).
-
-use serde::Serialize;
+//! The one place that maps errors to an HTTP status and the JSON error body
+//! `{"error", "message", "leader"}` (DESIGN §3): a library error to its code here, and every
+//! code to its status here. The body and the codes themselves are `wire::error`.
 
 use crate::error::Error;
-
-#[derive(Debug, Serialize, PartialEq)]
-pub struct ErrorBody {
-    pub error: &'static str,
-    pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub leader: Option<String>,
-}
-
-impl ErrorBody {
-    pub fn new(error: &'static str, message: impl Into<String>) -> ErrorBody {
-        ErrorBody {
-            error,
-            message: message.into(),
-            leader: None,
-        }
-    }
-}
+use crate::wire::{ErrorBody, ErrorCode};
 
 /// Status code and body for a library error.
 pub fn error_response(e: &Error) -> (u16, ErrorBody) {
-    let message = e.to_string();
-    let (status, code, leader) = match e {
-        Error::NotLeader { leader } => (503, "not_leader", leader.clone()),
-        Error::NoLeader { .. } => (503, "no_leader", None),
-        Error::Timeout { .. } => (504, "timeout", None),
-        Error::Superseded => (503, "not_leader", None),
+    let (code, leader) = match e {
+        Error::NotLeader { leader } => (ErrorCode::NotLeader, leader.clone()),
+        Error::NoLeader { .. } => (ErrorCode::NoLeader, None),
+        Error::Timeout { .. } => (ErrorCode::Timeout, None),
+        Error::Superseded => (ErrorCode::NotLeader, None),
         Error::InvalidKey(_) | Error::BadRequest(_) | Error::Config(_) => {
-            (400, "bad_request", None)
+            (ErrorCode::BadRequest, None)
         }
-        Error::NotFound(_) => (404, "not_found", None),
-        Error::ShuttingDown => (503, "shutting_down", None),
+        Error::NotFound(_) => (ErrorCode::NotFound, None),
+        Error::ShuttingDown => (ErrorCode::ShuttingDown, None),
         Error::Store { .. } | Error::Corrupt { .. } | Error::Unrecoverable { .. } => {
-            (500, "internal", None)
+            (ErrorCode::Internal, None)
         }
     };
-    (
-        status,
-        ErrorBody {
-            error: code,
-            message,
-            leader,
-        },
-    )
+    let mut body = ErrorBody::new(code, e.to_string());
+    body.leader = leader;
+    (status_of(&body.error), body)
+}
+
+/// The status every code is sent with (docs/http-api.md, "Errors"). Clients rely on it: a
+/// 503 means the request was not acted on and may go to another member.
+pub fn status_of(code: &ErrorCode) -> u16 {
+    match code {
+        ErrorCode::BadRequest => 400,
+        ErrorCode::Forbidden => 403,
+        ErrorCode::NotFound | ErrorCode::NoRoute => 404,
+        ErrorCode::Compacted => 410,
+        ErrorCode::PayloadTooLarge => 413,
+        ErrorCode::Internal => 500,
+        ErrorCode::NoLeader | ErrorCode::NotLeader | ErrorCode::ShuttingDown => 503,
+        ErrorCode::Timeout => 504,
+        // Only parsed from other nodes, never built here.
+        ErrorCode::Unknown(_) => 500,
+    }
 }
 
 #[cfg(test)]
@@ -62,12 +55,12 @@ mod tests {
                     leader: Some("a:1".into()),
                 },
                 503,
-                "not_leader",
+                ErrorCode::NotLeader,
             ),
-            (Error::NoLeader { waited_ms: 5 }, 503, "no_leader"),
-            (Error::Timeout { waited_ms: 5 }, 504, "timeout"),
-            (Error::InvalidKey("x".into()), 400, "bad_request"),
-            (Error::NotFound("k".into()), 404, "not_found"),
+            (Error::NoLeader { waited_ms: 5 }, 503, ErrorCode::NoLeader),
+            (Error::Timeout { waited_ms: 5 }, 504, ErrorCode::Timeout),
+            (Error::InvalidKey("x".into()), 400, ErrorCode::BadRequest),
+            (Error::NotFound("k".into()), 404, ErrorCode::NotFound),
         ];
         for (e, status, code) in cases {
             let (s, body) = error_response(&e);
@@ -82,5 +75,26 @@ mod tests {
             .1
             .message
             .contains("may still commit"));
+    }
+
+    #[test]
+    fn every_code_has_its_documented_status() {
+        let documented = [
+            (ErrorCode::BadRequest, 400),
+            (ErrorCode::NotFound, 404),
+            (ErrorCode::NoRoute, 404),
+            (ErrorCode::Forbidden, 403),
+            (ErrorCode::Compacted, 410),
+            (ErrorCode::PayloadTooLarge, 413),
+            (ErrorCode::NoLeader, 503),
+            (ErrorCode::NotLeader, 503),
+            (ErrorCode::ShuttingDown, 503),
+            (ErrorCode::Timeout, 504),
+            (ErrorCode::Internal, 500),
+        ];
+        assert_eq!(documented.len(), ErrorCode::KNOWN.len());
+        for (code, status) in documented {
+            assert_eq!(status_of(&code), status, "{code}");
+        }
     }
 }

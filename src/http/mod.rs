@@ -2,9 +2,12 @@
 //! read endpoints (`/nacos/v1/ns/raft/...`), served by tiny_http with a thread per request.
 //!
 //! Routes are functions from [`Request`] to [`Response`], so they are tested without
-//! sockets; `serve` is the thin socket glue. Errors become JSON only in `error`.
+//! sockets (`tests`); `serve` is the thin socket glue. Every body is a `wire` type; a
+//! library error gets its code, and every code its status, only in `error`.
 
 pub mod error;
+#[cfg(test)]
+mod tests;
 mod watch;
 
 use std::io::Read;
@@ -12,13 +15,16 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-use serde_json::{json, Value};
-
 use crate::error::{Error, Result};
 use crate::node::{Node, PROXIED_HEADER, TOKEN_HEADER};
-use crate::raft::{Envelope, PeerAddr, Role};
-use error::{error_response, ErrorBody};
+use crate::raft::{Envelope, PeerAddr};
+use crate::wire::api::{
+    DeleteResult, Digest, FollowerStatus, GetResult, Health, LeaderInfo, ListEntry, PublishRequest,
+    PutResult, Status, Transfer,
+};
+use crate::wire::nacos::{NacosLeader, NacosListeners, NacosState, RaftPeer};
+use crate::wire::{ErrorBody, ErrorCode, Role};
+use error::{error_response, status_of};
 
 /// Largest request body accepted from clients (DESIGN §5: a few MiB, 413 past it).
 pub const MAX_BODY_BYTES: usize = 4 << 20;
@@ -74,6 +80,12 @@ impl Response {
         Response::json(status, &body)
     }
 
+    /// An error the HTTP layer decides itself (no route, forbidden, too large, ...), sent
+    /// with its code's status.
+    pub fn refusal(code: ErrorCode, message: impl Into<String>) -> Response {
+        Response::json(status_of(&code), &ErrorBody::new(code, message))
+    }
+
     fn no_content() -> Response {
         Response {
             status: 204,
@@ -82,18 +94,11 @@ impl Response {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PublishBody {
-    key: String,
-    value: Value,
-}
-
 /// Routes one request.
 pub fn route(node: &Node, req: &Request) -> Response {
     let deadline = Instant::now() + node.publish_timeout();
     let result = match (req.method.as_str(), req.path.as_str()) {
-        ("GET", "/v1/health") => Ok(Response::json(200, &json!({"ok": true}))),
+        ("GET", "/v1/health") => Ok(Response::json(200, &Health { ok: true })),
         ("POST", "/v1/datum") | ("DELETE", "/v1/datum") => write(node, req, deadline),
         ("GET", "/v1/datum") => get(node, req, deadline),
         ("GET", "/v1/datums") => list(node, req, deadline),
@@ -103,7 +108,10 @@ pub fn route(node: &Node, req: &Request) -> Response {
             let s = node.raft_status();
             Ok(Response::json(
                 200,
-                &json!({"leader": s.leader.map(|l| l.0), "term": s.term}),
+                &LeaderInfo {
+                    leader: s.leader.map(|l| l.0),
+                    term: s.term,
+                },
             ))
         }
         ("POST", "/v1/raft/messages") => peer_messages(node, req),
@@ -114,14 +122,13 @@ pub fn route(node: &Node, req: &Request) -> Response {
         ("GET", "/nacos/v1/ns/raft/peer") => Ok(Response::json(200, &nacos_self_peer(node))),
         ("GET", "/nacos/v1/ns/raft/listeners") => Ok(Response::json(
             200,
-            &json!({"listeners": node.state().listener_keys()}),
+            &NacosListeners {
+                listeners: node.state().listener_keys(),
+            },
         )),
-        (m, p) => Ok(Response::json(
-            404,
-            &ErrorBody::new(
-                "no_route",
-                format!("no route for {m} {p}; see docs/http-api.md for the API"),
-            ),
+        (m, p) => Ok(Response::refusal(
+            ErrorCode::NoRoute,
+            format!("no route for {m} {p}; see docs/http-api.md for the API"),
         )),
     };
     result.unwrap_or_else(|e| Response::error(&e))
@@ -131,7 +138,7 @@ pub fn route(node: &Node, req: &Request) -> Response {
 fn write(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
     // Validate before forwarding, so bad input never costs the leader anything.
     let publish = if req.method == "POST" {
-        let body: PublishBody = serde_json::from_slice(&req.body).map_err(|e| {
+        let body: PublishRequest = serde_json::from_slice(&req.body).map_err(|e| {
             Error::BadRequest(format!(
                 "the body must be JSON {{\"key\": \"...\", \"value\": <any JSON>}}: {e}"
             ))
@@ -156,23 +163,36 @@ fn write(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
             forward(node, &leader, req, deadline)
         } else {
             match &publish {
-                Some(b) => node
-                    .publish(&b.key, b.value.clone(), deadline)
-                    .map(|(timestamp, term, index)| {
+                Some(b) => node.publish(&b.key, b.value.clone(), deadline).map(
+                    |(timestamp, term, index)| {
                         Response::json(
                             200,
-                            &json!({"key": b.key, "timestamp": timestamp, "term": term, "index": index}),
+                            &PutResult {
+                                key: b.key.clone(),
+                                timestamp,
+                                term,
+                                index,
+                            },
                         )
-                    }),
+                    },
+                ),
                 None => {
                     let key = req.required("key")?;
-                    node.delete(key, deadline).and_then(|(existed, term, index)| {
-                        if existed {
-                            Ok(Response::json(200, &json!({"key": key, "term": term, "index": index})))
-                        } else {
-                            Err(Error::NotFound(key.to_string()))
-                        }
-                    })
+                    node.delete(key, deadline)
+                        .and_then(|(existed, term, index)| {
+                            if existed {
+                                Ok(Response::json(
+                                    200,
+                                    &DeleteResult {
+                                        key: key.to_string(),
+                                        term,
+                                        index,
+                                    },
+                                ))
+                            } else {
+                                Err(Error::NotFound(key.to_string()))
+                            }
+                        })
                 }
             }
         };
@@ -239,24 +259,32 @@ fn forward(node: &Node, leader: &PeerAddr, req: &Request, deadline: Instant) -> 
     Ok(Response { status, body })
 }
 
-fn datum_json(d: &crate::Datum) -> Value {
-    json!({"key": d.key, "value": d.value, "timestamp": d.timestamp, "index": d.index})
-}
-
 fn get(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
     let key = req.required("key")?;
     match node.get(key, req.flag("stale"), deadline)? {
-        Some(d) => Ok(Response::json(200, &datum_json(&d))),
+        Some(d) => Ok(Response::json(
+            200,
+            &GetResult {
+                key: d.key,
+                value: d.value,
+                timestamp: d.timestamp,
+                index: d.index,
+            },
+        )),
         None => Err(Error::NotFound(key.to_string())),
     }
 }
 
 fn list(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
     let prefix = req.param("prefix").unwrap_or("");
-    let items: Vec<Value> = node
+    let items: Vec<ListEntry> = node
         .list(prefix, req.flag("stale"), deadline)?
-        .iter()
-        .map(|d| json!({"key": d.key, "timestamp": d.timestamp, "index": d.index}))
+        .into_iter()
+        .map(|d| ListEntry {
+            key: d.key,
+            timestamp: d.timestamp,
+            index: d.index,
+        })
         .collect();
     Ok(Response::json(200, &items))
 }
@@ -271,28 +299,23 @@ fn digest(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
                 .parse()
                 .map_err(|_| Error::BadRequest(format!("index {i:?} is not a number")))?;
             if !state.wait_applied(i, deadline) {
-                return Ok(Response::json(
-                    504,
-                    &ErrorBody::new(
-                        "timeout",
-                        format!(
-                            "this member has not applied index {i} within {} ms (it is at {}); it may be behind or cut off",
-                            node.config().publish_timeout_ms,
-                            state.applied_index()
-                        ),
+                // Not `Error::Timeout`: that one says a write may still commit.
+                return Ok(Response::refusal(
+                    ErrorCode::Timeout,
+                    format!(
+                        "this member has not applied index {i} within {} ms (it is at {}); it may be behind or cut off",
+                        node.config().publish_timeout_ms,
+                        state.applied_index()
                     ),
                 ));
             }
             match state.digest_at(i) {
                 Some(d) => (i, d),
                 None => {
-                    return Ok(Response::json(
-                        410,
-                        &ErrorBody::new(
-                            "compacted",
-                            format!(
-                                "the digest at index {i} is no longer kept; ask for a recent index"
-                            ),
+                    return Ok(Response::refusal(
+                        ErrorCode::Compacted,
+                        format!(
+                            "the digest at index {i} is no longer kept; ask for a recent index"
                         ),
                     ))
                 }
@@ -301,38 +324,44 @@ fn digest(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
     };
     Ok(Response::json(
         200,
-        &json!({"endpoint": node.config().advertise.0, "index": index,
-                "digest": format!("{digest:016x}"), "applied_index": state.applied_index(),
-                "datums": state.len()}),
+        &Digest {
+            endpoint: node.config().advertise.0.clone(),
+            index,
+            digest: format!("{digest:016x}"),
+            applied_index: state.applied_index(),
+            datums: state.len() as u64,
+        },
     ))
 }
 
 fn status(node: &Node) -> Response {
     let s = node.status();
-    let r = &s.raft;
-    let followers: Vec<Value> = r
+    let r = s.raft;
+    let followers = r
         .followers
-        .iter()
-        .map(|f| {
-            json!({"peer": f.peer.0, "match_index": f.match_index, "next_index": f.next_index,
-                   "last_contact_ms": f.last_contact_ms})
+        .into_iter()
+        .map(|f| FollowerStatus {
+            peer: f.peer.0,
+            match_index: f.match_index,
+            next_index: f.next_index,
+            last_contact_ms: Some(f.last_contact_ms),
         })
         .collect();
     Response::json(
         200,
-        &json!({
-            "endpoint": r.id.0,
-            "role": r.role.as_str(),
-            "term": r.term,
-            "leader": r.leader.as_ref().map(|l| &l.0),
-            "vote_for": r.vote_for.as_ref().map(|l| &l.0),
-            "commit_index": r.commit_index,
-            "applied_index": s.applied_index,
-            "last_log_index": r.last_log_index,
-            "datums": s.datums,
-            "peers": node.config().peers.iter().map(|p| &p.0).collect::<Vec<_>>(),
-            "followers": followers,
-        }),
+        &Status {
+            endpoint: r.id.0,
+            role: r.role.into(),
+            term: r.term,
+            leader: r.leader.map(|l| l.0),
+            vote_for: r.vote_for.map(|l| l.0),
+            commit_index: r.commit_index,
+            applied_index: s.applied_index,
+            last_log_index: r.last_log_index,
+            datums: s.datums as u64,
+            peers: node.config().peers.iter().map(|p| p.0.clone()).collect(),
+            followers,
+        },
     )
 }
 
@@ -372,29 +401,23 @@ fn peer_snapshot(node: &Node, req: &Request) -> Result<Response> {
 fn refuse_stranger(node: &Node, req: &Request, from: Option<&PeerAddr>) -> Option<Response> {
     if let Some(expected) = &node.config().cluster_token {
         if req.token.as_deref() != Some(expected.as_str()) {
-            return Some(Response::json(
-                403,
-                &ErrorBody::new(
-                    "forbidden",
-                    "peer traffic needs the cluster token; start every member with the same --cluster-token",
-                ),
+            return Some(Response::refusal(
+                ErrorCode::Forbidden,
+                "peer traffic needs the cluster token; start every member with the same --cluster-token",
             ));
         }
     }
     let members = &node.config().peers;
     match from {
-        Some(f) if !members.contains(f) => Some(Response::json(
-            403,
-            &ErrorBody::new(
-                "forbidden",
-                format!(
-                    "{f} is not a member of this cluster; members: {}",
-                    members
-                        .iter()
-                        .map(|p| p.as_str())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                ),
+        Some(f) if !members.contains(f) => Some(Response::refusal(
+            ErrorCode::Forbidden,
+            format!(
+                "{f} is not a member of this cluster; members: {}",
+                members
+                    .iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
             ),
         )),
         _ => None,
@@ -413,24 +436,28 @@ fn transfer_leader(node: &Node, req: &Request) -> Result<Response> {
     let to = node.transfer_leader(target)?;
     Ok(Response::json(
         200,
-        &json!({"from": node.config().advertise.0, "to": to.0}),
+        &Transfer {
+            from: node.config().advertise.0.clone(),
+            to: to.0,
+        },
     ))
 }
 
-/// Nacos `RaftPeer` JSON of this node (reference §3.2).
-fn nacos_self_peer(node: &Node) -> Value {
+/// Nacos `RaftPeer` of this node (reference §3.2).
+fn nacos_self_peer(node: &Node) -> RaftPeer {
     let s = node.raft_status();
-    json!({
-        "ip": s.id.0,
-        "voteFor": s.vote_for.map(|v| v.0),
-        "term": s.term,
-        "leaderDueMs": s.leader_due_ms,
-        "heartbeatDueMs": s.heartbeat_due_ms,
-        "state": s.role.as_str(),
-    })
+    RaftPeer {
+        ip: s.id.0,
+        vote_for: s.vote_for.map(|v| v.0),
+        term: s.term,
+        leader_due_ms: s.leader_due_ms,
+        heartbeat_due_ms: s.heartbeat_due_ms,
+        state: s.role.into(),
+    }
 }
 
-fn nacos_peer_list(node: &Node) -> Vec<Value> {
+/// Every member as this node sees it: only its own entry has a real vote and timers.
+fn nacos_peer_list(node: &Node) -> Vec<RaftPeer> {
     let s = node.raft_status();
     node.config()
         .peers
@@ -440,14 +467,14 @@ fn nacos_peer_list(node: &Node) -> Vec<Value> {
                 nacos_self_peer(node)
             } else {
                 let leads = s.leader.as_ref() == Some(p);
-                json!({
-                    "ip": p.0,
-                    "voteFor": Value::Null,
-                    "term": s.term,
-                    "leaderDueMs": 0,
-                    "heartbeatDueMs": 0,
-                    "state": if leads { Role::Leader.as_str() } else { Role::Follower.as_str() },
-                })
+                RaftPeer {
+                    ip: p.0.clone(),
+                    vote_for: None,
+                    term: s.term,
+                    leader_due_ms: 0,
+                    heartbeat_due_ms: 0,
+                    state: if leads { Role::Leader } else { Role::Follower },
+                }
             }
         })
         .collect()
@@ -456,20 +483,19 @@ fn nacos_peer_list(node: &Node) -> Vec<Value> {
 fn nacos_state(node: &Node) -> Response {
     Response::json(
         200,
-        &json!({"services": node.state().len(), "peers": nacos_peer_list(node)}),
+        &NacosState {
+            services: node.state().len() as u64,
+            peers: nacos_peer_list(node),
+        },
     )
 }
 
-/// Nacos's odd shape: the leader's RaftPeer JSON *as a string* inside JSON, `"null"` if none.
 fn nacos_leader(node: &Node) -> Response {
     let s = node.raft_status();
-    let leader = s.leader.and_then(|l| {
-        nacos_peer_list(node)
-            .into_iter()
-            .find(|p| p["ip"] == json!(l.0))
-    });
-    let text = leader.map_or("null".to_string(), |p| p.to_string());
-    Response::json(200, &json!({"leader": text}))
+    let leader = s
+        .leader
+        .and_then(|l| nacos_peer_list(node).into_iter().find(|p| p.ip == l.0));
+    Response::json(200, &NacosLeader::of(leader.as_ref()))
 }
 
 // ---------------------------------------------------------------- socket glue
@@ -603,13 +629,12 @@ fn handle(node: &Node, rq: tiny_http::Request, drain: &Drain) {
         drain.in_flight.fetch_add(1, Ordering::SeqCst);
         if drain.draining.load(Ordering::SeqCst) {
             drain.in_flight.fetch_sub(1, Ordering::SeqCst);
-            let body = ErrorBody::new(
-                "shutting_down",
+            let refusal = Response::refusal(
+                ErrorCode::ShuttingDown,
                 "this member is stopping; send the request to another member",
             );
             let mut out =
-                tiny_http::Response::from_data(serde_json::to_vec(&body).expect("serialises"))
-                    .with_status_code(503);
+                tiny_http::Response::from_data(refusal.body).with_status_code(refusal.status);
             for (k, v) in [
                 ("Content-Type", "application/json"),
                 ("Connection", "close"),
@@ -650,9 +675,9 @@ fn serve_request(node: &Node, mut rq: tiny_http::Request) {
 /// (the panic message still reaches stderr through the default hook).
 fn guarded(handler: impl FnOnce() -> Response) -> Response {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(handler)).unwrap_or_else(|_| {
-        Response::json(
-            500,
-            &ErrorBody::new("internal", "the request handler panicked; see the node log"),
+        Response::refusal(
+            ErrorCode::Internal,
+            "the request handler panicked; see the node log",
         )
     })
 }
@@ -664,12 +689,9 @@ fn read_request(rq: &mut tiny_http::Request) -> std::result::Result<Request, Res
         MAX_BODY_BYTES
     };
     let too_large = || {
-        Response::json(
-            413,
-            &ErrorBody::new(
-                "payload_too_large",
-                format!("the body is over the limit of {limit} bytes; store smaller values"),
-            ),
+        Response::refusal(
+            ErrorCode::PayloadTooLarge,
+            format!("the body is over the limit of {limit} bytes; store smaller values"),
         )
     };
     if rq.body_length().is_some_and(|n| n > limit) {
@@ -702,40 +724,4 @@ fn read_request(rq: &mut tiny_http::Request) -> std::result::Result<Request, Res
         token: header(TOKEN_HEADER),
         body,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_panicking_handler_is_a_500_and_the_next_request_is_served() {
-        let r = guarded(|| panic!("a bug in one handler"));
-        assert_eq!(r.status, 500);
-        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        assert_eq!(body["error"], "internal");
-        // The thread that caught it goes on serving.
-        let ok = guarded(|| Response::json(200, &json!({"ok": true})));
-        assert_eq!(ok.status, 200);
-    }
-
-    #[test]
-    fn only_client_requests_are_drained() {
-        for p in [
-            "/v1/datum",
-            "/v1/datums",
-            "/v1/watch",
-            "/v1/transfer-leader",
-        ] {
-            assert!(is_client_request(p), "{p}");
-        }
-        for p in [
-            "/v1/raft/messages",
-            "/v1/raft/snapshot",
-            "/v1/status",
-            "/v1/health",
-        ] {
-            assert!(!is_client_request(p), "{p}");
-        }
-    }
 }

@@ -8,12 +8,11 @@ use std::io::Write;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
-use serde_json::json;
-
-use super::error::ErrorBody;
 use super::{Request, Response};
 use crate::error::Error;
-use crate::node::{Event, Node};
+use crate::node::{Event, EventKind, Node};
+use crate::wire::api::{WatchEvent, WatchEventKind, WatchLine};
+use crate::wire::ErrorCode;
 
 /// How often an idle watch sends a `PROGRESS` line.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
@@ -44,51 +43,59 @@ pub fn start(node: &Node, req: &Request) -> Result<Watch, Response> {
     };
     match node.state().watch(key, prefix, from) {
         Ok((id, replay, rx)) => Ok(Watch { id, replay, rx }),
-        Err(c) => Err(Response::json(
-            410,
-            &ErrorBody::new(
-                "compacted",
-                format!(
-                    "events before index {} are no longer kept; read the current values (get or ls) and watch again from index {}",
-                    c.floor, c.floor
-                ),
+        Err(c) => Err(Response::refusal(
+            ErrorCode::Compacted,
+            format!(
+                "events before index {} are no longer kept; read the current values (get or ls) and watch again from index {}",
+                c.floor, c.floor
             ),
         )),
     }
 }
 
-fn line(out: &mut dyn Write, v: &serde_json::Value) -> std::io::Result<()> {
-    let mut bytes = serde_json::to_vec(v).expect("events serialise");
+fn line(out: &mut dyn Write, l: &WatchLine) -> std::io::Result<()> {
+    let mut bytes = serde_json::to_vec(l).expect("watch lines serialise");
     bytes.push(b'\n');
     out.write_all(&bytes)?;
     out.flush()
 }
 
-fn event_json(e: &Event) -> serde_json::Value {
-    serde_json::to_value(e).expect("events serialise")
+/// The wire form of a notifier event (a DELETE has a `null` value).
+fn event_line(e: Event) -> WatchLine {
+    WatchLine::Event(WatchEvent {
+        event: match e.event {
+            EventKind::Change => WatchEventKind::Change,
+            EventKind::Delete => WatchEventKind::Delete,
+        },
+        key: e.key,
+        value: e.value.unwrap_or_default(),
+        timestamp: e.timestamp,
+        index: e.index,
+    })
 }
 
 /// Streams until the client goes away (a write fails).
-pub fn stream(node: &Node, rq: tiny_http::Request, w: Watch) {
+pub fn stream(node: &Node, rq: tiny_http::Request, mut w: Watch) {
+    let replay = std::mem::take(&mut w.replay);
     let mut out = rq.into_writer();
     let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n";
     let result = (|| -> std::io::Result<()> {
         out.write_all(head.as_bytes())?;
-        for e in &w.replay {
-            line(&mut out, &event_json(e))?;
+        for e in replay {
+            line(&mut out, &event_line(e))?;
         }
         loop {
             match w.rx.recv_timeout(PROGRESS_INTERVAL) {
-                Ok(e) => line(&mut out, &event_json(&e))?,
+                Ok(e) => line(&mut out, &event_line(e))?,
                 Err(RecvTimeoutError::Timeout) => {
                     // Every event up to `notified` is already in our channel (they are
                     // queued under the same lock that moves it), so after draining it the
                     // PROGRESS line never runs ahead of an event it covers.
                     let notified = node.state().notified_index();
                     for e in w.rx.try_iter() {
-                        line(&mut out, &event_json(&e))?;
+                        line(&mut out, &event_line(e))?;
                     }
-                    line(&mut out, &json!({"event": "PROGRESS", "index": notified}))?;
+                    line(&mut out, &WatchLine::Progress { index: notified })?;
                 }
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
