@@ -9,163 +9,18 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Answer to `POST /v1/datum`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PutResult {
-    pub key: String,
-    /// Per-key version: 1 for a new key, previous + 1 on each update (Nacos `Datum.timestamp`).
-    pub timestamp: u64,
-    /// The leader's term when the write committed.
-    pub term: u64,
-    /// Log index of the write.
-    pub index: u64,
-}
-
-/// Answer to `GET /v1/datum`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GetResult {
-    pub key: String,
-    pub value: Value,
-    pub timestamp: u64,
-    #[serde(default)]
-    pub index: u64,
-}
-
-/// Answer to `DELETE /v1/datum`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeleteResult {
-    pub key: String,
-    #[serde(default)]
-    pub term: u64,
-    #[serde(default)]
-    pub index: u64,
-}
-
-/// One row of `GET /v1/datums`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListEntry {
-    pub key: String,
-    pub timestamp: u64,
-    #[serde(default)]
-    pub index: u64,
-}
-
-/// Answer to `GET /v1/status`: one node's own view of the cluster.
-///
-/// Every field but `role` and `term` has a default, so a node that adds, renames or has not
-/// yet filled in a field still yields a usable status (operators need `status` most when
-/// versions are mixed).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Status {
-    #[serde(default)]
-    pub endpoint: String,
-    /// `LEADER`, `FOLLOWER` or `CANDIDATE`.
-    pub role: String,
-    pub term: u64,
-    #[serde(default)]
-    pub leader: Option<String>,
-    #[serde(default)]
-    pub vote_for: Option<String>,
-    #[serde(default)]
-    pub commit_index: u64,
-    #[serde(default)]
-    pub applied_index: u64,
-    #[serde(default)]
-    pub last_log_index: u64,
-    #[serde(default)]
-    pub datums: u64,
-    #[serde(default)]
-    pub peers: Vec<String>,
-    #[serde(default)]
-    pub followers: Vec<FollowerStatus>,
-}
-
-/// The leader's view of one follower, inside [`Status`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FollowerStatus {
-    pub peer: String,
-    #[serde(default)]
-    pub match_index: u64,
-    #[serde(default)]
-    pub next_index: u64,
-    #[serde(default)]
-    pub last_contact_ms: Option<u64>,
-}
-
-/// Answer to `GET /v1/leader`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeaderInfo {
-    /// `None` when the node that answered knows of no leader.
-    pub leader: Option<String>,
-    #[serde(default)]
-    pub term: u64,
-}
-
-/// Answer to `GET /v1/health`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Health {
-    pub ok: bool,
-}
-
-/// Answer to `GET /v1/digest`: an order-independent hash of a member's whole datum set right
-/// after it applied `index` (for `nacosctl check`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Digest {
-    #[serde(default)]
-    pub endpoint: String,
-    pub index: u64,
-    /// 16 hex digits.
-    pub digest: String,
-    #[serde(default)]
-    pub applied_index: u64,
-    #[serde(default)]
-    pub datums: u64,
-}
-
-/// Answer to `POST /v1/transfer-leader`: the hand-over has started, not finished.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Transfer {
-    pub from: String,
-    pub to: String,
-}
-
-/// What a watch event reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum WatchEventKind {
-    Change,
-    Delete,
-}
-
-/// One event of `GET /v1/watch`, with exactly the fields of the contract (DESIGN §4), in
-/// their order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WatchEvent {
-    pub event: WatchEventKind,
-    pub key: String,
-    /// The new value; `null` for a DELETE.
-    #[serde(default)]
-    pub value: Value,
-    /// The key's version (for a DELETE, the version that was deleted).
-    pub timestamp: u64,
-    /// Log index of the change: events of one stream arrive in increasing index order.
-    pub index: u64,
-}
-
-/// One line of a watch stream.
-#[derive(Debug, Clone, PartialEq)]
-pub enum WatchLine {
-    Event(WatchEvent),
-    /// A keep-alive sent when nothing changed for a second; `index` is the node's applied
-    /// index. Not an event, and (as the node sends it) not a safe resume point: events at or
-    /// below it may still be on their way.
-    Progress {
-        index: u64,
-    },
-}
+// The answers, under the names callers use (they live in `wire`, shared with the server).
+use crate::wire::api::PublishRequest;
+pub use crate::wire::api::{
+    DeleteResult, Digest, FollowerStatus, GetResult, Health, LeaderInfo, ListEntry, PutResult,
+    Status, Transfer, WatchEvent, WatchEventKind, WatchLine,
+};
+use crate::wire::nacos::{NacosLeader, NacosListeners};
+pub use crate::wire::nacos::{NacosState, RaftPeer};
+use crate::wire::ErrorBody;
+pub use crate::wire::{ErrorCode, Role};
 
 /// What a watch follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,30 +28,6 @@ pub enum WatchTarget<'a> {
     Key(&'a str),
     /// Every key starting with this (every key when empty).
     Prefix(&'a str),
-}
-
-/// Nacos 1.x `RaftPeer` (reference §3.2), as the `/nacos/v1/ns/raft/...` endpoints show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RaftPeer {
-    /// `host:port` of the member's HTTP port.
-    pub ip: String,
-    pub vote_for: Option<String>,
-    pub term: u64,
-    /// Milliseconds until this member's election timeout (a countdown, not a timestamp).
-    pub leader_due_ms: u64,
-    /// Milliseconds until its next heartbeat.
-    pub heartbeat_due_ms: u64,
-    /// `LEADER`, `FOLLOWER` or `CANDIDATE`.
-    pub state: String,
-}
-
-/// Answer to `GET /nacos/v1/ns/raft/state`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NacosState {
-    /// The number of datums (Nacos counts services here).
-    pub services: u64,
-    pub peers: Vec<RaftPeer>,
 }
 
 /// Why a request could not be served. All of these map to exit code 4.
@@ -244,7 +75,8 @@ pub enum ClientError {
     Server {
         endpoint: String,
         status: u16,
-        error: String,
+        /// `ErrorCode::Unknown("unknown")` when the answer had no code.
+        error: ErrorCode,
         message: String,
     },
 
@@ -277,23 +109,12 @@ impl ClientError {
     }
 }
 
-/// The error body every node answers with (docs/http-api.md, "Errors").
-#[derive(Debug, Default, Deserialize)]
-struct ErrorBody {
-    #[serde(default)]
-    error: String,
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    leader: Option<String>,
-}
-
 /// One request, before an endpoint is chosen.
 struct Req<'a> {
     method: &'static str,
     path: &'static str,
     query: Vec<(&'static str, &'a str)>,
-    body: Option<Value>,
+    body: Option<PublishRequest>,
     /// Safe to send again to another endpoint after the first may have received it. Writes
     /// are not: a retried publish would bump the timestamp twice.
     idempotent: bool,
@@ -384,7 +205,10 @@ impl Client {
                 method: "POST",
                 path: "/v1/datum",
                 query: vec![],
-                body: Some(serde_json::json!({ "key": key, "value": value })),
+                body: Some(PublishRequest {
+                    key: key.to_string(),
+                    value,
+                }),
                 idempotent: false,
                 key: Some(key),
             },
@@ -535,12 +359,8 @@ impl Client {
     /// `RaftPeer` JSON as a *string* inside the JSON answer, and the string `"null"` when it
     /// knows no leader.
     pub fn nacos_leader_of(&self, endpoint: &str) -> Result<Option<RaftPeer>, ClientError> {
-        #[derive(Deserialize)]
-        struct Answer {
-            leader: String,
-        }
-        let a: Answer = self.call_one(endpoint, "/nacos/v1/ns/raft/leader")?;
-        serde_json::from_str(&a.leader).map_err(|e| ClientError::BadResponse {
+        let a: NacosLeader = self.call_one(endpoint, "/nacos/v1/ns/raft/leader")?;
+        a.peer().map_err(|e| ClientError::BadResponse {
             endpoint: display_name(endpoint),
             message: format!("`leader` is not a RaftPeer JSON string or \"null\": {e}"),
         })
@@ -548,11 +368,7 @@ impl Client {
 
     /// `GET /nacos/v1/ns/raft/listeners` of one endpoint: the keys listeners are registered on.
     pub fn nacos_listeners_of(&self, endpoint: &str) -> Result<Vec<String>, ClientError> {
-        #[derive(Deserialize)]
-        struct Answer {
-            listeners: Vec<String>,
-        }
-        let a: Answer = self.call_one(endpoint, "/nacos/v1/ns/raft/listeners")?;
+        let a: NacosListeners = self.call_one(endpoint, "/nacos/v1/ns/raft/listeners")?;
         Ok(a.listeners)
     }
 
@@ -792,7 +608,7 @@ impl WatchStream {
             Ok(_) if line.last() != Some(&b'\n') => {
                 Err(self.lost("the node closed the stream in the middle of a line".into()))
             }
-            Ok(_) => parse_watch_line(&line).map_err(|message| ClientError::BadResponse {
+            Ok(_) => WatchLine::parse(&line).map_err(|message| ClientError::BadResponse {
                 endpoint: self.endpoint.clone(),
                 message,
             }),
@@ -819,22 +635,6 @@ impl WatchStream {
     }
 }
 
-/// One line of a watch stream: an event, or a `PROGRESS` keep-alive.
-fn parse_watch_line(line: &[u8]) -> Result<WatchLine, String> {
-    let v: Value =
-        serde_json::from_slice(line).map_err(|e| format!("a watch line is not JSON ({e})"))?;
-    if v.get("event").and_then(Value::as_str) == Some("PROGRESS") {
-        let index = v
-            .get("index")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| format!("a PROGRESS line without a numeric index: {v}"))?;
-        return Ok(WatchLine::Progress { index });
-    }
-    serde_json::from_value(v.clone())
-        .map(WatchLine::Event)
-        .map_err(|e| format!("not a watch event ({e}): {v}"))
-}
-
 /// `HOST:PORT` becomes `http://HOST:PORT`; a URL keeps its scheme. No trailing slash.
 fn base_url(endpoint: &str) -> String {
     let e = endpoint.trim().trim_end_matches('/');
@@ -852,24 +652,26 @@ pub fn display_name(endpoint: &str) -> String {
 }
 
 fn classify_status<T>(endpoint: String, status: u16, text: &str, key: Option<&str>) -> Attempt<T> {
-    let body: ErrorBody = serde_json::from_str(text).unwrap_or_else(|_| ErrorBody {
+    let body: ErrorBody = serde_json::from_str(text).unwrap_or_else(|_| {
         // Not our error body (a proxy, another server): keep a bounded excerpt of it.
-        message: text.chars().take(200).collect(),
-        ..ErrorBody::default()
+        ErrorBody::new(
+            ErrorCode::Unknown(String::new()),
+            text.chars().take(200).collect::<String>(),
+        )
     });
     let message = if body.message.is_empty() {
         format!("HTTP {status} with no message")
     } else {
         body.message
     };
-    match (status, body.error.as_str()) {
-        (404, "not_found") => Attempt::Fail(ClientError::NotFound {
+    match (status, body.error) {
+        (404, ErrorCode::NotFound) => Attempt::Fail(ClientError::NotFound {
             key: key.unwrap_or_default().to_string(),
         }),
         (503, code) => {
             let kind = match code {
-                "no_leader" => UnavailableKind::NoLeader,
-                "not_leader" => UnavailableKind::NotLeader,
+                ErrorCode::NoLeader => UnavailableKind::NoLeader,
+                ErrorCode::NotLeader => UnavailableKind::NotLeader,
                 _ => UnavailableKind::ServiceUnavailable,
             };
             // A 503 means the node did not act on the request, so another may.
@@ -889,10 +691,9 @@ fn classify_status<T>(endpoint: String, status: u16, text: &str, key: Option<&st
         (status, code) => Attempt::Fail(ClientError::Server {
             endpoint,
             status,
-            error: if code.is_empty() {
-                "unknown".into()
-            } else {
-                code.into()
+            error: match code {
+                ErrorCode::Unknown(c) if c.is_empty() => ErrorCode::Unknown("unknown".into()),
+                code => code,
             },
             message,
         }),
@@ -1184,7 +985,14 @@ mod tests {
         let (addr, _h) = serve_once(404, r#"{"error":"no_route","message":"GET /x"}"#);
         let e = client(&[&addr]).get("k", false).unwrap_err();
         assert!(
-            matches!(&e, ClientError::Server { status: 404, error, .. } if error == "no_route"),
+            matches!(
+                &e,
+                ClientError::Server {
+                    status: 404,
+                    error: ErrorCode::NoRoute,
+                    ..
+                }
+            ),
             "{e:?}"
         );
         assert_eq!(e.exit_code(), 1);
@@ -1451,8 +1259,8 @@ mod tests {
         let (addr, _h) = serve_once(200, BODY);
         let l = client(&[]).nacos_leader_of(&addr).unwrap().unwrap();
         assert_eq!(
-            (l.ip.as_str(), l.term, l.state.as_str()),
-            ("n1:8848", 3, "LEADER")
+            (l.ip.as_str(), l.term, l.state),
+            ("n1:8848", 3, Role::Leader)
         );
         assert_eq!(l.vote_for.as_deref(), Some("n1:8848"));
 

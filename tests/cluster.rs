@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use nacos_raft::client::{Client, ClientError};
+use nacos_raft::wire::Role;
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(10);
@@ -39,7 +40,7 @@ fn three_members_elect_one_leader_and_serve_writes_through_each() {
         }
     }
     let s = c.nodes[leader].status(T).unwrap();
-    assert_eq!(s.role, "LEADER");
+    assert_eq!(s.role, Role::Leader);
     assert_eq!(
         s.followers.len(),
         2,
@@ -168,7 +169,7 @@ fn one_member_cluster_elects_itself() {
     n.wait_ready(READY_DEADLINE);
     let r = n.client(T).put("solo", json!("yes")).unwrap();
     assert_eq!(r.timestamp, 1);
-    assert_eq!(n.status(T).unwrap().role, "LEADER");
+    assert_eq!(n.status(T).unwrap().role, Role::Leader);
 }
 
 #[test]
@@ -218,7 +219,7 @@ fn a_paused_old_leader_acknowledges_nothing_and_rejoins_as_follower() {
     }
     wait_applied(&c.nodes[old], r.index, T);
     let s = c.nodes[old].status(T).unwrap();
-    assert_ne!(s.role, "LEADER", "{s:?}");
+    assert_ne!(s.role, Role::Leader, "{s:?}");
     let g = c.client(T).get("k", false).unwrap();
     let expected = if via_old.is_ok() { "via-old" } else { "after" };
     assert_eq!(g.value, json!(expected));
@@ -245,8 +246,8 @@ fn a_returning_member_does_not_disrupt_the_leader() {
     wait_applied(&c.nodes[away], last, T);
     let s = c.nodes[leader].status(T).unwrap();
     assert_eq!(
-        (s.role.as_str(), s.term),
-        ("LEADER", term),
+        (&s.role, s.term),
+        (&Role::Leader, term),
         "leader disturbed: {s:?}\n{}",
         c.logs()
     );

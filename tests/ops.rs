@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use nacos_raft::client::{RaftPeer, Status};
+use nacos_raft::wire::Role;
 use serde_json::{json, Value};
 
 /// Publishes through nacosctl and returns the write's log index.
@@ -316,7 +317,7 @@ fn assert_nacos_shapes(cluster: &TestCluster, leader: &str) {
         assert_eq!(ips, all);
         let leaders: Vec<&str> = peers
             .iter()
-            .filter(|p| p.state == "LEADER")
+            .filter(|p| p.state == Role::Leader)
             .map(|p| p.ip.as_str())
             .collect();
         assert_eq!(leaders, [leader], "{state}");
@@ -327,14 +328,14 @@ fn assert_nacos_shapes(cluster: &TestCluster, leader: &str) {
             .as_str()
             .unwrap_or_else(|| panic!("leader is not a string: {l}"));
         let lp = raft_peer(&serde_json::from_str(text).expect("the string holds JSON"));
-        assert_eq!((lp.ip.as_str(), lp.state.as_str()), (leader, "LEADER"));
+        assert_eq!((lp.ip.as_str(), &lp.state), (leader, &Role::Leader));
         assert_eq!(lp.term, s.term);
 
         let me = raft_peer(&get_json(&n.addr, "/nacos/v1/ns/raft/peer"));
         assert_eq!(me.ip, n.addr);
         assert_eq!(me.state, s.role);
         assert_eq!(me.term, s.term);
-        if me.state == "LEADER" {
+        if me.state == Role::Leader {
             assert_eq!(
                 me.vote_for.as_deref(),
                 Some(leader),

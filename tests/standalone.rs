@@ -7,6 +7,7 @@ use std::fs;
 use std::time::Duration;
 
 use common::*;
+use nacos_raft::wire::Role;
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(10);
@@ -196,8 +197,8 @@ fn peer_messages_from_strangers_are_refused() {
     );
     let s = n.status(T).unwrap();
     assert_eq!(
-        (s.role.as_str(), s.term),
-        ("LEADER", 1),
+        (s.role, s.term),
+        (Role::Leader, 1),
         "a stranger changed the term"
     );
 }

@@ -18,6 +18,7 @@ use nacos_raft::client::{Client, ClientError, Status};
 use nacos_raft::raft::Entry;
 use nacos_raft::store::log::SEGMENT_BYTES;
 use nacos_raft::store::LogStore;
+use nacos_raft::wire::Role;
 use serde_json::Value;
 
 use crate::common::{free_ports, nacosctl, poll_until, NODE_BIN, READY_DEADLINE};
@@ -495,7 +496,7 @@ impl ChaosCluster {
     pub fn current_leader(&mut self) -> Option<usize> {
         self.statuses(Duration::from_millis(300))
             .into_iter()
-            .filter(|(_, s)| s.role == "LEADER")
+            .filter(|(_, s)| s.role == Role::Leader)
             .max_by_key(|(_, s)| s.term)
             .map(|(i, _)| i)
     }
@@ -520,7 +521,7 @@ impl ChaosCluster {
         }
         let li = self.nodes.iter().position(|n| n.addr == leader)?;
         st.iter()
-            .find(|(i, s)| *i == li && s.role == "LEADER")
+            .find(|(i, s)| *i == li && s.role == Role::Leader)
             .map(|_| (li, term))
     }
 

@@ -12,6 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nacos_raft::raft::Command;
+use nacos_raft::wire::Role;
 
 use crate::cluster::{ChaosCluster, NetChoice, Timings};
 use crate::common::poll_until;
@@ -260,7 +261,7 @@ fn an_isolated_old_leader_acknowledges_nothing() {
     let stepped_down = poll_until(step_down_bound, || {
         c.nodes[old]
             .status(Duration::from_millis(300))
-            .filter(|s| s.role != "LEADER")
+            .filter(|s| s.role != Role::Leader)
             .map(|_| isolated_at.elapsed())
     });
     match stepped_down {
@@ -273,7 +274,7 @@ fn an_isolated_old_leader_acknowledges_nothing() {
         rest.iter().copied().find(|&i| {
             c.nodes[i]
                 .status(Duration::from_millis(300))
-                .is_some_and(|s| s.role == "LEADER" && s.term > term)
+                .is_some_and(|s| s.role == Role::Leader && s.term > term)
         })
     });
     if new_leader.is_none() {
@@ -458,7 +459,7 @@ fn a_deleted_key_never_comes_back() {
             others(&c, l2).into_iter().find(|&i| {
                 c.nodes[i]
                     .status(Duration::from_millis(300))
-                    .is_some_and(|s| s.role == "LEADER")
+                    .is_some_and(|s| s.role == Role::Leader)
             })
         });
         for i in others(&c, l2) {
@@ -576,7 +577,7 @@ fn a_divergent_uncommitted_suffix_is_repaired() {
         rest.iter().copied().find(|&i| {
             c.nodes[i]
                 .status(Duration::from_millis(300))
-                .is_some_and(|s| s.role == "LEADER" && s.term > term)
+                .is_some_and(|s| s.role == Role::Leader && s.term > term)
         })
     });
     match new_leader {

@@ -19,6 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nacos_raft::client::{Client, Status};
+use nacos_raft::wire::Role;
 use tempfile::TempDir;
 
 pub const NODE_BIN: &str = env!("CARGO_BIN_EXE_nacos-node");
@@ -461,7 +462,7 @@ impl TestCluster {
         }
         let i = self.index_of(&leader)?;
         let pos = live.iter().position(|&l| l == i)?;
-        (statuses[pos].role == "LEADER").then_some(i)
+        (statuses[pos].role == Role::Leader).then_some(i)
     }
 
     /// Each live node's (role, term, leader), for failure messages.

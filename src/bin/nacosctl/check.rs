@@ -11,6 +11,7 @@ use std::thread;
 use anyhow::Result;
 use comfy_table::Cell;
 use nacos_raft::client::{Client, ClientError, Digest, UnavailableKind};
+use nacos_raft::wire::Role;
 use serde::Serialize;
 
 use crate::cli::Output;
@@ -253,7 +254,7 @@ pub fn judge(
     let leader_digest = nodes
         .iter()
         .zip(answers)
-        .find(|(n, _)| n.role.as_deref() == Some("LEADER") && n.id.as_deref() == Some(leader))
+        .find(|(n, _)| n.role == Some(Role::Leader) && n.id.as_deref() == Some(leader))
         .and_then(|(_, a)| a.as_ref()?.as_ref().ok())
         .map(|d| d.digest.clone());
     let reference = leader_digest.clone().or_else(|| {
@@ -353,7 +354,7 @@ mod tests {
         NodeRow {
             endpoint: ep.into(),
             reachable: true,
-            role: Some(if leads { "LEADER" } else { "FOLLOWER" }.into()),
+            role: Some(if leads { Role::Leader } else { Role::Follower }),
             term: Some(2),
             leader: Some("a".into()),
             commit_index: Some(9),

@@ -4,6 +4,7 @@
 use std::io::{self, Write};
 
 use comfy_table::{presets, Cell, Color, ContentArrangement, Table};
+use nacos_raft::wire::Role;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -47,14 +48,14 @@ pub fn styled_table(
     writeln!(out, "{t}")
 }
 
-/// A ROLE cell: the leader green, a candidate yellow, an unreachable member red.
-pub fn role_cell(role: &str) -> Cell {
-    let cell = Cell::new(role);
+/// A ROLE cell: the leader green, a candidate yellow, an unreachable member (`None`) red as
+/// `UNREACHABLE`; a role this build does not know as the member named it, uncoloured.
+pub fn role_cell(role: Option<&Role>) -> Cell {
     match role {
-        "LEADER" => cell.fg(Color::Green),
-        "CANDIDATE" => cell.fg(Color::Yellow),
-        "UNREACHABLE" => cell.fg(Color::Red),
-        _ => cell,
+        Some(r @ Role::Leader) => Cell::new(r).fg(Color::Green),
+        Some(r @ Role::Candidate) => Cell::new(r).fg(Color::Yellow),
+        Some(r) => Cell::new(r),
+        None => Cell::new("UNREACHABLE").fg(Color::Red),
     }
 }
 
@@ -102,7 +103,7 @@ mod tests {
             styled_table(
                 &mut buf,
                 &["ENDPOINT", "ROLE"],
-                vec![vec![Cell::new("a:1"), role_cell("LEADER")]],
+                vec![vec![Cell::new("a:1"), role_cell(Some(&Role::Leader))]],
                 color,
             )
             .unwrap();

@@ -13,6 +13,7 @@ use std::thread;
 use anyhow::Result;
 use comfy_table::Cell;
 use nacos_raft::client::{display_name, Client, ClientError, FollowerStatus, Status};
+use nacos_raft::wire::Role;
 use serde::Serialize;
 
 use crate::cli::Output;
@@ -26,7 +27,7 @@ pub struct NodeRow {
     pub endpoint: String,
     /// Whether the member answered its status.
     pub reachable: bool,
-    pub role: Option<String>,
+    pub role: Option<Role>,
     pub term: Option<u64>,
     pub leader: Option<String>,
     pub commit_index: Option<u64>,
@@ -101,7 +102,7 @@ pub fn run(client: &Client, output: Output, out: &mut dyn Write) -> Result<Exit>
                 .map(|n| {
                     vec![
                         Cell::new(&n.endpoint),
-                        render::role_cell(n.role.as_deref().unwrap_or("UNREACHABLE")),
+                        render::role_cell(n.role.as_ref()),
                         Cell::new(render::opt(&n.term)),
                         Cell::new(render::opt(&n.leader)),
                         Cell::new(render::opt(&n.commit_index)),
@@ -207,7 +208,7 @@ pub fn add_leader_view(nodes: &mut [NodeRow], leader: Option<&str>) {
     let Some(leader) = leader else { return };
     let Some(lead) = nodes
         .iter()
-        .find(|n| n.reachable && n.role.as_deref() == Some("LEADER") && n.name() == leader)
+        .find(|n| n.reachable && n.role == Some(Role::Leader) && n.name() == leader)
         .cloned()
     else {
         return;
@@ -384,14 +385,11 @@ mod tests {
         NodeRow {
             endpoint: ep.into(),
             reachable: true,
-            role: Some(
-                if leader == Some(ep) {
-                    "LEADER"
-                } else {
-                    "FOLLOWER"
-                }
-                .into(),
-            ),
+            role: Some(if leader == Some(ep) {
+                Role::Leader
+            } else {
+                Role::Follower
+            }),
             term: Some(term),
             leader: leader.map(str::to_string),
             commit_index: Some(1),

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use nacos_raft::client::{display_name, fmt_duration, Client, ClientError, UnavailableKind};
+use nacos_raft::wire::Role;
 use serde::Serialize;
 
 use crate::cli::{parse_endpoints, Output};
@@ -98,7 +99,7 @@ pub fn run(client: &Client, output: Output, out: &mut dyn Write, to: Option<&str
             remaining.clamp(Duration::from_millis(100), Duration::from_secs(1)),
         );
         if let Ok(s) = look.status_of(&target) {
-            if s.role == "LEADER" && s.term > info.term {
+            if s.role == Role::Leader && s.term > info.term {
                 print(
                     out,
                     output,
