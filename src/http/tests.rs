@@ -1,6 +1,15 @@
-//! Tests of the HTTP layer that need no socket.
+//! Tests of the HTTP layer that need no socket: the routes are called with a `Request`
+//! value on a standalone `Node` in a temp dir, and answer with the `wire` shapes.
+
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tempfile::TempDir;
 
 use super::*;
+use crate::node::NodeConfig;
 
 #[test]
 fn a_panicking_handler_is_a_500_and_the_next_request_is_served() {
@@ -31,4 +40,473 @@ fn only_client_requests_are_drained() {
     ] {
         assert!(!is_client_request(p), "{p}");
     }
+}
+
+// ------------------------------------------------------------- routes on a standalone node
+
+/// The address the node under test calls itself; nothing listens there (no socket is used).
+const ADDR: &str = "node-under-test:8848";
+
+/// A standalone node in a temp dir, leading itself. Dropping it shuts it down.
+struct Standalone {
+    node: Node,
+    dir: Option<TempDir>,
+}
+
+impl Standalone {
+    fn start() -> Standalone {
+        Standalone::with(|_| {})
+    }
+
+    fn with(configure: impl FnOnce(&mut NodeConfig)) -> Standalone {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut cfg = NodeConfig::standalone(ADDR, dir.path().join("data"));
+        // A quick self-election; the heartbeat must be at most half the election timeout.
+        cfg.heartbeat_interval_ms = 10;
+        cfg.election_timeout_ms = 50;
+        configure(&mut cfg);
+        let node = Node::start(cfg).expect("a standalone node starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let leader = node.wait_for_leader(deadline);
+        assert_eq!(
+            leader.as_ref().map(PeerAddr::as_str),
+            Some(ADDR),
+            "a standalone node leads itself"
+        );
+        // Its first entry (the leader's no-op) applied: from here on every entry is applied
+        // before the route that made it answers, so nothing is in flight when a test ends.
+        assert!(
+            node.state().wait_applied(1, deadline),
+            "the leader's no-op was not applied"
+        );
+        Standalone {
+            node,
+            dir: Some(dir),
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, query: &[(&str, &str)], body: &[u8]) -> Response {
+        route(&self.node, &request(method, path, query, body))
+    }
+
+    fn get(&self, path: &str, query: &[(&str, &str)]) -> Response {
+        self.call("GET", path, query, b"")
+    }
+
+    fn publish(&self, body: Value) -> Response {
+        self.call("POST", "/v1/datum", &[], body.to_string().as_bytes())
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        self.node.shutdown();
+        // The datum flusher outlives `shutdown`: once a second it may still write a
+        // checkpoint (there is none yet, or writes just paused), and a data dir removed
+        // under it is a fatal store error that ends the whole test process. So the dir goes
+        // once the node has checkpointed everything it applied (twice, which is when the
+        // flusher stops: node::checkpoint_due), or is left behind.
+        let state = self.node.state();
+        let settled = poll_until(Duration::from_secs(10), || {
+            let c = state.checkpoints();
+            (c.newest == Some(state.applied_index()) && c.previous == c.newest).then_some(())
+        });
+        if settled.is_none() {
+            if let Some(dir) = self.dir.take() {
+                eprintln!(
+                    "left {} behind: its node was still writing to it",
+                    dir.keep().display()
+                );
+            }
+        }
+    }
+}
+
+/// Polls `f` until it yields something or `within` has passed.
+fn poll_until<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn request(method: &str, path: &str, query: &[(&str, &str)], body: &[u8]) -> Request {
+    Request {
+        method: method.into(),
+        path: path.into(),
+        query: query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        body: body.to_vec(),
+        ..Request::default()
+    }
+}
+
+fn json_of(r: &Response) -> Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| {
+        panic!(
+            "the body is not JSON ({e}): {:?}",
+            String::from_utf8_lossy(&r.body)
+        )
+    })
+}
+
+/// A 200 whose body is a `T` with exactly `T`'s fields: none missing, none extra (the field
+/// names themselves are pinned by the tests in `wire`).
+fn ok<T: DeserializeOwned + Serialize>(r: &Response) -> T {
+    let v = json_of(r);
+    assert_eq!(r.status, 200, "{v}");
+    let t: T = serde_json::from_value(v.clone())
+        .unwrap_or_else(|e| panic!("not the documented shape ({e}): {v}"));
+    assert_eq!(serde_json::to_value(&t).unwrap(), v, "extra fields");
+    t
+}
+
+/// An error answer with `status`, the error body's fields only, and `code`.
+fn refused(r: &Response, status: u16, code: ErrorCode) -> ErrorBody {
+    let v = json_of(r);
+    assert_eq!(r.status, status, "{v}");
+    let b: ErrorBody = serde_json::from_value(v.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&b).unwrap(), v, "extra fields");
+    assert_eq!(b.error, code, "{v}");
+    assert!(!b.message.is_empty(), "{v}");
+    b
+}
+
+#[test]
+fn publish_get_list_and_delete_answer_the_documented_shapes() {
+    let n = Standalone::start();
+    let first: PutResult = ok(&n.publish(json!({"key": "greeting", "value": "hello"})));
+    assert_eq!((first.key.as_str(), first.timestamp), ("greeting", 1));
+    assert!(first.term >= 1 && first.index >= 1, "{first:?}");
+    let second = n.publish(json!({"key": "greeting", "value": {"a": [1]}}));
+    assert_eq!(
+        json_of(&second),
+        json!({"key": "greeting", "timestamp": 2, "term": first.term,
+               "index": first.index + 1})
+    );
+    let other: PutResult = ok(&n.publish(json!({"key": "greeting/b", "value": null})));
+
+    for stale in ["false", "true"] {
+        let got = n.get("/v1/datum", &[("key", "greeting"), ("stale", stale)]);
+        assert_eq!(
+            json_of(&got),
+            json!({"key": "greeting", "value": {"a": [1]}, "timestamp": 2,
+                   "index": first.index + 1}),
+            "stale={stale}"
+        );
+        let _: GetResult = ok(&got);
+    }
+
+    let rows: Vec<ListEntry> = ok(&n.get("/v1/datums", &[("prefix", "greeting")]));
+    assert_eq!(
+        serde_json::to_value(&rows).unwrap(),
+        json!([{"key": "greeting", "timestamp": 2, "index": first.index + 1},
+               {"key": "greeting/b", "timestamp": 1, "index": other.index}])
+    );
+    let none: Vec<ListEntry> = ok(&n.get("/v1/datums", &[("prefix", "x"), ("stale", "1")]));
+    assert!(none.is_empty());
+
+    let deleted = n.call("DELETE", "/v1/datum", &[("key", "greeting")], b"");
+    let d: DeleteResult = ok(&deleted);
+    assert_eq!(
+        json_of(&deleted),
+        json!({"key": "greeting", "term": first.term, "index": d.index})
+    );
+    assert!(d.index > other.index, "{d:?}");
+
+    let gone = n.get("/v1/datum", &[("key", "greeting")]);
+    assert!(refused(&gone, 404, ErrorCode::NotFound).leader.is_none());
+    let again = n.call("DELETE", "/v1/datum", &[("key", "greeting")], b"");
+    refused(&again, 404, ErrorCode::NotFound);
+    let rows: Vec<ListEntry> = ok(&n.get("/v1/datums", &[]));
+    assert_eq!(rows.len(), 1, "{rows:?}");
+}
+
+#[test]
+fn bad_requests_are_refused_and_change_nothing() {
+    let n = Standalone::start();
+    for body in [
+        &b"not json"[..],
+        b"{\"key\":\"k\",\"value\":",
+        b"{\"value\":1}",
+        b"{\"key\":\"k\"}",
+        b"{\"key\":\"k\",\"value\":1,\"extra\":2}",
+    ] {
+        let r = n.call("POST", "/v1/datum", &[], body);
+        let b = refused(&r, 400, ErrorCode::BadRequest);
+        assert!(b.message.contains("key"), "{}", b.message);
+    }
+    let long = "k".repeat(1025);
+    for (key, why) in [("", "empty"), ("a\nb", "control"), (&long[..], "1024")] {
+        let r = n.publish(json!({"key": key, "value": 1}));
+        let b = refused(&r, 400, ErrorCode::BadRequest);
+        assert!(b.message.contains(why), "{key:?}: {}", b.message);
+        let r = n.call("DELETE", "/v1/datum", &[("key", key)], b"");
+        refused(&r, 400, ErrorCode::BadRequest);
+    }
+    for method in ["GET", "DELETE"] {
+        let r = n.call(method, "/v1/datum", &[], b"");
+        let b = refused(&r, 400, ErrorCode::BadRequest);
+        assert!(b.message.contains("`key`"), "{method}: {}", b.message);
+    }
+    let r = n.get("/v1/digest", &[("index", "ten")]);
+    refused(&r, 400, ErrorCode::BadRequest);
+
+    for (method, path) in [
+        ("GET", "/nope"),
+        ("PUT", "/v1/datum"),
+        ("GET", "/v1/raft/messages"),
+        ("POST", "/v1/status"),
+    ] {
+        let r = n.call(method, path, &[], b"");
+        let b = refused(&r, 404, ErrorCode::NoRoute);
+        assert!(
+            b.message.contains(&format!("{method} {path}")),
+            "{}",
+            b.message
+        );
+    }
+
+    // A watch is served outside `route` (it streams), but starts from a `Request` too.
+    for query in [
+        &[][..],
+        &[("key", "k"), ("prefix", "k")],
+        &[("key", "k"), ("from_index", "soon")],
+        &[("key", "")],
+    ] {
+        let req = request("GET", "/v1/watch", query, b"");
+        match watch::start(&n.node, &req) {
+            Ok(_) => panic!("{query:?} was accepted"),
+            Err(r) => {
+                refused(&r, 400, ErrorCode::BadRequest);
+            }
+        }
+    }
+    let req = request(
+        "GET",
+        "/v1/watch",
+        &[("prefix", ""), ("from_index", "1")],
+        b"",
+    );
+    assert!(watch::start(&n.node, &req).is_ok());
+
+    let rows: Vec<ListEntry> = ok(&n.get("/v1/datums", &[]));
+    assert!(rows.is_empty(), "{rows:?}");
+}
+
+#[test]
+fn status_leader_health_and_digest_shapes() {
+    let n = Standalone::with(|c| c.publish_timeout_ms = 2000);
+    let put: PutResult = ok(&n.publish(json!({"key": "k", "value": 1})));
+
+    let raw = n.get("/v1/status", &[]);
+    assert_eq!(json_of(&raw)["role"], "LEADER");
+    let s: Status = ok(&raw);
+    assert_eq!(
+        (s.endpoint.as_str(), &s.role, s.leader.as_deref()),
+        (ADDR, &Role::Leader, Some(ADDR))
+    );
+    assert_eq!(s.vote_for.as_deref(), Some(ADDR));
+    assert_eq!(
+        (s.term, s.datums, s.peers.clone()),
+        (put.term, 1, vec![ADDR.to_string()])
+    );
+    assert!(
+        s.commit_index >= put.index && s.applied_index >= put.index,
+        "{s:?}"
+    );
+    assert!(s.last_log_index >= s.commit_index, "{s:?}");
+    assert!(
+        s.followers.is_empty(),
+        "a standalone leader has no followers: {s:?}"
+    );
+
+    let l = n.get("/v1/leader", &[]);
+    assert_eq!(json_of(&l), json!({"leader": ADDR, "term": s.term}));
+    let _: LeaderInfo = ok(&l);
+    let h = n.get("/v1/health", &[]);
+    assert_eq!(json_of(&h), json!({"ok": true}));
+    let _: Health = ok(&h);
+
+    let d: Digest = ok(&n.get("/v1/digest", &[]));
+    assert_eq!((d.endpoint.as_str(), d.datums), (ADDR, 1));
+    assert!(d.index >= put.index && d.index <= d.applied_index, "{d:?}");
+    assert!(
+        d.digest.len() == 16 && d.digest.chars().all(|c| c.is_ascii_hexdigit()),
+        "{d:?}"
+    );
+    let at: Digest = ok(&n.get("/v1/digest", &[("index", &d.index.to_string())]));
+    assert_eq!((at.index, &at.digest), (d.index, &d.digest));
+    let _: PutResult = ok(&n.publish(json!({"key": "k", "value": 2})));
+    let later: Digest = ok(&n.get("/v1/digest", &[]));
+    assert_ne!(later.digest, d.digest, "a changed value changes the digest");
+
+    // An index this member will not reach within its publish timeout.
+    let far = (later.applied_index + 1000).to_string();
+    let r = n.get("/v1/digest", &[("index", &far)]);
+    let b = refused(&r, 504, ErrorCode::Timeout);
+    assert!(b.message.contains("has not applied"), "{}", b.message);
+
+    for to in [ADDR, "stranger:8848"] {
+        let r = n.call("POST", "/v1/transfer-leader", &[("to", to)], b"");
+        let b = refused(&r, 400, ErrorCode::BadRequest);
+        assert!(b.message.contains("not another member"), "{}", b.message);
+    }
+}
+
+#[test]
+fn nacos_endpoints_keep_the_1x_shapes() {
+    let n = Standalone::start();
+    let _: PutResult = ok(&n.publish(json!({"key": "k", "value": 1})));
+
+    let raw = n.get("/nacos/v1/ns/raft/peer", &[]);
+    let mut keys: Vec<String> = json_of(&raw).as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "heartbeatDueMs",
+            "ip",
+            "leaderDueMs",
+            "state",
+            "term",
+            "voteFor"
+        ]
+    );
+    assert_eq!(json_of(&raw)["state"], "LEADER");
+    let me: RaftPeer = ok(&raw);
+    assert_eq!(
+        (me.ip.as_str(), me.vote_for.as_deref(), &me.state),
+        (ADDR, Some(ADDR), &Role::Leader)
+    );
+
+    let state: NacosState = ok(&n.get("/nacos/v1/ns/raft/state", &[]));
+    assert_eq!(state.services, 1);
+    assert_eq!(state.peers.len(), 1);
+    assert_eq!(
+        (state.peers[0].ip.as_str(), &state.peers[0].state),
+        (ADDR, &Role::Leader)
+    );
+
+    // The leader's RaftPeer JSON as a string, as Nacos sends it.
+    let leader: NacosLeader = ok(&n.get("/nacos/v1/ns/raft/leader", &[]));
+    let text: Value = serde_json::from_str(&leader.leader).expect("the string holds JSON");
+    assert_eq!(
+        (&text["ip"], &text["state"]),
+        (&json!(ADDR), &json!("LEADER"))
+    );
+    let peer = leader.peer().unwrap().expect("a leader");
+    assert_eq!((peer.ip.as_str(), peer.term), (ADDR, me.term));
+
+    let l = n.get("/nacos/v1/ns/raft/listeners", &[]);
+    assert_eq!(json_of(&l), json!({"listeners": []}));
+    let _: NacosListeners = ok(&l);
+}
+
+#[test]
+fn peer_endpoints_refuse_non_members() {
+    let n = Standalone::start();
+    let term = n.node.raft_status().term;
+    let stranger = Envelope {
+        from: PeerAddr::new("10.9.9.9:8848"),
+        to: PeerAddr::new(ADDR),
+        term: term + 99,
+        msg: crate::raft::Message::Vote {
+            last_log_index: 100,
+            last_log_term: term + 99,
+            transfer: false,
+        },
+    };
+    let body = serde_json::to_vec(&[stranger]).unwrap();
+    let r = n.call("POST", "/v1/raft/messages", &[], &body);
+    let b = refused(&r, 403, ErrorCode::Forbidden);
+    assert!(
+        b.message.contains("10.9.9.9:8848 is not a member"),
+        "{}",
+        b.message
+    );
+    let s = n.node.raft_status();
+    assert_eq!(
+        (s.term, s.role),
+        (term, crate::raft::Role::Leader),
+        "a stranger changed the term"
+    );
+
+    let r = n.call("POST", "/v1/raft/messages", &[], b"[{\"from\":");
+    refused(&r, 400, ErrorCode::BadRequest);
+
+    let chunk = |from: &str| {
+        vec![
+            ("from", from.to_string()),
+            ("term", (term + 1).to_string()),
+            ("index", "100".into()),
+            ("snap_term", (term + 1).to_string()),
+            ("seq", "0".into()),
+            ("last", "1".into()),
+        ]
+    };
+    let q = chunk("10.9.9.9:8848");
+    let q: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = n.call("POST", "/v1/raft/snapshot", &q, b"[]");
+    refused(&r, 403, ErrorCode::Forbidden);
+    let r = n.call("POST", "/v1/raft/snapshot", &q[1..], b"[]");
+    let b = refused(&r, 400, ErrorCode::BadRequest);
+    assert!(b.message.contains("`from`"), "{}", b.message);
+}
+
+#[test]
+fn peer_endpoints_need_the_cluster_token() {
+    let n = Standalone::with(|c| c.cluster_token = Some("s3cret".into()));
+    let with_token = |token: Option<&str>, from: &str| {
+        let env = Envelope {
+            from: PeerAddr::new(from),
+            to: PeerAddr::new(ADDR),
+            term: 0,
+            msg: crate::raft::Message::HeartbeatResp {
+                read_ctx: 0,
+                last_index: 0,
+            },
+        };
+        let mut req = request(
+            "POST",
+            "/v1/raft/messages",
+            &[],
+            &serde_json::to_vec(&[env]).unwrap(),
+        );
+        req.token = token.map(str::to_string);
+        route(&n.node, &req)
+    };
+    for token in [None, Some(""), Some("guess")] {
+        let r = with_token(token, ADDR);
+        let b = refused(&r, 403, ErrorCode::Forbidden);
+        assert!(
+            b.message.contains("cluster token"),
+            "{token:?}: {}",
+            b.message
+        );
+    }
+    let mut snapshot = request("POST", "/v1/raft/snapshot", &[], b"[]");
+    snapshot.token = Some("guess".into());
+    refused(&route(&n.node, &snapshot), 403, ErrorCode::Forbidden);
+
+    // The token is not enough: the sender must be a member too.
+    let r = with_token(Some("s3cret"), "10.9.9.9:8848");
+    let b = refused(&r, 403, ErrorCode::Forbidden);
+    assert!(b.message.contains("not a member"), "{}", b.message);
+
+    let mut empty = request("POST", "/v1/raft/messages", &[], b"[]");
+    empty.token = Some("s3cret".into());
+    let r = route(&n.node, &empty);
+    assert_eq!((r.status, r.body.as_slice()), (204, &b""[..]));
+
+    // Client routes do not ask for it.
+    let _: Status = ok(&n.get("/v1/status", &[]));
 }
