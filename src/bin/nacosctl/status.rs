@@ -380,6 +380,7 @@ pub fn judge(nodes: &[NodeRow]) -> (Option<String>, Health, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn up(ep: &str, term: u64, leader: Option<&str>) -> NodeRow {
         NodeRow {
@@ -642,5 +643,30 @@ mod tests {
         assert!(!report.nodes[1].reachable);
         assert_eq!(report.leader.as_deref(), Some("node-a:8848"));
         assert_eq!(report.health, Health::Degraded);
+    }
+
+    #[test]
+    fn a_role_this_build_does_not_know_is_shown_as_the_member_sent_it() {
+        // A newer member may report a role we have no name for: status still works.
+        let body = serde_json::json!({"endpoint": "n1:1", "role": "LEARNER", "term": 3,
+                                      "leader": "n1:1"})
+        .to_string();
+        let (addr, h) = serve_status_once(body.clone());
+        let client = Client::new(vec![addr], std::time::Duration::from_secs(2));
+        let mut out = Vec::new();
+        let exit = run(&client, Output::Text, &mut out).unwrap();
+        h.join().unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\tLEARNER\tterm=3\t"), "{text}");
+        assert_eq!(exit, Exit::Ok);
+
+        let (addr, h) = serve_status_once(body);
+        let report = gather(&Client::new(vec![addr], std::time::Duration::from_secs(2)));
+        h.join().unwrap();
+        let v = serde_json::to_value(&report.nodes[0]).unwrap();
+        assert_eq!(
+            (&v["reachable"], &v["role"]),
+            (&json!(true), &json!("LEARNER"))
+        );
     }
 }
