@@ -4,6 +4,8 @@
 # kill to the first acknowledged write after it. Prints each run and the median.
 # Usage: scripts/bench-failover.sh [RUNS]   (default 10)
 set -euo pipefail
+# Members of a cluster need a shared secret; this one lives only in this run's environment.
+export NACOS_CLUSTER_TOKEN="${NACOS_CLUSTER_TOKEN:-bench-secret-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
 cd "$(dirname "$0")/.."
 RUNS=${1:-10}
 cargo build --release -q

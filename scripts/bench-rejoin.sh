@@ -7,6 +7,8 @@
 # NODE_ARGS adds nacos-node flags, e.g. NODE_ARGS="--log-segment-bytes 1048576" so that the
 # leader's log is compacted and the member must catch up by snapshot.
 set -euo pipefail
+# Members of a cluster need a shared secret; this one lives only in this run's environment.
+export NACOS_CLUSTER_TOKEN="${NACOS_CLUSTER_TOKEN:-bench-secret-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
 cd "$(dirname "$0")/.."
 N=${1:-100000}
 cargo build --release -q

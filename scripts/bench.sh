@@ -3,6 +3,8 @@
 # whole-process time of `nacosctl put`. Release build, fsync on, data in a temp dir.
 # Usage: scripts/bench.sh [REQUESTS]   (prints results; copy them into docs/benchmarks.md)
 set -euo pipefail
+# Members of a cluster need a shared secret; this one lives only in this run's environment.
+export NACOS_CLUSTER_TOKEN="${NACOS_CLUSTER_TOKEN:-bench-secret-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
 cd "$(dirname "$0")/.."
 N=${1:-5000}
 cargo build --release -q

@@ -101,10 +101,15 @@ cmd_up() {
   # A Nacos-style member list, so the cluster is started the way a real one is.
   printf '%s\n' "# members of the local cluster, one ip:port per line" "${addrs[@]}" >"$dir/cluster.conf"
   echo "$peers" >"$dir/endpoints"
+  # The cluster secret every member needs (a cluster of more than one refuses to start
+  # without it), made once per cluster dir, readable only by its owner.
+  if [ ! -s "$dir/cluster.token" ]; then
+    (umask 077 && head -c 32 /dev/urandom | base64 >"$dir/cluster.token")
+  fi
   for ((i = 0; i < n; i++)); do
     # shellcheck disable=SC2086 # NODE_ARGS is a list of flags
     "$bin/nacos-node" --listen "${addrs[$i]}" --data-dir "$dir/node-$i" \
-      --cluster-conf "$dir/cluster.conf" ${NODE_ARGS:-} \
+      --cluster-conf "$dir/cluster.conf" --cluster-token-file "$dir/cluster.token" ${NODE_ARGS:-} \
       </dev/null >>"$dir/node-$i.log" 2>&1 &
     echo $! >"$dir/node-$i.pid"
   done

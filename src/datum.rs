@@ -45,6 +45,58 @@ pub fn validate_key(key: &str) -> Result<()> {
     Ok(())
 }
 
+/// Deepest nesting of arrays and objects accepted in a value. Every format a value travels
+/// in (the peer messages, the log, checkpoints, snapshot chunks, datum files) wraps it in at
+/// most a few more levels, all far below the JSON parser's limit of 128: a value the client
+/// path accepted can never make a follower, a restart or a catch-up refuse it (a value nested
+/// 126 deep once passed the client and stalled replication, every follower refusing the
+/// leader's batch).
+pub const MAX_VALUE_DEPTH: usize = 64;
+
+/// About the size of a value as JSON text, without serialising it (for budgets: appends
+/// per message, history bytes, snapshot chunks).
+pub fn approx_json_size(v: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    let mut total = 0;
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        total += match v {
+            Value::Null | Value::Bool(_) | Value::Number(_) => 8,
+            Value::String(s) => s.len() + 2,
+            Value::Array(a) => {
+                stack.extend(a.iter());
+                2 + a.len()
+            }
+            Value::Object(o) => {
+                stack.extend(o.values());
+                2 + o.keys().map(|k| k.len() + 4).sum::<usize>()
+            }
+        };
+    }
+    total
+}
+
+/// Checks the value rule: at most [`MAX_VALUE_DEPTH`] levels of arrays and objects.
+pub fn validate_value(value: &serde_json::Value) -> Result<()> {
+    use serde_json::Value;
+    // Iterative, so a deep value cannot exhaust the stack here either.
+    let mut stack: Vec<(&Value, usize)> = vec![(value, 1)];
+    while let Some((v, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(a) => Box::new(a.iter()),
+            Value::Object(o) => Box::new(o.values()),
+            _ => continue,
+        };
+        if depth > MAX_VALUE_DEPTH {
+            return Err(Error::BadRequest(format!(
+                "the value nests arrays and objects more than {MAX_VALUE_DEPTH} levels deep; flatten it"
+            )));
+        }
+        stack.extend(children.map(|c| (c, depth + 1)));
+    }
+    Ok(())
+}
+
 // Nacos KeyBuilder prefixes (reference §3.3), longest first so the ephemeral form wins.
 const NAMESPACED_PREFIXES: [&str; 5] = [
     "com.alibaba.nacos.naming.iplist.ephemeral.",
@@ -176,6 +228,21 @@ fn percent_decode(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn nested(depth: usize) -> serde_json::Value {
+        let text = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn values_nest_at_most_the_limit() {
+        assert!(validate_value(&serde_json::json!("flat")).is_ok());
+        assert!(validate_value(&nested(MAX_VALUE_DEPTH)).is_ok());
+        let e = validate_value(&nested(MAX_VALUE_DEPTH + 1)).unwrap_err();
+        assert!(e.to_string().contains("64 levels"), "{e}");
+        let deep_object = serde_json::json!({"a": nested(MAX_VALUE_DEPTH)});
+        assert!(validate_value(&deep_object).is_err());
+    }
     use std::path::Component;
 
     #[test]

@@ -171,12 +171,15 @@ fn unknown_routes_are_404_with_the_json_error_body() {
     for (m, p) in [
         ("GET", "/nope"),
         ("PUT", "/v1/datum"),
-        ("GET", "/v1/raft/messages"),
+        ("delete", "/v1/datum"),
     ] {
         let (status, body) = raw(&n, m, p, None);
         assert_eq!(status, 404, "{m} {p}");
         assert_eq!(body["error"], "no_route");
     }
+    // The peer API of a standalone member is closed, whatever the route.
+    let (status, body) = raw(&n, "GET", "/v1/raft/messages", None);
+    assert_eq!((status, &body["error"]), (403, &json!("forbidden")));
 }
 
 #[test]
@@ -192,7 +195,7 @@ fn peer_messages_from_strangers_are_refused() {
     );
     assert_eq!(status, 403);
     assert!(
-        body["message"].as_str().unwrap().contains("not a member"),
+        body["message"].as_str().unwrap().contains("standalone"),
         "{body}"
     );
     let s = n.status(T).unwrap();

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 
+use nacos_raft::http::server::Limits;
 use nacos_raft::node::{self, log_event, members, Node, NodeConfig};
 use nacos_raft::raft::PeerAddr;
 
@@ -43,9 +44,29 @@ struct Args {
     /// How long a write may wait for a leader and for its commit.
     #[arg(long, default_value_t = 5000)]
     publish_timeout_ms: u64,
-    /// Shared secret for peer traffic; every member must use the same one.
-    #[arg(long, env = "NACOS_CLUSTER_TOKEN", hide_env_values = true)]
+    /// File holding the cluster secret (required with more than one member; every member
+    /// uses the same one). Or set NACOS_CLUSTER_TOKEN.
+    #[arg(long)]
+    cluster_token_file: Option<PathBuf>,
+    /// The cluster secret itself (visible in process lists: prefer --cluster-token-file).
+    #[arg(long, hide = true)]
     cluster_token: Option<String>,
+    /// Most open connections (default: what the open-file limit allows); past it the
+    /// longest-idle connection is closed, or the new one refused with 503.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Most watch streams at once (each holds a connection and a thread).
+    #[arg(long, default_value_t = node::notifier::DEFAULT_MAX_LISTENERS)]
+    max_watchers: usize,
+    /// How long a request's line and headers may take to arrive.
+    #[arg(long, default_value_t = 10_000, hide = true)]
+    http_head_timeout_ms: u64,
+    /// How long a keep-alive connection may wait for its next request.
+    #[arg(long, default_value_t = 90_000, hide = true)]
+    http_idle_timeout_ms: u64,
+    /// How long a request body may take to arrive.
+    #[arg(long, default_value_t = 60_000, hide = true)]
+    http_body_timeout_ms: u64,
     /// Size at which the log starts a new segment.
     #[arg(long, default_value_t = nacos_raft::store::log::SEGMENT_BYTES, hide = true)]
     log_segment_bytes: u64,
@@ -101,6 +122,11 @@ fn config(args: &Args) -> anyhow::Result<NodeConfig> {
             peers.iter().map(PeerAddr::as_str).collect::<Vec<_>>().join(", ")
         );
     }
+    let cluster_token = if peers.len() > 1 {
+        Some(cluster_secret(args)?)
+    } else {
+        None
+    };
     let cfg = NodeConfig {
         advertise,
         data_dir: args.data_dir.clone(),
@@ -108,13 +134,79 @@ fn config(args: &Args) -> anyhow::Result<NodeConfig> {
         heartbeat_interval_ms: args.heartbeat_interval_ms,
         election_timeout_ms: args.election_timeout_ms,
         publish_timeout_ms: args.publish_timeout_ms,
-        cluster_token: args.cluster_token.clone().filter(|t| !t.is_empty()),
+        cluster_token,
         log_segment_bytes: args.log_segment_bytes.max(4096),
         checkpoint_entries: args.checkpoint_entries.max(1),
         log_retain_entries: args.log_retain_entries,
+        max_watchers: args.max_watchers.max(1),
     };
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// Shortest cluster secret accepted: guessing 16 random bytes is out of reach.
+const MIN_SECRET_BYTES: usize = 16;
+
+const MAKE_SECRET: &str = "make one with `head -c 32 /dev/urandom | base64 > cluster.token && chmod 600 cluster.token`, copy it to every member and start each with --cluster-token-file cluster.token";
+
+/// The cluster secret: every member of a cluster must present it on peer traffic, or any
+/// host that can reach a member could vote, append or install a snapshot (two forged
+/// requests once wiped a cluster started without one). From --cluster-token-file, else
+/// --cluster-token (with a warning: it shows in process lists), else NACOS_CLUSTER_TOKEN.
+fn cluster_secret(args: &Args) -> anyhow::Result<String> {
+    let (secret, source) = if let Some(path) = &args.cluster_token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --cluster-token-file {}", path.display()))?;
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                log_event(&format!(
+                    "warning: {} can be read by other users; chmod 600 it",
+                    path.display()
+                ));
+            }
+        }
+        (
+            text.trim().to_string(),
+            format!("--cluster-token-file {}", path.display()),
+        )
+    } else if let Some(t) = &args.cluster_token {
+        log_event("warning: --cluster-token shows the cluster secret to every user of this host (ps, /proc); use --cluster-token-file or NACOS_CLUSTER_TOKEN");
+        (t.trim().to_string(), "--cluster-token".to_string())
+    } else if let Ok(t) = std::env::var("NACOS_CLUSTER_TOKEN") {
+        (t.trim().to_string(), "NACOS_CLUSTER_TOKEN".to_string())
+    } else {
+        bail!("a cluster of more than one member needs a cluster secret, so that only members can vote, append and install snapshots; {MAKE_SECRET}");
+    };
+    if secret.len() < MIN_SECRET_BYTES {
+        bail!(
+            "the cluster secret from {source} is {} bytes; it must be at least {MIN_SECRET_BYTES}: {MAKE_SECRET}",
+            secret.len()
+        );
+    }
+    Ok(secret)
+}
+
+/// Raises the soft open-file limit to the hard one (what Go's runtime does for etcd), and
+/// returns it: connections, watches and forwarded requests each hold a descriptor.
+fn raise_open_file_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit on a stack struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return lim.rlim_max;
+            }
+        }
+        lim.rlim_cur
+    }
 }
 
 /// Blocks SIGINT and SIGTERM in every thread (call before spawning any), so that only
@@ -149,7 +241,18 @@ fn run() -> anyhow::Result<()> {
     let signals = block_stop_signals();
     let node = Node::start(cfg.clone())
         .with_context(|| format!("cannot start with data dir {}", cfg.data_dir.display()))?;
-    let server = nacos_raft::http::serve(node.clone(), &args.listen)?;
+    let nofile = raise_open_file_limit();
+    let limits = Limits {
+        max_connections: args
+            .max_connections
+            .unwrap_or_else(|| Limits::connections_for_fd_limit(nofile))
+            .max(1),
+        head_timeout: Duration::from_millis(args.http_head_timeout_ms.max(1)),
+        idle_timeout: Duration::from_millis(args.http_idle_timeout_ms.max(1)),
+        body_timeout: Duration::from_millis(args.http_body_timeout_ms.max(1)),
+        ..Limits::default()
+    };
+    let server = nacos_raft::http::serve(node.clone(), &args.listen, limits)?;
     log_event(&format!(
         "serving on {} as {} ({} member{}), data in {}",
         server.local_addr(),

@@ -33,10 +33,17 @@ pub fn status_of(code: &ErrorCode) -> u16 {
         ErrorCode::BadRequest => 400,
         ErrorCode::Forbidden => 403,
         ErrorCode::NotFound | ErrorCode::NoRoute => 404,
+        ErrorCode::RequestTimeout => 408,
         ErrorCode::Compacted => 410,
         ErrorCode::PayloadTooLarge => 413,
+        ErrorCode::HeaderTooLarge => 431,
         ErrorCode::Internal => 500,
-        ErrorCode::NoLeader | ErrorCode::NotLeader | ErrorCode::ShuttingDown => 503,
+        ErrorCode::NotImplemented => 501,
+        ErrorCode::NoLeader
+        | ErrorCode::NotLeader
+        | ErrorCode::ShuttingDown
+        | ErrorCode::Busy
+        | ErrorCode::Unhealthy => 503,
         ErrorCode::Timeout => 504,
         // Only parsed from other nodes, never built here.
         ErrorCode::Unknown(_) => 500,
@@ -91,6 +98,11 @@ mod tests {
             (ErrorCode::ShuttingDown, 503),
             (ErrorCode::Timeout, 504),
             (ErrorCode::Internal, 500),
+            (ErrorCode::HeaderTooLarge, 431),
+            (ErrorCode::RequestTimeout, 408),
+            (ErrorCode::NotImplemented, 501),
+            (ErrorCode::Busy, 503),
+            (ErrorCode::Unhealthy, 503),
         ];
         assert_eq!(documented.len(), ErrorCode::KNOWN.len());
         for (code, status) in documented {

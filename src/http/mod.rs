@@ -1,23 +1,25 @@
 //! HTTP: the client API (`/v1/...`), the peer API (`/v1/raft/messages`) and the Nacos 1.x
-//! read endpoints (`/nacos/v1/ns/raft/...`), served by tiny_http with a thread per request.
+//! read endpoints (`/nacos/v1/ns/raft/...`), over the blocking server in `server`.
 //!
 //! Routes are functions from [`Request`] to [`Response`], so they are tested without
 //! sockets (`tests`); `serve` is the thin socket glue. Every body is a `wire` type; a
 //! library error gets its code, and every code its status, only in `error`.
 
 pub mod error;
+pub mod server;
 #[cfg(test)]
 mod tests;
 mod watch;
 
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::node::{Node, PROXIED_HEADER, TOKEN_HEADER};
-use crate::raft::{Envelope, PeerAddr};
+use crate::raft::PeerAddr;
 use crate::wire::api::{
     DeleteResult, Digest, FollowerStatus, GetResult, Health, LeaderInfo, ListEntry, PublishRequest,
     PutResult, Status, Transfer,
@@ -98,7 +100,14 @@ impl Response {
 pub fn route(node: &Node, req: &Request) -> Response {
     let deadline = Instant::now() + node.publish_timeout();
     let result = match (req.method.as_str(), req.path.as_str()) {
-        ("GET", "/v1/health") => Ok(Response::json(200, &Health { ok: true })),
+        ("GET", "/v1/health") if node.healthy() => Ok(Response::json(200, &Health { ok: true })),
+        ("GET", "/v1/health") => Ok(Response::refusal(
+            ErrorCode::Unhealthy,
+            format!(
+                "the Raft driver of this member has not turned for over {} ms; restart it (its log says why it is stuck)",
+                crate::node::DRIVER_STALL_MS
+            ),
+        )),
         ("POST", "/v1/datum") | ("DELETE", "/v1/datum") => write(node, req, deadline),
         ("GET", "/v1/datum") => get(node, req, deadline),
         ("GET", "/v1/datums") => list(node, req, deadline),
@@ -123,7 +132,7 @@ pub fn route(node: &Node, req: &Request) -> Response {
         ("GET", "/nacos/v1/ns/raft/listeners") => Ok(Response::json(
             200,
             &NacosListeners {
-                listeners: node.state().listener_keys(),
+                listeners: node.state().notifier().keys(),
             },
         )),
         (m, p) => Ok(Response::refusal(
@@ -144,6 +153,7 @@ fn write(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
             ))
         })?;
         crate::validate_key(&body.key)?;
+        crate::datum::validate_value(&body.value)?;
         Some(body)
     } else {
         crate::validate_key(req.required("key")?)?;
@@ -365,21 +375,69 @@ fn status(node: &Node) -> Response {
     )
 }
 
-/// Peer traffic: only members holding the cluster token may vote, append or read-index
-/// (Nacos let anyone, reference §13.8).
+/// Peer traffic: only members holding the cluster secret may vote, append or read-index
+/// (Nacos let anyone, reference §13.8). Each message is decoded on its own: a malformed
+/// one is dropped (and logged) without the rest of its batch.
 fn peer_messages(node: &Node, req: &Request) -> Result<Response> {
     if let Some(refusal) = refuse_stranger(node, req, None) {
         return Ok(refusal);
     }
-    let envs: Vec<Envelope> = serde_json::from_slice(&req.body)
-        .map_err(|e| Error::BadRequest(format!("peer messages do not parse: {e}")))?;
-    for e in &envs {
-        if let Some(refusal) = refuse_stranger(node, req, Some(&e.from)) {
-            return Ok(refusal);
+    let decoded = crate::wire::peer::decode_batch(&req.body).map_err(Error::BadRequest)?;
+    let mut envs = Vec::with_capacity(decoded.len());
+    let mut malformed = Vec::new();
+    for d in decoded {
+        match d {
+            Ok(e) => {
+                if let Some(refusal) = refuse_stranger(node, req, Some(&e.from)) {
+                    return Ok(refusal);
+                }
+                envs.push(e);
+            }
+            Err(why) => malformed.push(why),
         }
+    }
+    if let Some(first) = malformed.first() {
+        MALFORMED_PEER_LOG.note(&format!(
+            "{} malformed peer message(s) dropped ({first})",
+            malformed.len()
+        ));
     }
     node.deliver(envs)?;
     Ok(Response::no_content())
+}
+
+/// At most one line a second about malformed peer messages, however many arrive.
+static MALFORMED_PEER_LOG: RateLimitedLog = RateLimitedLog::new();
+
+/// A log line that repeats at most once a second, counting what it held back.
+struct RateLimitedLog {
+    last: std::sync::Mutex<Option<(Instant, u64)>>,
+}
+
+impl RateLimitedLog {
+    const fn new() -> RateLimitedLog {
+        RateLimitedLog {
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn note(&self, line: &str) {
+        let mut last = self.last.lock().expect("log limiter lock");
+        let now = Instant::now();
+        match &mut *last {
+            Some((at, held)) if now.duration_since(*at) < Duration::from_secs(1) => *held += 1,
+            _ => {
+                let held = last.map_or(0, |(_, h)| h);
+                let more = if held > 0 {
+                    format!(" ({held} similar lines held back)")
+                } else {
+                    String::new()
+                };
+                crate::node::log_event(&format!("warning: {line}{more}"));
+                *last = Some((now, 0));
+            }
+        }
+    }
 }
 
 /// A chunk of a snapshot from the leader (node::snapshot).
@@ -391,35 +449,32 @@ fn peer_snapshot(node: &Node, req: &Request) -> Result<Response> {
     if let Some(refusal) = refuse_stranger(node, req, Some(&header.from)) {
         return Ok(refusal);
     }
-    let datums: Vec<crate::Datum> = serde_json::from_slice(&req.body)
-        .map_err(|e| Error::BadRequest(format!("snapshot chunk does not parse: {e}")))?;
+    let datums = crate::wire::peer::decode_chunk(&req.body)
+        .map_err(|e| Error::BadRequest(format!("snapshot chunk refused: {e}")))?;
     node.receive_snapshot(header, datums)?;
     Ok(Response::no_content())
 }
 
-/// The 403 for peer traffic without the cluster token or from a non-member, if any.
+/// The 403 for peer traffic without the cluster secret or from a non-member, if any.
 fn refuse_stranger(node: &Node, req: &Request, from: Option<&PeerAddr>) -> Option<Response> {
-    if let Some(expected) = &node.config().cluster_token {
-        if req.token.as_deref() != Some(expected.as_str()) {
-            return Some(Response::refusal(
-                ErrorCode::Forbidden,
-                "peer traffic needs the cluster token; start every member with the same --cluster-token",
-            ));
-        }
+    if let Err(refusal) = check_cluster_token(node, req.token.as_deref()) {
+        return Some(refusal);
     }
     let members = &node.config().peers;
     match from {
-        Some(f) if !members.contains(f) => Some(Response::refusal(
-            ErrorCode::Forbidden,
-            format!(
-                "{f} is not a member of this cluster; members: {}",
-                members
-                    .iter()
-                    .map(|p| p.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
-        )),
+        Some(f) if !members.contains(f) || *f == node.config().advertise => {
+            Some(Response::refusal(
+                ErrorCode::Forbidden,
+                format!(
+                    "{f} is not another member of this cluster; members: {}",
+                    members
+                        .iter()
+                        .map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            ))
+        }
         _ => None,
     }
 }
@@ -502,11 +557,8 @@ fn nacos_leader(node: &Node) -> Response {
 
 /// A running HTTP server; dropping it does not stop it, `stop` does.
 pub struct HttpServer {
-    server: Arc<tiny_http::Server>,
-    accept: Option<thread::JoinHandle<()>>,
+    server: server::Server,
     drain: Arc<Drain>,
-    /// A handle on the listening socket, to refuse new connections when draining.
-    listener: std::net::TcpListener,
 }
 
 /// Graceful stop: client requests already accepted finish; new ones are answered
@@ -515,9 +567,8 @@ pub struct HttpServer {
 /// requests being finished may need it to commit.
 #[derive(Default)]
 struct Drain {
-    draining: std::sync::atomic::AtomicBool,
-    in_flight: std::sync::atomic::AtomicUsize,
-    stopped: std::sync::atomic::AtomicBool,
+    draining: AtomicBool,
+    in_flight: AtomicUsize,
 }
 
 /// How long a draining server keeps answering newly arrived requests before it may stop.
@@ -534,22 +585,17 @@ fn is_client_request(path: &str) -> bool {
 impl HttpServer {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> String {
-        match self.server.server_addr() {
-            tiny_http::ListenAddr::IP(a) => a.to_string(),
-            #[allow(unreachable_patterns)]
-            other => format!("{other:?}"),
-        }
+        self.server.local_addr().to_string()
     }
 
     /// Refuses new client requests and waits (up to `within`) for those in progress.
     pub fn drain(&self, within: Duration) {
-        use std::sync::atomic::Ordering;
         self.drain.draining.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + within;
         // New client requests are answered 503 `shutting_down` with `Connection: close`, and
         // clients move to another member (they then start there: `Client` sticks to the
-        // member that answered). Requests already read off a socket but not yet handed to a
-        // thread are not counted yet: give them a moment before trusting the count.
+        // member that answered). Requests whose head was admitted but whose body is still
+        // arriving are not counted yet: give them a moment before trusting the count.
         thread::sleep(DRAIN_GRACE.min(within));
         // Production wait on a counter the request threads decrement; short polls suffice.
         while self.drain.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
@@ -558,117 +604,138 @@ impl HttpServer {
         // Now refuse new connections, and give any accepted a moment to get their 503.
         // Closing the listener resets connections still in its accept queue, which is why
         // this waits until clients have had time to go elsewhere.
-        use std::os::fd::AsRawFd;
-        // SAFETY: a valid listening socket descriptor owned by `self.listener`.
-        unsafe {
-            libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR);
-        }
+        self.server.close_listener();
         thread::sleep(Duration::from_millis(50));
     }
 
     /// Stops accepting; requests in progress finish on their own threads.
-    pub fn stop(mut self) {
-        self.drain
-            .stopped
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        self.server.unblock();
-        if let Some(t) = self.accept.take() {
-            let _ = t.join();
-        }
+    pub fn stop(self) {
+        self.server.stop();
     }
 }
 
-pub fn serve(node: Node, listen: &str) -> Result<HttpServer> {
+/// Starts serving `node` on `listen` within `limits`.
+pub fn serve(node: Node, listen: &str, limits: server::Limits) -> Result<HttpServer> {
     let cannot = |e: &dyn std::fmt::Display| {
         Error::Config(format!(
             "cannot listen on {listen}: {e}; is another node already running there? choose another --listen"
         ))
     };
     let listener = std::net::TcpListener::bind(listen).map_err(|e| cannot(&e))?;
-    let listener_handle = listener.try_clone().map_err(|e| cannot(&e))?;
-    let server = tiny_http::Server::from_listener(listener, None).map_err(|e| cannot(&e))?;
-    let server = Arc::new(server);
-    let s2 = server.clone();
     let drain = Arc::new(Drain::default());
-    let d2 = drain.clone();
-    let accept = thread::Builder::new()
-        .name("http-accept".into())
-        .spawn(move || {
-            loop {
-                let rq = match s2.recv() {
-                    Ok(rq) => rq,
-                    // An accept error (the listener shut by `drain`) ends tiny_http's accept
-                    // thread, not the requests still coming on open connections.
-                    Err(_) if !d2.stopped.load(std::sync::atomic::Ordering::SeqCst) => continue,
-                    Err(_) => break,
-                };
-                let node = node.clone();
-                let drain = d2.clone();
-                let spawned = thread::Builder::new()
-                    .name("http".into())
-                    .spawn(move || handle(&node, rq, &drain));
-                if let Err(e) = spawned {
-                    crate::node::log_event(&format!("cannot start a request thread: {e}"));
-                }
-            }
-        })
-        .expect("spawn http accept");
-    Ok(HttpServer {
-        server,
-        accept: Some(accept),
-        drain,
-        listener: listener_handle,
-    })
+    let handler = Arc::new(NodeHandler {
+        node,
+        drain: drain.clone(),
+    });
+    let server = server::Server::start(listener, limits, handler).map_err(|e| cannot(&e))?;
+    Ok(HttpServer { server, drain })
 }
 
-fn handle(node: &Node, rq: tiny_http::Request, drain: &Drain) {
-    use std::sync::atomic::Ordering;
-    let path = rq.url().split('?').next().unwrap_or("").to_string();
-    if is_client_request(&path) {
-        // Counted before the draining check, so `drain` never misses a request it let in.
-        drain.in_flight.fetch_add(1, Ordering::SeqCst);
-        if drain.draining.load(Ordering::SeqCst) {
-            drain.in_flight.fetch_sub(1, Ordering::SeqCst);
-            let refusal = Response::refusal(
+/// The routes of one node, as the server calls them.
+struct NodeHandler {
+    node: Node,
+    drain: Arc<Drain>,
+}
+
+impl server::Handler for NodeHandler {
+    fn admit(&self, head: &server::Head) -> std::result::Result<usize, Response> {
+        if head.path.starts_with("/v1/raft/") {
+            // Checked before a byte of the body is read: a stranger's 64 MiB costs nothing.
+            check_cluster_token(&self.node, head.header(TOKEN_HEADER))?;
+            return Ok(MAX_PEER_BODY_BYTES);
+        }
+        if is_client_request(&head.path) && self.drain.draining.load(Ordering::SeqCst) {
+            return Err(Response::refusal(
                 ErrorCode::ShuttingDown,
                 "this member is stopping; send the request to another member",
-            );
-            let mut out =
-                tiny_http::Response::from_data(refusal.body).with_status_code(refusal.status);
-            for (k, v) in [
-                ("Content-Type", "application/json"),
-                ("Connection", "close"),
-            ] {
-                if let Ok(h) = tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
-                    out = out.with_header(h);
-                }
-            }
-            let _ = rq.respond(out);
-            return;
+            ));
         }
-        serve_request(node, rq);
-        drain.in_flight.fetch_sub(1, Ordering::SeqCst);
-    } else {
-        serve_request(node, rq);
+        Ok(MAX_BODY_BYTES)
+    }
+
+    fn handle(&self, head: server::Head, body: Vec<u8>) -> server::Reply {
+        let client = is_client_request(&head.path);
+        if client {
+            self.drain.in_flight.fetch_add(1, Ordering::SeqCst);
+        }
+        let reply = self.reply(head, body);
+        if client {
+            self.drain.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+        reply
     }
 }
 
-fn serve_request(node: &Node, mut rq: tiny_http::Request) {
-    let resp = match read_request(&mut rq) {
-        Ok(req) if req.method == "GET" && req.path == "/v1/watch" => {
-            match watch::start(node, &req) {
-                Ok(w) => return watch::stream(node, rq, w),
-                Err(r) => r,
-            }
+impl NodeHandler {
+    fn reply(&self, head: server::Head, body: Vec<u8>) -> server::Reply {
+        let query = match parse_query(&head.query) {
+            Ok(q) => q,
+            Err(why) => return server::Reply::Full(Response::error(&Error::BadRequest(why))),
+        };
+        let req = Request {
+            proxied: head.header(PROXIED_HEADER).is_some(),
+            token: head.header(TOKEN_HEADER).map(str::to_string),
+            method: head.method,
+            path: head.path,
+            query,
+            body,
+        };
+        if req.method == "GET" && req.path == "/v1/watch" {
+            return match watch::start(&self.node, &req) {
+                Ok(w) => {
+                    let node = self.node.clone();
+                    server::Reply::Stream(Box::new(move |out| watch::stream(&node, out, w)))
+                }
+                Err(r) => server::Reply::Full(r),
+            };
         }
-        Ok(req) => guarded(|| route(node, &req)),
-        Err(r) => r,
-    };
-    let mut out = tiny_http::Response::from_data(resp.body).with_status_code(resp.status);
-    if let Ok(h) = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]) {
-        out = out.with_header(h);
+        server::Reply::Full(guarded(|| route(&self.node, &req)))
     }
-    let _ = rq.respond(out);
+}
+
+/// Decodes a query string strictly: a parameter that is not UTF-8 once percent-decoded is
+/// refused, never replaced by U+FFFD (`%FE` and `%FF` once named the same key).
+fn parse_query(query: &str) -> std::result::Result<Vec<(String, String)>, String> {
+    let decode = |s: &str| {
+        let spaced = s.replace('+', " ");
+        percent_encoding::percent_decode_str(&spaced)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| {
+                format!("the query parameter {s:?} is not valid UTF-8 once percent-decoded")
+            })
+    };
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode(k)?, decode(v)?))
+        })
+        .collect()
+}
+
+/// Compares secrets in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The 403 for peer traffic without the cluster secret. A standalone member has no peers,
+/// so it takes no peer traffic at all.
+fn check_cluster_token(node: &Node, given: Option<&str>) -> std::result::Result<(), Response> {
+    let Some(expected) = &node.config().cluster_token else {
+        return Err(Response::refusal(
+            ErrorCode::Forbidden,
+            "this member is standalone and takes no peer traffic",
+        ));
+    };
+    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+        return Ok(());
+    }
+    Err(Response::refusal(
+        ErrorCode::Forbidden,
+        "peer traffic needs the cluster secret; start every member with the same --cluster-token-file",
+    ))
 }
 
 /// Runs a handler so that a panic in it is a 500 for that request, never a dead server
@@ -679,49 +746,5 @@ fn guarded(handler: impl FnOnce() -> Response) -> Response {
             ErrorCode::Internal,
             "the request handler panicked; see the node log",
         )
-    })
-}
-
-fn read_request(rq: &mut tiny_http::Request) -> std::result::Result<Request, Response> {
-    let limit = if rq.url().starts_with("/v1/raft/") {
-        MAX_PEER_BODY_BYTES
-    } else {
-        MAX_BODY_BYTES
-    };
-    let too_large = || {
-        Response::refusal(
-            ErrorCode::PayloadTooLarge,
-            format!("the body is over the limit of {limit} bytes; store smaller values"),
-        )
-    };
-    if rq.body_length().is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    if let Err(e) = rq.as_reader().take(limit as u64 + 1).read_to_end(&mut body) {
-        return Err(Response::error(&Error::BadRequest(format!(
-            "cannot read the body: {e}"
-        ))));
-    }
-    if body.len() > limit {
-        return Err(too_large());
-    }
-    let url = rq.url().to_string();
-    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-    let header = |name: &str| {
-        rq.headers()
-            .iter()
-            .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_str().to_string())
-    };
-    Ok(Request {
-        method: rq.method().as_str().to_uppercase(),
-        path: path.to_string(),
-        query: form_urlencoded::parse(query.as_bytes())
-            .into_owned()
-            .collect(),
-        proxied: header(PROXIED_HEADER).is_some(),
-        token: header(TOKEN_HEADER),
-        body,
     })
 }

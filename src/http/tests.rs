@@ -10,6 +10,7 @@ use tempfile::TempDir;
 
 use super::*;
 use crate::node::NodeConfig;
+use crate::raft::Envelope;
 
 #[test]
 fn a_panicking_handler_is_a_500_and_the_next_request_is_served() {
@@ -80,14 +81,14 @@ impl Standalone {
             node.state().wait_applied(1, deadline),
             "the leader's no-op was not applied"
         );
-        Standalone {
-            node,
-            _dir: dir,
-        }
+        Standalone { node, _dir: dir }
     }
 
+    /// Calls a route as a member would: with the cluster secret, if the node has one.
     fn call(&self, method: &str, path: &str, query: &[(&str, &str)], body: &[u8]) -> Response {
-        route(&self.node, &request(method, path, query, body))
+        let mut req = request(method, path, query, body);
+        req.token = self.node.config().cluster_token.clone();
+        route(&self.node, &req)
     }
 
     fn get(&self, path: &str, query: &[(&str, &str)]) -> Response {
@@ -382,8 +383,18 @@ fn nacos_endpoints_keep_the_1x_shapes() {
 }
 
 #[test]
-fn peer_endpoints_refuse_non_members() {
+fn a_standalone_member_takes_no_peer_traffic() {
     let n = Standalone::start();
+    let r = n.call("POST", "/v1/raft/messages", &[], b"[]");
+    let b = refused(&r, 403, ErrorCode::Forbidden);
+    assert!(b.message.contains("standalone"), "{}", b.message);
+    let r = n.call("POST", "/v1/raft/snapshot", &[], b"[]");
+    refused(&r, 403, ErrorCode::Forbidden);
+}
+
+#[test]
+fn peer_endpoints_refuse_non_members() {
+    let n = Standalone::with(|c| c.cluster_token = Some("test-secret-0123456789".into()));
     let term = n.node.raft_status().term;
     let stranger = Envelope {
         from: PeerAddr::new("10.9.9.9:8848"),
@@ -399,7 +410,7 @@ fn peer_endpoints_refuse_non_members() {
     let r = n.call("POST", "/v1/raft/messages", &[], &body);
     let b = refused(&r, 403, ErrorCode::Forbidden);
     assert!(
-        b.message.contains("10.9.9.9:8848 is not a member"),
+        b.message.contains("10.9.9.9:8848 is not another member"),
         "{}",
         b.message
     );
@@ -454,11 +465,17 @@ fn peer_endpoints_need_the_cluster_token() {
         req.token = token.map(str::to_string);
         route(&n.node, &req)
     };
-    for token in [None, Some(""), Some("guess")] {
-        let r = with_token(token, ADDR);
+    for token in [
+        None,
+        Some(""),
+        Some("guess"),
+        Some("s3cre"),
+        Some("s3cret "),
+    ] {
+        let r = with_token(token, "10.9.9.9:8848");
         let b = refused(&r, 403, ErrorCode::Forbidden);
         assert!(
-            b.message.contains("cluster token"),
+            b.message.contains("cluster secret"),
             "{token:?}: {}",
             b.message
         );
@@ -467,10 +484,12 @@ fn peer_endpoints_need_the_cluster_token() {
     snapshot.token = Some("guess".into());
     refused(&route(&n.node, &snapshot), 403, ErrorCode::Forbidden);
 
-    // The token is not enough: the sender must be a member too.
-    let r = with_token(Some("s3cret"), "10.9.9.9:8848");
-    let b = refused(&r, 403, ErrorCode::Forbidden);
-    assert!(b.message.contains("not a member"), "{}", b.message);
+    // The token is not enough: the sender must be another member too.
+    for from in ["10.9.9.9:8848", ADDR] {
+        let r = with_token(Some("s3cret"), from);
+        let b = refused(&r, 403, ErrorCode::Forbidden);
+        assert!(b.message.contains("not another member"), "{}", b.message);
+    }
 
     let mut empty = request("POST", "/v1/raft/messages", &[], b"[]");
     empty.token = Some("s3cret".into());

@@ -1,15 +1,16 @@
 //! `GET /v1/watch`: streams CHANGE / DELETE events as JSON lines, resuming from an index.
 //!
 //! The body is close-delimited and written straight to the socket, one flushed line per
-//! event (tiny_http's chunked encoder would hold small events back). A `PROGRESS` line every
+//! event. A resumed watch replays the notifier's history a page at a time. A `PROGRESS` line every
 //! second when idle carries the applied index and lets both ends notice a dead connection.
 
 use std::io::Write;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
 use super::{Request, Response};
 use crate::error::Error;
+use crate::node::notifier::{Subscription, WatchRefused};
 use crate::node::{Event, EventKind, Node};
 use crate::wire::api::{WatchEvent, WatchEventKind, WatchLine};
 use crate::wire::ErrorCode;
@@ -18,9 +19,9 @@ use crate::wire::ErrorCode;
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct Watch {
-    id: u64,
-    replay: Vec<Event>,
-    rx: Receiver<Event>,
+    key: String,
+    prefix: bool,
+    sub: Subscription,
 }
 
 /// Validates the request and subscribes; an error is an ordinary JSON error response.
@@ -41,14 +42,21 @@ pub fn start(node: &Node, req: &Request) -> Result<Watch, Response> {
                 .map_err(|_| bad(format!("from_index {i:?} is not a number")))?,
         ),
     };
-    match node.state().watch(key, prefix, from) {
-        Ok((id, replay, rx)) => Ok(Watch { id, replay, rx }),
-        Err(c) => Err(Response::refusal(
+    match node.state().notifier().subscribe(key, prefix, from) {
+        Ok(sub) => Ok(Watch {
+            key: key.to_string(),
+            prefix,
+            sub,
+        }),
+        Err(WatchRefused::Compacted { floor }) => Err(Response::refusal(
             ErrorCode::Compacted,
             format!(
-                "events before index {} are no longer kept; read the current values (get or ls) and watch again from index {}",
-                c.floor, c.floor
+                "events before index {floor} are no longer kept; read the current values (get or ls) and watch again from index {floor}"
             ),
+        )),
+        Err(WatchRefused::TooMany { limit }) => Err(Response::refusal(
+            ErrorCode::Busy,
+            format!("this member serves {limit} watches already (--max-watchers); watch through another member"),
         )),
     }
 }
@@ -61,46 +69,61 @@ fn line(out: &mut dyn Write, l: &WatchLine) -> std::io::Result<()> {
 }
 
 /// The wire form of a notifier event (a DELETE has a `null` value).
-fn event_line(e: Event) -> WatchLine {
+fn event_line(e: &Event) -> WatchLine {
     WatchLine::Event(WatchEvent {
         event: match e.event {
             EventKind::Change => WatchEventKind::Change,
             EventKind::Delete => WatchEventKind::Delete,
         },
-        key: e.key,
-        value: e.value.unwrap_or_default(),
+        key: e.key.clone(),
+        value: e.value.clone().unwrap_or_default(),
         timestamp: e.timestamp,
         index: e.index,
     })
 }
 
-/// Streams until the client goes away (a write fails).
-pub fn stream(node: &Node, rq: tiny_http::Request, mut w: Watch) {
-    let replay = std::mem::take(&mut w.replay);
-    let mut out = rq.into_writer();
+/// Events per page of a replay: the notifier's lock is held for one page at a time.
+const REPLAY_PAGE: usize = 256;
+
+/// Streams until the client goes away (a write fails), the watch falls too far behind
+/// (its queue overflowed, or a replay was overtaken by the history's trimming: the client
+/// resumes from the last index it got and is told if that is no longer kept), or the member
+/// installs a snapshot.
+pub fn stream(node: &Node, out: &mut dyn Write, w: Watch) {
+    let notifier = node.state().notifier();
     let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n";
     let result = (|| -> std::io::Result<()> {
         out.write_all(head.as_bytes())?;
-        for e in replay {
-            line(&mut out, &event_line(e))?;
+        if let Some((mut from, upto)) = w.sub.replay {
+            while from <= upto {
+                let Ok((page, next)) =
+                    notifier.replay_page(&w.key, w.prefix, from, upto, REPLAY_PAGE)
+                else {
+                    return Ok(());
+                };
+                for e in &page {
+                    line(out, &event_line(e))?;
+                }
+                from = next;
+            }
         }
         loop {
-            match w.rx.recv_timeout(PROGRESS_INTERVAL) {
-                Ok(e) => line(&mut out, &event_line(e))?,
+            match w.sub.rx.recv_timeout(PROGRESS_INTERVAL) {
+                Ok(e) => line(out, &event_line(&e))?,
                 Err(RecvTimeoutError::Timeout) => {
                     // Every event up to `notified` is already in our channel (they are
                     // queued under the same lock that moves it), so after draining it the
                     // PROGRESS line never runs ahead of an event it covers.
-                    let notified = node.state().notified_index();
-                    for e in w.rx.try_iter() {
-                        line(&mut out, &event_line(e))?;
+                    let notified = notifier.notified();
+                    for e in w.sub.rx.try_iter() {
+                        line(out, &event_line(&e))?;
                     }
-                    line(&mut out, &WatchLine::Progress { index: notified })?;
+                    line(out, &WatchLine::Progress { index: notified })?;
                 }
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
         }
     })();
     let _ = result;
-    node.state().unlisten(w.id);
+    notifier.unsubscribe(w.sub.id);
 }

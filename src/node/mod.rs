@@ -8,6 +8,7 @@
 
 mod driver;
 pub mod members;
+pub mod notifier;
 pub mod snapshot;
 pub mod state;
 
@@ -27,7 +28,8 @@ use crate::store::{self, LogStore};
 
 pub use driver::DriverEvent;
 use driver::{Driver, Waiters};
-pub use state::{Applied, Event, EventKind, StateMachine};
+pub use notifier::{Event, EventKind};
+pub use state::{Applied, StateMachine};
 
 /// Header on requests a follower forwards to the leader, so they are never forwarded again.
 pub const PROXIED_HEADER: &str = "X-Nacos-Proxied";
@@ -98,7 +100,8 @@ pub struct NodeConfig {
     pub heartbeat_interval_ms: u64,
     pub election_timeout_ms: u64,
     pub publish_timeout_ms: u64,
-    /// Shared secret every member must present on peer traffic (None: membership check only).
+    /// The secret every member presents on peer traffic; required with more than one member
+    /// (None: standalone, which takes no peer traffic at all).
     pub cluster_token: Option<String>,
     /// Size at which the log starts a new segment (compaction deletes whole segments).
     pub log_segment_bytes: u64,
@@ -108,6 +111,8 @@ pub struct NodeConfig {
     /// Entries kept in the log behind a checkpoint, for followers that are a little behind;
     /// one further behind gets a snapshot.
     pub log_retain_entries: u64,
+    /// Most watch streams (listeners) at once.
+    pub max_watchers: usize,
 }
 
 impl NodeConfig {
@@ -123,6 +128,7 @@ impl NodeConfig {
             log_segment_bytes: store::log::SEGMENT_BYTES,
             checkpoint_entries: DEFAULT_CHECKPOINT_ENTRIES,
             log_retain_entries: DEFAULT_LOG_RETAIN_ENTRIES,
+            max_watchers: notifier::DEFAULT_MAX_LISTENERS,
         }
     }
 
@@ -146,6 +152,12 @@ impl NodeConfig {
 
     pub fn validate(&self) -> Result<()> {
         self.raft_config().validate().map_err(Error::Config)?;
+        if self.peers.len() > 1 && self.cluster_token.as_deref().is_none_or(str::is_empty) {
+            return Err(Error::Config(
+                "a cluster of more than one member needs a cluster secret (--cluster-token-file)"
+                    .into(),
+            ));
+        }
         if self.publish_timeout_ms == 0 {
             return Err(Error::Config(
                 "the publish timeout must be at least 1 ms".into(),
@@ -262,6 +274,7 @@ impl Node {
         // Entries up to the checkpoint's base (or the log's start) are in the loaded state;
         // the applier skips them when the core hands them over.
         state.start_at(recovered.start.index.max(base), log_end);
+        state.notifier().set_max_listeners(cfg.max_watchers);
         // Everything durable was read and agrees: from here on a crash is an unclean stop.
         store::datum_dir::clear_clean_stop(&cfg.data_dir)?;
         let hs = meta.unwrap_or_default();
@@ -426,6 +439,7 @@ impl Node {
         deadline: Instant,
     ) -> Result<(u64, u64, u64)> {
         validate_key(key)?;
+        crate::datum::validate_value(&value)?;
         let command = Command::Publish {
             key: key.to_string(),
             value,
@@ -757,10 +771,10 @@ fn run_sender(peer: PeerAddr, token: Option<String>, timeout: Duration, rx: Rece
         // One POST for whatever queued up, up to a size well under the peer body limit; the
         // message that would pass it starts the next POST.
         let mut body = b"[".to_vec();
-        serde_json::to_writer(&mut body, &first).expect("messages serialise");
+        crate::wire::peer::encode_into(&mut body, &first);
         for env in rx.try_iter() {
             let mut one = Vec::new();
-            serde_json::to_writer(&mut one, &env).expect("messages serialise");
+            crate::wire::peer::encode_into(&mut one, &env);
             if body.len() + one.len() > MAX_PEER_POST_BYTES {
                 carried = Some(env);
                 break;

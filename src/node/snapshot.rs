@@ -17,8 +17,12 @@ use crate::store::snapshot::SnapshotWriter;
 
 use super::{log_event, DriverEvent, Shared, TOKEN_HEADER};
 
-/// Datums per chunk: ~1,000 keeps a chunk well under the body limit for typical values.
+/// Most datums per chunk.
 pub const CHUNK_DATUMS: usize = 1000;
+/// About the most bytes per chunk (at least one datum goes): with the largest values a
+/// client may write, a chunk stays far under the peer body limit, so no datum can make a
+/// follower refuse every chunk and never catch up.
+pub const CHUNK_BYTES: usize = 8 << 20;
 
 /// Where a snapshot stream is, carried as query parameters of `/v1/raft/snapshot`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,8 +88,21 @@ fn stream(
     let mut seq = 0;
     let mut sent = 0u64;
     loop {
-        let chunk = shared.state.list_after(after.as_deref(), CHUNK_DATUMS);
-        let last = chunk.len() < CHUNK_DATUMS;
+        let mut chunk = shared.state.list_after(after.as_deref(), CHUNK_DATUMS);
+        let mut last = chunk.len() < CHUNK_DATUMS;
+        let mut bytes = 0;
+        let fits = chunk
+            .iter()
+            .take_while(|d| {
+                bytes += 64 + d.key.len() + crate::datum::approx_json_size(&d.value);
+                bytes <= CHUNK_BYTES
+            })
+            .count()
+            .max(1);
+        if fits < chunk.len() {
+            chunk.truncate(fits);
+            last = false;
+        }
         let header = ChunkHeader {
             from: shared.cfg.advertise.clone(),
             term,
@@ -101,7 +118,7 @@ fn stream(
         if let Some(t) = &shared.cfg.cluster_token {
             req = req.set(TOKEN_HEADER, t);
         }
-        let body = serde_json::to_vec(&chunk).expect("datums serialise");
+        let body = crate::wire::peer::encode_chunk(&chunk);
         req.send_bytes(&body).map_err(|e| match e {
             ureq::Error::Status(code, r) => format!(
                 "{peer} refused chunk {seq}: {code} {}",

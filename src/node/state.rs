@@ -15,33 +15,15 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
-
-use serde::Serialize;
 
 use crate::datum::Datum;
 use crate::error::{Error, Result};
 use crate::raft::{Command, Entry};
 use crate::store::{checkpoint, datum_dir};
 
-/// What a listener sees, in log order (Nacos `Notifier` CHANGE / DELETE).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Event {
-    pub event: EventKind,
-    pub key: String,
-    pub value: Option<serde_json::Value>,
-    pub timestamp: u64,
-    pub index: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum EventKind {
-    Change,
-    Delete,
-}
+use super::notifier::{Event, EventKind, Notifier, Subscription, WatchRefused};
 
 /// The result of applying one entry, handed to the client that proposed it.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,47 +33,8 @@ pub enum Applied {
     Deleted { existed: bool },
 }
 
-/// A registered listener: a key, or a prefix of keys.
-struct Listener {
-    id: u64,
-    key: String,
-    prefix: bool,
-    tx: Sender<Event>,
-}
-
-impl Listener {
-    fn wants(&self, key: &str) -> bool {
-        if self.prefix {
-            key.starts_with(&self.key)
-        } else {
-            key == self.key
-        }
-    }
-}
-
-/// Recent events kept for watchers that resume from an index.
-pub const HISTORY_EVENTS: usize = 100_000;
 /// Recent (index, digest) pairs kept for `nacosctl check`.
 const DIGEST_HISTORY: usize = 100_000;
-
-/// Listeners and the event history, under one lock so that a watcher's replay and its live
-/// subscription meet with no gap and no duplicate.
-struct Notifier {
-    listeners: Vec<Listener>,
-    next_id: u64,
-    history: VecDeque<Event>,
-    /// The history holds every event with an index at or above this.
-    floor: u64,
-    /// Every event up to this applied index has been handed to the listeners.
-    notified: u64,
-}
-
-/// Why a watch could not resume.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Compacted {
-    /// The oldest index a watch can resume from now.
-    pub floor: u64,
-}
 
 /// Order-independent digest of the datum set: XOR of a 64-bit FNV-1a hash of each datum's
 /// key, value (canonical JSON: serde_json sorts object keys) and timestamp. Updated per
@@ -126,7 +69,7 @@ pub struct StateMachine {
     datums: RwLock<BTreeMap<String, Datum>>,
     applied: Mutex<u64>,
     applied_cv: Condvar,
-    notifier: Mutex<Notifier>,
+    notifier: Notifier,
     digests: Mutex<Digests>,
     /// Latest state of each key not yet written to its file (None: remove the file).
     dirty: Mutex<HashMap<String, Option<Datum>>>,
@@ -289,13 +232,7 @@ impl StateMachine {
             datums: RwLock::new(datums),
             applied: Mutex::new(0),
             applied_cv: Condvar::new(),
-            notifier: Mutex::new(Notifier {
-                listeners: Vec::new(),
-                next_id: 1,
-                history: VecDeque::new(),
-                floor,
-                notified: 0,
-            }),
+            notifier: Notifier::new(floor),
             digests: Mutex::new(Digests {
                 current: digest,
                 recent: VecDeque::new(),
@@ -317,10 +254,7 @@ impl StateMachine {
             let mut d = self.digests.lock().expect("digest lock");
             d.floor = d.floor.max(log_end);
         }
-        {
-            let mut n = self.notifier.lock().expect("notifier lock");
-            n.notified = n.notified.max(index);
-        }
+        self.notifier.notified_at_least(index);
         let mut applied = self.applied.lock().expect("applied lock");
         *applied = (*applied).max(index);
         *self.flushed.lock().expect("flushed lock") = index;
@@ -456,7 +390,8 @@ impl StateMachine {
         }
         // Listeners first: once a reader sees the applied index move, the events up to it
         // are already queued for every watcher.
-        self.notify(events, entries.last().map_or(0, |e| e.index));
+        self.notifier
+            .notify(events, entries.last().map_or(0, |e| e.index));
         if let Some(last) = entries.last() {
             let mut applied = self.applied.lock().expect("applied lock");
             *applied = (*applied).max(last.index);
@@ -622,13 +557,7 @@ impl StateMachine {
             d.recent.clear();
             d.floor = (index + 1).max(newest);
         }
-        {
-            let mut n = self.notifier.lock().expect("notifier lock");
-            n.listeners.clear();
-            n.history.clear();
-            n.floor = index.max(newest) + 1;
-            n.notified = index;
-        }
+        self.notifier.reset(index.max(newest) + 1, index);
         *self.flushed.lock().expect("flushed lock") = index;
         let mut applied = self.applied.lock().expect("applied lock");
         *applied = (*applied).max(index);
@@ -651,91 +580,19 @@ impl StateMachine {
         (d.recent.back().map_or(0, |(i, _)| *i), d.current)
     }
 
-    /// Registers a listener on a key (or on every key under a prefix). Events arrive in log
-    /// order on the returned channel until `unlisten` or the receiver is dropped.
-    pub fn listen(&self, key: &str, prefix: bool) -> (u64, Receiver<Event>) {
-        match self.watch(key, prefix, None) {
-            Ok((id, _, rx)) => (id, rx),
-            Err(_) => unreachable!("a watch without a start index cannot be compacted"),
-        }
+    /// The listeners and the event history.
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
     }
 
-    /// Like `listen`, and also returns the retained events from `from_index` on (for a
-    /// watcher that resumes). `Compacted` when events from there are no longer retained.
-    pub fn watch(
+    /// Registers a listener on a key (or on every key under a prefix). Events arrive in log
+    /// order on the returned channel until it is unsubscribed or falls a whole queue behind.
+    pub fn listen(
         &self,
         key: &str,
         prefix: bool,
-        from_index: Option<u64>,
-    ) -> std::result::Result<(u64, Vec<Event>, Receiver<Event>), Compacted> {
-        let (tx, rx) = mpsc::channel();
-        let mut n = self.notifier.lock().expect("notifier lock");
-        let listener = Listener {
-            id: n.next_id,
-            key: key.to_string(),
-            prefix,
-            tx,
-        };
-        let replay = match from_index {
-            None => Vec::new(),
-            Some(from) if from < n.floor => return Err(Compacted { floor: n.floor }),
-            Some(from) => n
-                .history
-                .iter()
-                .filter(|e| e.index >= from && listener.wants(&e.key))
-                .cloned()
-                .collect(),
-        };
-        n.next_id += 1;
-        let id = listener.id;
-        n.listeners.push(listener);
-        Ok((id, replay, rx))
-    }
-
-    pub fn unlisten(&self, id: u64) {
-        self.notifier
-            .lock()
-            .expect("notifier lock")
-            .listeners
-            .retain(|l| l.id != id);
-    }
-
-    /// Keys of registered listeners (Nacos `/raft/listeners`).
-    pub fn listener_keys(&self) -> Vec<String> {
-        self.notifier
-            .lock()
-            .expect("notifier lock")
-            .listeners
-            .iter()
-            .map(|l| l.key.clone())
-            .collect()
-    }
-
-    /// The applied index up to which every event has been handed to the listeners.
-    pub fn notified_index(&self) -> u64 {
-        self.notifier.lock().expect("notifier lock").notified
-    }
-
-    fn notify(&self, events: Vec<Event>, upto: u64) {
-        let mut n = self.notifier.lock().expect("notifier lock");
-        n.notified = n.notified.max(upto);
-        if events.is_empty() {
-            return;
-        }
-        // A listener whose receiver is gone is dropped here, not leaked.
-        n.listeners.retain(|l| {
-            events
-                .iter()
-                .filter(|ev| l.wants(&ev.key))
-                .all(|ev| l.tx.send(ev.clone()).is_ok())
-        });
-        for ev in events {
-            n.history.push_back(ev);
-        }
-        while n.history.len() > HISTORY_EVENTS {
-            let gone = n.history.pop_front().expect("non-empty");
-            n.floor = n.floor.max(gone.index + 1);
-        }
+    ) -> std::result::Result<Subscription, WatchRefused> {
+        self.notifier.subscribe(key, prefix, None)
     }
 }
 
@@ -770,7 +627,7 @@ mod tests {
     fn timestamps_follow_nacos_and_files_match() {
         let dir = tempfile::tempdir().unwrap();
         let sm = StateMachine::load(dir.path().into()).unwrap();
-        let (_, rx) = sm.listen("k", false);
+        let rx = sm.listen("k", false).unwrap().rx;
         let r = sm
             .apply(&[
                 e(1, publish("k", 1)),
@@ -847,12 +704,12 @@ mod tests {
     fn prefix_listener_and_unlisten() {
         let dir = tempfile::tempdir().unwrap();
         let sm = StateMachine::load(dir.path().into()).unwrap();
-        let (id, rx) = sm.listen("svc.", true);
+        let sub = sm.listen("svc.", true).unwrap();
         sm.apply(&[e(1, publish("svc.a", 1)), e(2, publish("other", 1))])
             .unwrap();
-        sm.unlisten(id);
+        sm.notifier().unsubscribe(sub.id);
         sm.apply(&[e(3, publish("svc.b", 1))]).unwrap();
-        let keys: Vec<String> = rx.try_iter().map(|ev| ev.key).collect();
+        let keys: Vec<String> = sub.rx.try_iter().map(|ev| ev.key.clone()).collect();
         assert_eq!(keys, vec!["svc.a"]);
     }
 
@@ -866,18 +723,26 @@ mod tests {
             e(3, delete("a")),
         ])
         .unwrap();
-        let (_, replay, rx) = sm.watch("a", false, Some(2)).unwrap();
+        let sub = sm.notifier().subscribe("a", false, Some(2)).unwrap();
+        let (from, upto) = sub.replay.unwrap();
+        let (replay, _) = sm
+            .notifier()
+            .replay_page("a", false, from, upto, 10)
+            .unwrap();
         assert_eq!(replay.iter().map(|e| e.index).collect::<Vec<_>>(), vec![3]);
         sm.apply(&[e(4, publish("a", 4))]).unwrap();
-        assert_eq!(rx.try_iter().map(|e| e.index).collect::<Vec<_>>(), vec![4]);
+        assert_eq!(
+            sub.rx.try_iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![4]
+        );
         sm.flush().unwrap();
         // After a restart, history before the newest datum file is gone.
         let restarted = StateMachine::load(dir.path().into()).unwrap();
         assert_eq!(
-            restarted.watch("a", false, Some(2)).unwrap_err(),
-            Compacted { floor: 5 }
+            restarted.notifier().subscribe("a", false, Some(2)).err(),
+            Some(WatchRefused::Compacted { floor: 5 })
         );
-        assert!(restarted.watch("a", false, Some(5)).is_ok());
+        assert!(restarted.notifier().subscribe("a", false, Some(5)).is_ok());
     }
 
     #[test]

@@ -73,18 +73,9 @@ pub enum ProposeError {
 
 /// About the size of an entry as JSON, without serialising it (it is only a budget).
 fn approx_json_size(e: &Entry) -> usize {
-    fn value(v: &serde_json::Value) -> usize {
-        use serde_json::Value::*;
-        match v {
-            Null | Bool(_) | Number(_) => 8,
-            String(s) => s.len() + 2,
-            Array(a) => 2 + a.iter().map(|x| value(x) + 1).sum::<usize>(),
-            Object(o) => 2 + o.iter().map(|(k, x)| k.len() + 4 + value(x)).sum::<usize>(),
-        }
-    }
     64 + match &e.command {
         Command::Noop => 0,
-        Command::Publish { key, value: v } => key.len() + value(v),
+        Command::Publish { key, value } => key.len() + crate::datum::approx_json_size(value),
         Command::Delete { key } => key.len(),
     }
 }

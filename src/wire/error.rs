@@ -34,6 +34,17 @@ pub enum ErrorCode {
     Timeout,
     /// A bug or a storage failure.
     Internal,
+    /// The request line and headers are over the limit.
+    HeaderTooLarge,
+    /// The request's head or body did not arrive within the limit.
+    RequestTimeout,
+    /// A framing this server does not take (a transfer coding other than chunked).
+    NotImplemented,
+    /// The member is at a limit (connections, watchers, buffered bodies); try again or
+    /// another member.
+    Busy,
+    /// The member's core has stalled; it should be restarted.
+    Unhealthy,
     /// A code this build does not know, exactly as the node sent it (a newer node may add
     /// codes); empty when the body had no `error`. Never sent by this build's nodes.
     Unknown(String),
@@ -41,7 +52,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code this build's nodes send.
-    pub const KNOWN: [ErrorCode; 11] = [
+    pub const KNOWN: [ErrorCode; 16] = [
         ErrorCode::BadRequest,
         ErrorCode::NotFound,
         ErrorCode::NoRoute,
@@ -53,6 +64,11 @@ impl ErrorCode {
         ErrorCode::ShuttingDown,
         ErrorCode::Timeout,
         ErrorCode::Internal,
+        ErrorCode::HeaderTooLarge,
+        ErrorCode::RequestTimeout,
+        ErrorCode::NotImplemented,
+        ErrorCode::Busy,
+        ErrorCode::Unhealthy,
     ];
 
     /// The wire name.
@@ -69,6 +85,11 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
+            ErrorCode::HeaderTooLarge => "header_too_large",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::NotImplemented => "not_implemented",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Unhealthy => "unhealthy",
             ErrorCode::Unknown(code) => code,
         }
     }
@@ -155,6 +176,11 @@ mod tests {
                 "shutting_down",
                 "timeout",
                 "internal",
+                "header_too_large",
+                "request_timeout",
+                "not_implemented",
+                "busy",
+                "unhealthy",
             ]
         );
         for code in ErrorCode::KNOWN {

@@ -3,12 +3,13 @@
 //! every body from these types and the client (`client`) parses them, so the two cannot
 //! drift apart; the tests beside each type pin its JSON.
 //!
-//! Plain data only: no I/O, no HTTP statuses, no policy. The peer messages between members
-//! are the core's (`raft::Envelope`), not these.
+//! Plain data only: no I/O, no HTTP statuses, no policy. The peer bodies (`peer`) carry the
+//! core's own messages (`raft::Envelope`), decoded and checked one at a time.
 
 pub mod api;
 pub mod error;
 pub mod nacos;
+pub mod peer;
 mod role;
 
 pub use error::{ErrorBody, ErrorCode};

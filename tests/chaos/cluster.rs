@@ -24,6 +24,9 @@ use serde_json::Value;
 use crate::common::{free_ports, nacosctl, poll_until, NODE_BIN, READY_DEADLINE};
 use crate::net::{self, Netns};
 
+/// The cluster secret every node of the harness starts with.
+pub const CLUSTER_SECRET: &str = "chaos-cluster-secret-0123456789";
+
 /// Whether to put the nodes in network namespaces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NetChoice {
@@ -124,7 +127,8 @@ impl ChaosNode {
             .env_remove("NACOS_LISTEN")
             .env_remove("NACOS_DATA_DIR")
             .env_remove("NACOS_PEERS")
-            .env_remove("NACOS_CLUSTER_TOKEN")
+            // The cluster secret, as an operator sets it (not in the process list).
+            .env("NACOS_CLUSTER_TOKEN", CLUSTER_SECRET)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err);

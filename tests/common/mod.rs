@@ -144,6 +144,8 @@ impl TestNode {
             .env_remove("NACOS_LISTEN")
             .env_remove("NACOS_DATA_DIR")
             .env_remove("NACOS_PEERS")
+            // The cluster secret, as an operator sets it (a standalone node ignores it).
+            .env("NACOS_CLUSTER_TOKEN", CLUSTER_SECRET)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
@@ -341,6 +343,9 @@ fn signal(child: &Child, sig: libc::c_int) {
 
 /// Test timings: fast enough that elections take a fraction of a second, slow enough not to
 /// flap on a loaded machine.
+/// The cluster secret every test node starts with (through NACOS_CLUSTER_TOKEN).
+pub const CLUSTER_SECRET: &str = "test-cluster-secret-0123456789";
+
 pub const TEST_HEARTBEAT_MS: &str = "50";
 pub const TEST_ELECTION_TIMEOUT_MS: &str = "300";
 
