@@ -40,9 +40,11 @@ pub enum DriverEvent {
         last: Option<LogId>,
         messages: Vec<Envelope>,
     },
-    /// The datum files are durable up to `upto`: the log before it may go.
+    /// A checkpoint covers the state up to `limit`: the log may go up to `upto`, or
+    /// further (never past `limit`) to keep no more than `LOG_RETAIN_BYTES` behind it.
     Compact {
         upto: u64,
+        limit: u64,
     },
     SnapshotSent {
         peer: PeerAddr,
@@ -203,10 +205,12 @@ impl Driver {
                         }
                         self.send_all(messages);
                     }
-                    DriverEvent::Compact { upto } => {
-                        if self.core.compact(upto) {
+                    DriverEvent::Compact { upto, limit } => {
+                        let by_bytes = self.core.index_keeping_bytes(super::LOG_RETAIN_BYTES);
+                        let upto = upto.max(by_bytes).min(limit);
+                        if upto > 0 && self.core.compact(upto) {
                             let mut b = WriteBatch::empty();
-                            b.compact = Some(upto);
+                            b.compact = Some(self.core.log_start().index);
                             let _ = self.writer.send(b);
                         }
                     }

@@ -631,6 +631,8 @@ impl Node {
 fn run_flusher(shared: &Shared) {
     let cfg = &shared.cfg;
     let mut last_round = 0;
+    // Bytes applied when the newest checkpoint of this run began (0: none yet).
+    let mut bytes_at_checkpoint = 0;
     loop {
         // A timer, not a trigger: changes to one key within a round cost one file rewrite.
         // Each rewrite allocates and frees an inode, which measured at a third of the node's
@@ -644,15 +646,18 @@ fn run_flusher(shared: &Shared) {
         };
         let quiet = flushed == last_round;
         last_round = flushed;
-        if !checkpoint_due(
+        let (applied_bytes, live_bytes) = shared.state.bytes();
+        let due = checkpoint_due(
             shared.state.checkpoints(),
             flushed,
             quiet,
             shared.state.len(),
             cfg.checkpoint_entries,
-        ) {
+        ) || bytes_due(applied_bytes - bytes_at_checkpoint, live_bytes);
+        if !due {
             continue;
         }
+        bytes_at_checkpoint = applied_bytes;
         let started = Instant::now();
         let (base, bytes) = match shared.state.checkpoint() {
             Ok(done) => done,
@@ -679,10 +684,25 @@ fn run_flusher(shared: &Shared) {
             .copied()
             .unwrap_or(u64::MAX);
         let upto = previous.saturating_sub(cfg.log_retain_entries).min(pinned);
-        if upto > 0 {
-            let _ = shared.driver.send(DriverEvent::Compact { upto });
-        }
+        let _ = shared.driver.send(DriverEvent::Compact {
+            upto,
+            limit: previous.min(pinned),
+        });
     }
+}
+
+/// Bytes of publishes after which a checkpoint is due, whatever the entry count: the
+/// retained log (in memory too) then follows the bytes written, not only the entries.
+pub const CHECKPOINT_BYTES: u64 = 32 << 20;
+/// Most bytes of log kept behind the previous checkpoint for followers a little behind
+/// (fewer than `--log-retain-entries` entries when values are large).
+pub const LOG_RETAIN_BYTES: usize = 32 << 20;
+
+/// Whether the bytes applied since the last checkpoint call for one: at least
+/// [`CHECKPOINT_BYTES`], and at least an eighth of the live set, so that, as with entries,
+/// the cost of checkpoints per byte written stays constant whatever the set's size.
+fn bytes_due(since: u64, live: u64) -> bool {
+    since >= CHECKPOINT_BYTES.max(live / 8)
 }
 
 /// Whether a checkpoint is due: at once when there is none (a new node, an upgraded data
@@ -815,6 +835,15 @@ fn run_sender(peer: PeerAddr, token: Option<String>, timeout: Duration, rx: Rece
 mod tests {
     use super::*;
     use state::Checkpoints;
+
+    #[test]
+    fn checkpoints_follow_the_bytes_written_too() {
+        assert!(!bytes_due(CHECKPOINT_BYTES - 1, 0));
+        assert!(bytes_due(CHECKPOINT_BYTES, 0));
+        // A large live set spaces them out, as many keys do.
+        assert!(!bytes_due(CHECKPOINT_BYTES, 16 * CHECKPOINT_BYTES));
+        assert!(bytes_due(2 * CHECKPOINT_BYTES, 16 * CHECKPOINT_BYTES));
+    }
 
     #[test]
     fn checkpoint_cadence() {

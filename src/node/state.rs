@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -79,6 +80,15 @@ pub struct StateMachine {
     files: Mutex<()>,
     /// The `base` of the checkpoint files on disk.
     checkpoints: Mutex<Checkpoints>,
+    /// About the bytes of every publish applied since start (checkpoint cadence by bytes).
+    applied_bytes: AtomicU64,
+    /// About the bytes of the live datum set.
+    live_bytes: AtomicU64,
+}
+
+/// About what a datum costs, as JSON text.
+fn datum_bytes(d: &Datum) -> u64 {
+    (64 + d.key.len() + crate::datum::approx_json_size(&d.value)) as u64
 }
 
 /// The `base` of each checkpoint file on disk (`store::checkpoint`).
@@ -227,6 +237,7 @@ impl StateMachine {
             .max(exact_from)
             + 1;
         let digest = datums.values().map(datum_hash).fold(0, |a, h| a ^ h);
+        let live: u64 = datums.values().map(datum_bytes).sum();
         StateMachine {
             data_dir,
             datums: RwLock::new(datums),
@@ -242,6 +253,8 @@ impl StateMachine {
             flushed: Mutex::new(0),
             files: Mutex::new(()),
             checkpoints: Mutex::new(Checkpoints::default()),
+            applied_bytes: AtomicU64::new(0),
+            live_bytes: AtomicU64::new(live),
         }
     }
 
@@ -258,6 +271,14 @@ impl StateMachine {
         let mut applied = self.applied.lock().expect("applied lock");
         *applied = (*applied).max(index);
         *self.flushed.lock().expect("flushed lock") = index;
+    }
+
+    /// About the bytes of the publishes applied since start, and of the live datum set.
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.applied_bytes.load(Ordering::Relaxed),
+            self.live_bytes.load(Ordering::Relaxed),
+        )
     }
 
     pub fn applied_index(&self) -> u64 {
@@ -344,8 +365,13 @@ impl StateMachine {
                                 index: e.index,
                             });
                             digests.current ^= datum_hash(&d);
+                            let bytes = datum_bytes(&d);
+                            self.applied_bytes.fetch_add(bytes, Ordering::Relaxed);
+                            self.live_bytes.fetch_add(bytes, Ordering::Relaxed);
                             if let Some(old) = datums.insert(key.clone(), d.clone()) {
                                 digests.current ^= datum_hash(&old);
+                                self.live_bytes
+                                    .fetch_sub(datum_bytes(&old), Ordering::Relaxed);
                             }
                             dirty.insert(key.clone(), Some(d));
                             Applied::Published { timestamp }
@@ -363,6 +389,8 @@ impl StateMachine {
                             });
                             if let Some(old) = datums.remove(key) {
                                 digests.current ^= datum_hash(&old);
+                                self.live_bytes
+                                    .fetch_sub(datum_bytes(&old), Ordering::Relaxed);
                             }
                             dirty.insert(key.clone(), None);
                             Applied::Deleted { existed: true }
@@ -545,6 +573,8 @@ impl StateMachine {
             .map(|(d, _)| (d.key.clone(), d))
             .collect();
         let digest = loaded.values().map(datum_hash).fold(0, |a, h| a ^ h);
+        self.live_bytes
+            .store(loaded.values().map(datum_bytes).sum(), Ordering::Relaxed);
         // The snapshot is fuzzy: some datums are newer than `index`. Until the log passes the
         // newest of them the map is not the exact state at any one index, so no digest is
         // recorded and no watch may resume before it (as after a restart).

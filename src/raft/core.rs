@@ -547,6 +547,12 @@ impl RaftCore {
         self.log.compact(upto)
     }
 
+    /// The compaction point that keeps at most `max_bytes` of entries (counted as JSON)
+    /// after it; the log start when everything retained fits.
+    pub fn index_keeping_bytes(&self, max_bytes: usize) -> u64 {
+        self.log.index_keeping_bytes(max_bytes, approx_json_size)
+    }
+
     /// Leader: the snapshot stream to `peer` (covering the log up to `index`) ended.
     pub fn on_snapshot_sent(&mut self, peer: &PeerAddr, index: u64, ok: bool) {
         if self.role != Role::Leader {

@@ -222,6 +222,19 @@ impl RaftLog {
         true
     }
 
+    /// The compaction point after which the entries total at most `max_bytes` by `size`:
+    /// the index of the newest entry that does not fit, or the start when all fit.
+    pub fn index_keeping_bytes(&self, max_bytes: usize, size: impl Fn(&Entry) -> usize) -> u64 {
+        let mut total = 0usize;
+        for e in self.entries.iter().rev() {
+            total = total.saturating_add(size(e));
+            if total > max_bytes {
+                return e.index;
+            }
+        }
+        self.start.index
+    }
+
     /// Moves the log's start to an installed snapshot's point, which is committed. If the
     /// log holds that entry, what follows it stays (Raft §7); otherwise every local entry
     /// is discarded. Returns whether the log was reset.
@@ -331,6 +344,14 @@ mod tests {
         assert_eq!(l.entries().len(), 1);
         assert!(!l.compact(2), "already compacted past");
         assert!(!l.compact(3));
+    }
+
+    #[test]
+    fn the_byte_bound_picks_the_newest_entry_that_does_not_fit() {
+        let l = log(LogId::new(10, 1), &[1, 1, 1, 1]);
+        assert_eq!(l.index_keeping_bytes(100, |_| 30), 11, "12..=14 fit in 100");
+        assert_eq!(l.index_keeping_bytes(1000, |_| 30), 10, "all fit");
+        assert_eq!(l.index_keeping_bytes(10, |_| 30), 14, "none fits");
     }
 
     #[test]
