@@ -132,7 +132,7 @@ pub fn route(node: &Node, req: &Request) -> Response {
         ("GET", "/nacos/v1/ns/raft/listeners") => Ok(Response::json(
             200,
             &NacosListeners {
-                listeners: node.state().notifier().keys(),
+                listeners: node.datums().notifier().keys(),
             },
         )),
         (m, p) => Ok(Response::refusal(
@@ -301,7 +301,7 @@ fn list(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
 
 /// The datum-set digest at an applied index (default: the latest), for `nacosctl check`.
 fn digest(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
-    let state = node.state();
+    let state = node.datums();
     let (index, digest) = match req.param("index") {
         None => state.digest(),
         Some(i) => {
@@ -539,7 +539,7 @@ fn nacos_state(node: &Node) -> Response {
     Response::json(
         200,
         &NacosState {
-            services: node.state().len() as u64,
+            services: node.datums().len() as u64,
             peers: nacos_peer_list(node),
         },
     )

@@ -78,7 +78,7 @@ impl Standalone {
         // Its first entry (the leader's no-op) applied: from here on every entry is applied
         // before the route that made it answers, so nothing is in flight when a test ends.
         assert!(
-            node.state().wait_applied(1, deadline),
+            node.datums().wait_applied(1, deadline),
             "the leader's no-op was not applied"
         );
         Standalone { node, _dir: dir }

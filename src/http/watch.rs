@@ -42,7 +42,7 @@ pub fn start(node: &Node, req: &Request) -> Result<Watch, Response> {
                 .map_err(|_| bad(format!("from_index {i:?} is not a number")))?,
         ),
     };
-    match node.state().notifier().subscribe(key, prefix, from) {
+    match node.datums().notifier().subscribe(key, prefix, from) {
         Ok(sub) => Ok(Watch {
             key: key.to_string(),
             prefix,
@@ -90,7 +90,7 @@ const REPLAY_PAGE: usize = 256;
 /// resumes from the last index it got and is told if that is no longer kept), or the member
 /// installs a snapshot.
 pub fn stream(node: &Node, out: &mut dyn Write, w: Watch) {
-    let notifier = node.state().notifier();
+    let notifier = node.datums().notifier();
     let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n";
     let result = (|| -> std::io::Result<()> {
         out.write_all(head.as_bytes())?;

@@ -17,7 +17,7 @@ use crate::raft::{
 };
 use crate::store::{write_meta, LogStore};
 
-use super::state::Applied;
+use super::datum_set::Applied;
 use super::{log_event, Shared};
 
 /// A client's answer once its entry is applied (or why it never will be).
@@ -310,7 +310,7 @@ impl Driver {
     fn start_snapshot(&mut self, peer: PeerAddr) {
         let index = self
             .shared
-            .state
+            .datums
             .applied_index()
             .min(self.core.commit_index());
         let Some(snap_term) = self.core.term_at(index) else {
@@ -431,7 +431,7 @@ pub fn run_applier(shared: Arc<Shared>, committed: Receiver<ApplierMsg>) {
         let mut entries = match first {
             ApplierMsg::Apply(e) => e,
             ApplierMsg::Install { index, done } => {
-                let _ = done.send(shared.state.install_snapshot(index));
+                let _ = done.send(shared.datums.install_snapshot(index));
                 continue;
             }
         };
@@ -445,7 +445,7 @@ pub fn run_applier(shared: Arc<Shared>, committed: Receiver<ApplierMsg>) {
                 }
             }
         }
-        let results = match shared.state.apply(&entries) {
+        let results = match shared.datums.apply(&entries) {
             Ok(r) => r,
             Err(e) => super::fatal(&format!("cannot apply committed entries: {e}")),
         };

@@ -1,16 +1,30 @@
 //! The node shell: starts the threads around the pure core and offers the operations HTTP
 //! serves (publish, delete, read, list, status, leader transfer).
 //!
-//! Threads: HTTP workers (one per request, in `crate::http`), the driver (owns the core),
-//! the log writer (group commit), one sender per peer, the applier (in-memory map,
-//! listeners, answers) and the datum flusher (datum files, written behind the map). Only
-//! this module and `crate::http` do I/O.
+//! Threads: HTTP connections (in `crate::http`), the driver (owns the core), the log
+//! writer (group commit), one sender per peer, the applier (datum set, listeners, answers)
+//! and the datum flusher (datum files and checkpoints, written behind the map). Only this
+//! module and `crate::http` do I/O.
+//!
+//! Locks, and the order they are taken in. The core has none: the driver owns it. A thread
+//! holding a lock may take only locks after it in this list, and none is held across a
+//! network wait:
+//! 1. `DatumSet::files`: one writer of the data dir at a time (flush rounds, checkpoints,
+//!    snapshot installs), held across their disk I/O;
+//! 2. `DatumSet::datums` (the map; read by requests, written by the applier and installs);
+//! 3. `DatumSet::digests`, then `DatumSet::dirty`.
+//!
+//! Every other lock is a leaf: taken alone, for a read or one update, never while taking
+//! another: `Shared::status`, `waiters`, `snapshot_pins`, `workers`, `stopping`,
+//! `flusher`; `DatumSet::applied`, `flushed`, `checkpoints`; the notifier's. One exception:
+//! `Shared::incoming_snapshot` is held while a chunk is staged on disk and while the driver
+//! decides the offer (so one stream is received at a time); nothing else is taken under it.
 
+pub mod datum_set;
 mod driver;
 pub mod members;
 pub mod notifier;
 pub mod snapshot;
-pub mod state;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -26,10 +40,10 @@ use crate::error::{Error, Result};
 use crate::raft::{self, Command, Envelope, PeerAddr, RaftCore, Role, Status};
 use crate::store::{self, LogStore};
 
+pub use datum_set::{Applied, DatumSet};
 pub use driver::DriverEvent;
 use driver::{Driver, Waiters};
 pub use notifier::{Event, EventKind};
-pub use state::{Applied, StateMachine};
 
 /// Header on requests a follower forwards to the leader, so they are never forwarded again.
 pub const PROXIED_HEADER: &str = "X-Nacos-Proxied";
@@ -176,7 +190,7 @@ struct StatusCell {
 /// State shared by the threads of one node.
 pub struct Shared {
     pub cfg: NodeConfig,
-    pub state: StateMachine,
+    pub datums: DatumSet,
     waiters: Mutex<Waiters>,
     status: StatusCell,
     driver: Sender<DriverEvent>,
@@ -269,12 +283,11 @@ impl Node {
             .entries
             .last()
             .map_or(recovered.start.index, |e| e.index);
-        let (state, base) =
-            StateMachine::open(cfg.data_dir.clone(), recovered.start.index, log_end)?;
+        let (datums, base) = DatumSet::open(cfg.data_dir.clone(), recovered.start.index, log_end)?;
         // Entries up to the checkpoint's base (or the log's start) are in the loaded state;
         // the applier skips them when the core hands them over.
-        state.start_at(recovered.start.index.max(base), log_end);
-        state.notifier().set_max_listeners(cfg.max_watchers);
+        datums.start_at(recovered.start.index.max(base), log_end);
+        datums.notifier().set_max_listeners(cfg.max_watchers);
         // Everything durable was read and agrees: from here on a crash is an unclean stop.
         store::datum_dir::clear_clean_stop(&cfg.data_dir)?;
         let hs = meta.unwrap_or_default();
@@ -285,7 +298,7 @@ impl Node {
         let (applier_tx, applier_rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
-            state,
+            datums,
             waiters: Mutex::new(HashMap::new()),
             status: StatusCell {
                 status: Mutex::new(core.status()),
@@ -351,8 +364,8 @@ impl Node {
         &self.shared.cfg
     }
 
-    pub fn state(&self) -> &StateMachine {
-        &self.shared.state
+    pub fn datums(&self) -> &DatumSet {
+        &self.shared.datums
     }
 
     pub fn publish_timeout(&self) -> Duration {
@@ -362,8 +375,8 @@ impl Node {
     pub fn status(&self) -> NodeStatus {
         NodeStatus {
             raft: self.raft_status(),
-            applied_index: self.shared.state.applied_index(),
-            datums: self.shared.state.len(),
+            applied_index: self.shared.datums.applied_index(),
+            datums: self.shared.datums.len(),
         }
     }
 
@@ -463,7 +476,7 @@ impl Node {
         }
     }
 
-    /// Waits until this node's state machine reflects every write committed before the call
+    /// Waits until this node's datum set reflects every write committed before the call
     /// (ReadIndex, Raft thesis §6.4): the leader confirms it still leads with a heartbeat
     /// round; a follower asks the leader for the index and waits to apply it.
     pub fn linearizable_barrier(&self, deadline: Instant) -> Result<()> {
@@ -487,9 +500,9 @@ impl Node {
                 .driver
                 .send(DriverEvent::ReadIndex { reply: tx })
                 .map_err(|_| Error::ShuttingDown)?;
-            match rx.recv_timeout(state::remaining(deadline.min(now + attempt))) {
+            match rx.recv_timeout(datum_set::remaining(deadline.min(now + attempt))) {
                 Ok(Some(index)) => {
-                    return if self.shared.state.wait_applied(index, deadline) {
+                    return if self.shared.datums.wait_applied(index, deadline) {
                         Ok(())
                     } else {
                         Err(Error::Timeout {
@@ -517,7 +530,7 @@ impl Node {
             .shared
             .status
             .changed
-            .wait_timeout(s, state::remaining(deadline))
+            .wait_timeout(s, datum_set::remaining(deadline))
             .expect("status lock");
     }
 
@@ -526,14 +539,14 @@ impl Node {
         if !stale {
             self.linearizable_barrier(deadline)?;
         }
-        Ok(self.shared.state.get(key))
+        Ok(self.shared.datums.get(key))
     }
 
     pub fn list(&self, prefix: &str, stale: bool, deadline: Instant) -> Result<Vec<Datum>> {
         if !stale {
             self.linearizable_barrier(deadline)?;
         }
-        Ok(self.shared.state.list(prefix))
+        Ok(self.shared.datums.list(prefix))
     }
 
     /// Starts a leadership transfer (to `target`, or the most up-to-date follower).
@@ -615,7 +628,7 @@ impl Node {
         // stopped node shows every applied write.
         let done = self
             .shared
-            .state
+            .datums
             .flush()
             .and_then(|_| store::datum_dir::mark_clean_stop(&self.shared.cfg.data_dir));
         if let Err(e) = done {
@@ -640,18 +653,18 @@ fn run_flusher(shared: &Shared) {
         if shared.wait_stopping(DATUM_FLUSH_INTERVAL) {
             return;
         }
-        let flushed = match shared.state.flush() {
+        let flushed = match shared.datums.flush() {
             Ok(i) => i,
             Err(e) => fatal(&format!("cannot write datum files: {e}")),
         };
         let quiet = flushed == last_round;
         last_round = flushed;
-        let (applied_bytes, live_bytes) = shared.state.bytes();
+        let (applied_bytes, live_bytes) = shared.datums.bytes();
         let due = checkpoint_due(
-            shared.state.checkpoints(),
+            shared.datums.checkpoints(),
             flushed,
             quiet,
-            shared.state.len(),
+            shared.datums.len(),
             cfg.checkpoint_entries,
         ) || bytes_due(applied_bytes - bytes_at_checkpoint, live_bytes);
         if !due {
@@ -659,7 +672,7 @@ fn run_flusher(shared: &Shared) {
         }
         bytes_at_checkpoint = applied_bytes;
         let started = Instant::now();
-        let (base, bytes) = match shared.state.checkpoint() {
+        let (base, bytes) = match shared.datums.checkpoint() {
             Ok(done) => done,
             Err(e) => fatal(&format!("cannot write a checkpoint: {e}")),
         };
@@ -667,12 +680,12 @@ fn run_flusher(shared: &Shared) {
         // this size, for sizing `--checkpoint-entries`.
         log_event(&format!(
             "checkpoint at index {base}: {} datums, {bytes} bytes in {} ms",
-            shared.state.len(),
+            shared.datums.len(),
             started.elapsed().as_millis()
         ));
         // Up to the previous checkpoint only: if the newest one is ever unreadable, the
         // previous one and the log after it still rebuild the state.
-        let Some(previous) = shared.state.checkpoints().previous else {
+        let Some(previous) = shared.datums.checkpoints().previous else {
             continue;
         };
         let pinned = shared
@@ -714,7 +727,7 @@ fn bytes_due(since: u64, live: u64) -> bool {
 /// previous checkpoint only, so a second one lets the last stretch of a burst go too. Sparse
 /// writes do not trigger it again until the next regular checkpoint.
 fn checkpoint_due(
-    have: state::Checkpoints,
+    have: datum_set::Checkpoints,
     flushed: u64,
     quiet: bool,
     keys: usize,
@@ -735,7 +748,7 @@ fn reconcile_datum_files(shared: &Shared, log_end: u64, clean_stop: bool) {
     // started from (which would queue every key the replay changes anyway). Only a matter
     // of cost: the comparison is right at any point, so it goes ahead after a bound.
     shared
-        .state
+        .datums
         .wait_applied(log_end, Instant::now() + Duration::from_secs(60));
     let started = Instant::now();
     let after = if clean_stop {
@@ -743,7 +756,7 @@ fn reconcile_datum_files(shared: &Shared, log_end: u64, clean_stop: bool) {
     } else {
         "after an unclean stop"
     };
-    match shared.state.reconcile_files() {
+    match shared.datums.reconcile_files() {
         Ok((0, _)) => {}
         Ok((_, 0)) if clean_stop => {}
         Ok((checked, 0)) => log_event(&format!(
@@ -765,7 +778,7 @@ fn wait_reply<T>(
     deadline: Instant,
     timeout_ms: u64,
 ) -> Result<Result<T>> {
-    match rx.recv_timeout(state::remaining(deadline)) {
+    match rx.recv_timeout(datum_set::remaining(deadline)) {
         Ok(r) => Ok(r),
         Err(mpsc::RecvTimeoutError::Timeout) => Err(Error::Timeout {
             waited_ms: timeout_ms,
@@ -834,7 +847,7 @@ fn run_sender(peer: PeerAddr, token: Option<String>, timeout: Duration, rx: Rece
 #[cfg(test)]
 mod tests {
     use super::*;
-    use state::Checkpoints;
+    use datum_set::Checkpoints;
 
     #[test]
     fn checkpoints_follow_the_bytes_written_too() {

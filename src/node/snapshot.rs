@@ -88,7 +88,7 @@ fn stream(
     let mut seq = 0;
     let mut sent = 0u64;
     loop {
-        let mut chunk = shared.state.list_after(after.as_deref(), CHUNK_DATUMS);
+        let mut chunk = shared.datums.list_after(after.as_deref(), CHUNK_DATUMS);
         let mut last = chunk.len() < CHUNK_DATUMS;
         let mut bytes = 0;
         let fits = chunk

@@ -25,7 +25,7 @@ impl fmt::Display for PeerAddr {
     }
 }
 
-/// What a log entry asks the state machine to do (Nacos `signalPublish` / `signalDelete`).
+/// What a log entry asks the datum set to do (Nacos `signalPublish` / `signalDelete`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command {

@@ -6,7 +6,9 @@
 //!
 //! Split by data structure, as etcd-io/raft and tikv/raft-rs are: `log` (the retained log
 //! and `LogId`), `progress` (the leader's view of each follower), `read_only` (ReadIndex
-//! reads), `ready` (the output contract), `config`, and the role logic in `core`.
+//! reads), `ready` (the output contract), `config`, `validate` (what no correct member
+//! sends), the role logic and message dispatch in `core`, and log replication in
+//! `replication`.
 
 mod config;
 mod core;
@@ -15,6 +17,7 @@ mod message;
 mod progress;
 mod read_only;
 mod ready;
+mod replication;
 mod validate;
 
 pub use self::config::Config;

@@ -6,7 +6,7 @@
 use super::log::LogId;
 use super::message::{Entry, Envelope, HardState, PeerAddr};
 
-/// A finished read-index request: reads at `ctx` may be served once the local state machine
+/// A finished read-index request: reads at `ctx` may be served once the local datum set
 /// has applied `index`. `index: None` means it failed (leadership was lost or unknown).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReadState {

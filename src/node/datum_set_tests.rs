@@ -1,0 +1,401 @@
+//! Tests of the datum set: timestamps, replay over crash points, checkpoints, watches and
+//! digests, the datum-file repair.
+
+use super::*;
+use serde_json::json;
+
+fn e(index: u64, command: Command) -> Entry {
+    Entry {
+        index,
+        term: 1,
+        command,
+    }
+}
+fn publish(key: &str, v: i64) -> Command {
+    Command::Publish {
+        key: key.into(),
+        value: json!(v),
+    }
+}
+fn delete(key: &str) -> Command {
+    Command::Delete { key: key.into() }
+}
+
+#[test]
+fn timestamps_follow_nacos_and_files_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let sm = DatumSet::load(dir.path().into()).unwrap();
+    let rx = sm.listen("k", false).unwrap().rx;
+    let r = sm
+        .apply(&[
+            e(1, publish("k", 1)),
+            e(2, publish("k", 2)),
+            e(3, delete("k")),
+            e(4, publish("k", 4)),
+        ])
+        .unwrap();
+    let applied: Vec<Applied> = r.into_iter().map(|x| x.2).collect();
+    assert_eq!(
+        applied,
+        vec![
+            Applied::Published { timestamp: 1 },
+            Applied::Published { timestamp: 2 },
+            Applied::Deleted { existed: true },
+            Applied::Published { timestamp: 1 },
+        ]
+    );
+    let kinds: Vec<(EventKind, u64)> = rx.try_iter().map(|ev| (ev.event, ev.index)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (EventKind::Change, 1),
+            (EventKind::Change, 2),
+            (EventKind::Delete, 3),
+            (EventKind::Change, 4)
+        ]
+    );
+    assert_eq!(sm.flush().unwrap(), 4);
+    let files = datum_dir::read_datum_dir(dir.path()).unwrap();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].0, sm.get("k").unwrap());
+    assert_eq!(sm.applied_index(), 4);
+}
+
+/// Replaying the whole log over files written by any prefix of it gives the same state.
+#[test]
+fn replay_over_any_crash_point_is_exact() {
+    let log = vec![
+        e(1, publish("a", 1)),
+        e(2, publish("b", 1)),
+        e(3, publish("a", 2)),
+        e(4, delete("a")),
+        e(5, publish("b", 2)),
+        e(6, publish("a", 3)),
+        e(7, delete("b")),
+        e(8, publish("a", 4)),
+    ];
+    let full = tempfile::tempdir().unwrap();
+    let sm = DatumSet::load(full.path().into()).unwrap();
+    sm.apply(&log).unwrap();
+    sm.flush().unwrap();
+    let expected = datum_dir::read_datum_dir(full.path()).unwrap();
+    for crash_at in 0..=log.len() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = DatumSet::load(dir.path().into()).unwrap();
+        before.apply(&log[..crash_at]).unwrap();
+        before.flush().unwrap();
+        let restarted = DatumSet::load(dir.path().into()).unwrap();
+        restarted.apply(&log).unwrap();
+        restarted.flush().unwrap();
+        let got = datum_dir::read_datum_dir(dir.path()).unwrap();
+        let strip = |v: &Vec<(Datum, PathBuf)>| v.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            strip(&got),
+            strip(&expected),
+            "crash after {crash_at} entries"
+        );
+    }
+}
+
+#[test]
+fn prefix_listener_and_unlisten() {
+    let dir = tempfile::tempdir().unwrap();
+    let sm = DatumSet::load(dir.path().into()).unwrap();
+    let sub = sm.listen("svc.", true).unwrap();
+    sm.apply(&[e(1, publish("svc.a", 1)), e(2, publish("other", 1))])
+        .unwrap();
+    sm.notifier().unsubscribe(sub.id);
+    sm.apply(&[e(3, publish("svc.b", 1))]).unwrap();
+    let keys: Vec<String> = sub.rx.try_iter().map(|ev| ev.key.clone()).collect();
+    assert_eq!(keys, vec!["svc.a"]);
+}
+
+#[test]
+fn watch_resumes_without_gap_or_duplicate_and_reports_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let sm = DatumSet::load(dir.path().into()).unwrap();
+    sm.apply(&[
+        e(1, publish("a", 1)),
+        e(2, publish("b", 1)),
+        e(3, delete("a")),
+    ])
+    .unwrap();
+    let sub = sm.notifier().subscribe("a", false, Some(2)).unwrap();
+    let (from, upto) = sub.replay.unwrap();
+    let (replay, _) = sm
+        .notifier()
+        .replay_page("a", false, from, upto, 10)
+        .unwrap();
+    assert_eq!(replay.iter().map(|e| e.index).collect::<Vec<_>>(), vec![3]);
+    sm.apply(&[e(4, publish("a", 4))]).unwrap();
+    assert_eq!(
+        sub.rx.try_iter().map(|e| e.index).collect::<Vec<_>>(),
+        vec![4]
+    );
+    sm.flush().unwrap();
+    // After a restart, history before the newest datum file is gone.
+    let restarted = DatumSet::load(dir.path().into()).unwrap();
+    assert_eq!(
+        restarted.notifier().subscribe("a", false, Some(2)).err(),
+        Some(WatchRefused::Compacted { floor: 5 })
+    );
+    assert!(restarted.notifier().subscribe("a", false, Some(5)).is_ok());
+}
+
+#[test]
+fn digest_tracks_the_datum_set_not_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = DatumSet::load(dir.path().join("1")).unwrap();
+    let two = DatumSet::load(dir.path().join("2")).unwrap();
+    one.apply(&[
+        e(1, publish("a", 1)),
+        e(2, publish("b", 2)),
+        e(3, delete("b")),
+    ])
+    .unwrap();
+    two.apply(&[
+        e(1, publish("a", 1)),
+        e(2, publish("c", 2)),
+        e(3, delete("c")),
+    ])
+    .unwrap();
+    // Same datum set at 3, different at 2.
+    assert_eq!(one.digest_at(3), two.digest_at(3));
+    assert_ne!(one.digest_at(2), two.digest_at(2));
+    assert_eq!(one.digest(), (3, one.digest_at(3).unwrap()));
+    // A restarted replica loads the same digest from its files.
+    one.flush().unwrap();
+    let again = DatumSet::load(dir.path().join("1")).unwrap();
+    assert_eq!(again.digest().1, one.digest().1);
+}
+fn datums_of(sm: &DatumSet) -> Vec<Datum> {
+    sm.list("")
+}
+
+/// A restart from a checkpoint written while writes went on (fuzzy), followed by the
+/// log after its base, gives exactly the state of a run without the restart, and the
+/// datum files follow.
+#[test]
+fn restart_from_a_fuzzy_checkpoint_is_exact() {
+    let log: Vec<Entry> = (1..=40)
+        .map(|i| match i % 5 {
+            0 => e(i, delete(&format!("k{}", i % 7))),
+            _ => e(i, publish(&format!("k{}", i % 7), i as i64)),
+        })
+        .collect();
+    let reference = tempfile::tempdir().unwrap();
+    let full = DatumSet::load(reference.path().into()).unwrap();
+    full.apply(&log).unwrap();
+    for base_at in [0usize, 7, 20, 33] {
+        for fuzz in [0usize, 3, 7] {
+            let dir = tempfile::tempdir().unwrap();
+            let sm = DatumSet::load(dir.path().into()).unwrap();
+            sm.apply(&log[..base_at]).unwrap();
+            let mut w =
+                checkpoint::CheckpointWriter::create(dir.path(), sm.flush().unwrap()).unwrap();
+            // Writes land while the checkpoint is being read: the first half of the
+            // keys is read before them, the rest after.
+            let before = datums_of(&sm);
+            sm.apply(&log[base_at..(base_at + fuzz).min(log.len())])
+                .unwrap();
+            let after = datums_of(&sm);
+            let mut set: Vec<Datum> = before
+                .into_iter()
+                .filter(|d| d.key.as_str() < "k4")
+                .collect();
+            set.extend(after.into_iter().filter(|d| d.key.as_str() >= "k4"));
+            for d in &set {
+                w.add(d).unwrap();
+            }
+            w.finish(sm.applied_index()).unwrap();
+            drop(sm);
+            let (restarted, base) = DatumSet::open(dir.path().into(), 0, log.len() as u64).unwrap();
+            assert_eq!(base, base_at as u64);
+            restarted.start_at(base, log.len() as u64);
+            restarted.apply(&log).unwrap();
+            assert_eq!(
+                datums_of(&restarted),
+                datums_of(&full),
+                "base {base_at} fuzz {fuzz}"
+            );
+            restarted.flush().unwrap();
+            let files: Vec<Datum> = datum_dir::read_datum_dir(dir.path())
+                .unwrap()
+                .into_iter()
+                .map(|x| x.0)
+                .collect();
+            assert_eq!(files, datums_of(&full), "files, base {base_at} fuzz {fuzz}");
+        }
+    }
+}
+
+fn checkpointed(dir: &std::path::Path, rounds: i64) -> DatumSet {
+    let sm = DatumSet::load(dir.into()).unwrap();
+    for r in 1..=rounds {
+        sm.apply(&[e(r as u64, publish(&format!("k{r}"), r))])
+            .unwrap();
+        sm.checkpoint().unwrap();
+    }
+    sm
+}
+
+#[test]
+fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let sm = checkpointed(dir.path(), 3);
+    assert_eq!(
+        sm.checkpoints(),
+        Checkpoints {
+            newest: Some(3),
+            previous: Some(2)
+        }
+    );
+    let newest = checkpoint::checkpoint_path(dir.path());
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let at = bytes.len() - 30;
+    bytes[at] ^= 1;
+    std::fs::write(&newest, bytes).unwrap();
+    let (restarted, base) = DatumSet::open(dir.path().into(), 0, 3).unwrap();
+    assert_eq!(base, 2);
+    assert_eq!(restarted.len(), 2);
+    assert!(!newest.exists());
+    assert!(dir.path().join("checkpoint.damaged").exists());
+    assert_eq!(
+        restarted.checkpoints(),
+        Checkpoints {
+            newest: None,
+            previous: Some(2)
+        }
+    );
+    // The next checkpoint keeps the good previous one where compaction looks.
+    restarted.start_at(2, 3);
+    restarted.apply(&[e(3, publish("k3", 3))]).unwrap();
+    restarted.checkpoint().unwrap();
+    assert_eq!(
+        restarted.checkpoints(),
+        Checkpoints {
+            newest: Some(3),
+            previous: Some(2)
+        }
+    );
+}
+
+#[test]
+fn with_no_usable_checkpoint_start_up_refuses_and_names_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    checkpointed(dir.path(), 2);
+    for path in [
+        checkpoint::checkpoint_path(dir.path()),
+        checkpoint::previous_path(dir.path()),
+    ] {
+        std::fs::write(&path, b"NACOSCKP garbage").unwrap();
+    }
+    match DatumSet::open(dir.path().into(), 0, 2) {
+        Err(Error::Unrecoverable { reason, .. }) => {
+            assert!(reason.contains("checkpoint.prev"), "{reason}");
+            assert!(reason.contains("empty one"), "{reason}");
+        }
+        other => panic!("expected Unrecoverable, got {:?}", other.map(|x| x.1)),
+    }
+    // A checkpoint older than the log's start is not used either.
+    let dir = tempfile::tempdir().unwrap();
+    checkpointed(dir.path(), 2);
+    assert!(matches!(
+        DatumSet::open(dir.path().into(), 5, 9),
+        Err(Error::Unrecoverable { .. })
+    ));
+}
+
+#[test]
+fn a_missing_newest_checkpoint_falls_back_to_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    checkpointed(dir.path(), 3);
+    std::fs::remove_file(checkpoint::checkpoint_path(dir.path())).unwrap();
+    let (restarted, base) = DatumSet::open(dir.path().into(), 0, 3).unwrap();
+    assert_eq!((base, restarted.len()), (2, 2));
+}
+
+/// Both checkpoints gone over a compacted log: the datum files alone may lack writes
+/// the log no longer holds, so start-up refuses (it once started with part of the data).
+#[test]
+fn no_checkpoint_over_a_compacted_log_refuses_unless_the_files_are_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    checkpointed(dir.path(), 3);
+    checkpoint::remove(dir.path()).unwrap();
+    match DatumSet::open(dir.path().into(), 2, 3) {
+        Err(Error::Unrecoverable { reason, .. }) => {
+            assert!(reason.contains("state up to 2 is missing"), "{reason}");
+            assert!(reason.contains("move this data dir aside"), "{reason}");
+        }
+        other => panic!("expected Unrecoverable, got {:?}", other.map(|x| x.1)),
+    }
+    // A snapshot install marks the files complete at its index.
+    datum_dir::mark_complete(dir.path(), 2).unwrap();
+    assert!(DatumSet::open(dir.path().into(), 2, 3).is_ok());
+}
+
+/// A checkpoint holds only what was applied, and applied entries were durable in the
+/// log first: a log that ends before it lost acknowledged entries.
+#[test]
+fn a_log_that_ends_before_the_checkpoint_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    checkpointed(dir.path(), 3);
+    match DatumSet::open(dir.path().into(), 0, 2) {
+        Err(Error::Unrecoverable { reason, .. }) => {
+            assert!(reason.contains("ends at index 2"), "{reason}");
+        }
+        other => panic!("expected Unrecoverable, got {:?}", other.map(|x| x.1)),
+    }
+}
+
+/// After a crash the datum files are compared with the state: stale, damaged, missing
+/// and left-over files are all queued and fixed by the next flush.
+#[test]
+fn reconcile_fixes_every_kind_of_stale_datum_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let sm = DatumSet::load(dir.path().into()).unwrap();
+    sm.apply(&[
+        e(1, publish("stale", 1)),
+        e(2, publish("damaged", 1)),
+        e(3, publish("missing", 1)),
+        e(4, publish("fine", 1)),
+        e(5, publish("stale", 2)),
+        e(6, publish("deleted", 1)),
+    ])
+    .unwrap();
+    sm.flush().unwrap();
+    // What a power cut can leave: an older version, a torn file, no file, and a file
+    // for a key deleted since.
+    datum_dir::write_datum(
+        dir.path(),
+        &Datum {
+            key: "stale".into(),
+            value: json!(1),
+            timestamp: 1,
+            index: 1,
+        },
+    )
+    .unwrap();
+    std::fs::write(datum_dir::datum_path(dir.path(), "damaged"), b"{\"key\":").unwrap();
+    datum_dir::remove_datum(dir.path(), "missing").unwrap();
+    sm.apply(&[e(7, delete("deleted"))]).unwrap();
+    sm.dirty.lock().unwrap().clear();
+    datum_dir::write_datum(dir.path(), &sm.get("fine").unwrap()).unwrap();
+    let gone = Datum {
+        key: "deleted".into(),
+        value: json!(1),
+        timestamp: 1,
+        index: 6,
+    };
+    datum_dir::write_datum(dir.path(), &gone).unwrap();
+
+    assert_eq!(sm.reconcile_files().unwrap(), (4, 4));
+    sm.flush().unwrap();
+    let files: Vec<Datum> = datum_dir::read_datum_dir(dir.path())
+        .unwrap()
+        .into_iter()
+        .map(|x| x.0)
+        .collect();
+    assert_eq!(files, datums_of(&sm));
+    assert_eq!(sm.reconcile_files().unwrap(), (4, 0));
+}
