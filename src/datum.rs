@@ -42,6 +42,12 @@ pub fn validate_key(key: &str) -> Result<()> {
             c
         )));
     }
+    if let Some((pos, c)) = key.char_indices().find(|(_, c)| is_invisible_format(*c)) {
+        return Err(Error::InvalidKey(format!(
+            "the key has the invisible formatting character U+{:04X} at byte {pos} (it can make one key look like another); keys must be printable",
+            c as u32
+        )));
+    }
     Ok(())
 }
 
@@ -95,6 +101,13 @@ pub fn validate_value(value: &serde_json::Value) -> Result<()> {
         stack.extend(children.map(|c| (c, depth + 1)));
     }
     Ok(())
+}
+
+/// Bidirectional controls and zero-width characters: they change how a key is shown (a
+/// right-to-left override makes `abc` display as `cba`) without being visible themselves.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c as u32,
+        0x061C | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x2069 | 0xFEFF)
 }
 
 // Nacos KeyBuilder prefixes (reference §3.3), longest first so the ephemeral form wins.
@@ -235,6 +248,15 @@ mod tests {
     }
 
     #[test]
+    fn keys_cannot_hide_their_spelling() {
+        for k in ["a\u{202E}b", "\u{200B}", "x\u{2066}y", "\u{FEFF}k"] {
+            let e = validate_key(k).unwrap_err();
+            assert!(e.to_string().contains("invisible"), "{k:?}: {e}");
+        }
+        assert!(validate_key("é-ü-中文").is_ok());
+    }
+
+    #[test]
     fn values_nest_at_most_the_limit() {
         assert!(validate_value(&serde_json::json!("flat")).is_ok());
         assert!(validate_value(&nested(MAX_VALUE_DEPTH)).is_ok());
@@ -317,7 +339,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn any_valid_key_round_trips(k in "[^\\p{Cc}]{1,300}") {
+        fn any_valid_key_round_trips(k in "[^\\p{Cc}\\p{Cf}]{1,300}") {
             proptest::prop_assume!(validate_key(&k).is_ok());
             let rel = datum_rel_path(&k);
             assert_safe(&rel);

@@ -262,11 +262,17 @@ impl DatumSet {
     /// At start-up: the datum files reflect at least the log's start point (a checkpoint
     /// or an installed snapshot), so everything up to it counts as applied. Until the replay
     /// passes `log_end` the map is converging from files that may not be a consistent cut
-    /// (a crash mid-flush), so no digest is recorded before it.
+    /// (a crash mid-flush), so no digest is recorded before it. When there is nothing to
+    /// replay, the loaded state is the exact state at `index`, and its digest is recorded
+    /// at once (else `nacosctl check` found no digest to compare until the next write).
     pub fn start_at(&self, index: u64, log_end: u64) {
         {
             let mut d = self.digests.lock().expect("digest lock");
             d.floor = d.floor.max(log_end);
+            if index >= d.floor && d.recent.is_empty() {
+                let current = d.current;
+                d.recent.push_back((index, current));
+            }
         }
         self.notifier.notified_at_least(index);
         let mut applied = self.applied.lock().expect("applied lock");

@@ -399,3 +399,17 @@ fn reconcile_fixes_every_kind_of_stale_datum_file() {
     assert_eq!(files, datums_of(&sm));
     assert_eq!(sm.reconcile_files().unwrap(), (4, 0));
 }
+
+/// Right after a restart with nothing to replay, the digest at the applied index is known.
+#[test]
+fn a_restart_with_nothing_to_replay_knows_its_digest_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sm = checkpointed(dir.path(), 3);
+    let (index, digest) = sm.digest();
+    assert_eq!(index, 3);
+    drop(sm);
+    let (restarted, base) = DatumSet::open(dir.path().into(), 0, 3).unwrap();
+    restarted.start_at(base, 3);
+    assert_eq!(restarted.digest_at(3), Some(digest));
+    assert_eq!(restarted.digest(), (3, digest));
+}
