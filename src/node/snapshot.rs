@@ -173,6 +173,23 @@ pub fn parse_header(query: &[(String, String)]) -> Result<ChunkHeader> {
 /// Follower: stages one chunk; on the last one, offers the snapshot to the core and answers
 /// once the core has decided (the install itself then runs in log order in the writer).
 pub fn receive(shared: &Shared, header: ChunkHeader, datums: Vec<Datum>) -> Result<()> {
+    // Only a leader of this term or a later one streams a snapshot: a chunk from anyone else
+    // is refused before it touches the staging dir (the core checks the offer again, with
+    // everything it knows, on the last chunk).
+    {
+        let status = shared.status.status.lock().expect("status lock");
+        let other_leader = header.term == status.term
+            && status.leader.as_ref().is_some_and(|l| *l != header.from);
+        if header.term < status.term || other_leader || header.from == shared.cfg.advertise {
+            return Err(Error::BadRequest(format!(
+                "a snapshot from {} in term {}, but this member is in term {} with leader {}",
+                header.from,
+                header.term,
+                status.term,
+                status.leader.as_ref().map_or("unknown", |l| l.as_str())
+            )));
+        }
+    }
     let data_dir = &shared.cfg.data_dir;
     let mut incoming = shared.incoming_snapshot.lock().expect("incoming lock");
     let mut writer = if header.seq == 0 {
