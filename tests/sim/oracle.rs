@@ -1,11 +1,14 @@
 //! What the simulated cluster must never do, and the model it is judged against: the Nacos
 //! datum map as a `BTreeMap`, and the global history of leaders, log entries, applied entries
-//! and acknowledged writes. Every check panics with the invariant's name (Raft §5.2-§5.4,
-//! Figure 3), which the seed runner turns into a failing seed.
+//! (with the datum set after each) and acknowledged writes. Every check panics with the
+//! invariant's name (Raft §5.2-§5.4, Figure 3), which the seed runner turns into a failing
+//! seed.
 
 use std::collections::{BTreeMap, HashMap};
 
-use nacos_raft::raft::{Command, Entry};
+use nacos_raft::raft::{Command, Entry, LogId};
+
+use super::log::SimLog;
 
 /// One member's state machine: Nacos `RaftCore.onPublish`/`onDelete` applied in log order.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -15,22 +18,47 @@ pub struct Datums {
     /// key -> index of the last entry that published or deleted it, so a read of a deleted
     /// key still says how recent it is.
     pub last_op: BTreeMap<String, u64>,
+    /// A fingerprint of the two maps, kept up to date by `apply`: comparing a replica with
+    /// the oracle after every event costs one comparison, not a walk of both maps.
+    pub fingerprint: u64,
+}
+
+/// One map entry's share of a fingerprint (the set's is the XOR of its entries').
+fn mix(key: &str, words: [u64; 3]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key.as_bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    for w in words {
+        h = (h ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        h ^= h >> 29;
+    }
+    h
+}
+
+fn value_word(v: &serde_json::Value) -> u64 {
+    // The simulated client publishes numbers; anything else is hashed by its text.
+    v.as_u64().unwrap_or_else(|| mix(&v.to_string(), [0, 0, 0]))
 }
 
 impl Datums {
     pub fn apply(&mut self, e: &Entry) {
-        match &e.command {
-            Command::Noop => {}
-            Command::Publish { key, value } => {
-                // Nacos timestamp rule: 1 for a new key, previous + 1 otherwise.
-                let ts = self.data.get(key).map_or(1, |d| d.1 + 1);
-                self.data.insert(key.clone(), (value.clone(), ts, e.index));
-                self.last_op.insert(key.clone(), e.index);
-            }
-            Command::Delete { key } => {
-                self.data.remove(key);
-                self.last_op.insert(key.clone(), e.index);
-            }
+        let key = match &e.command {
+            Command::Noop => return,
+            Command::Publish { key, .. } | Command::Delete { key } => key,
+        };
+        // Nacos timestamp rule: 1 for a new key, previous + 1 otherwise.
+        let ts = self.data.get(key).map_or(1, |d| d.1 + 1);
+        if let Some((v, old_ts, i)) = self.data.remove(key) {
+            self.fingerprint ^= mix(key, [value_word(&v), old_ts, i]);
+        }
+        if let Some(i) = self.last_op.insert(key.clone(), e.index) {
+            self.fingerprint ^= mix(key, [u64::MAX, i, 0]);
+        }
+        self.fingerprint ^= mix(key, [u64::MAX, e.index, 0]);
+        if let Command::Publish { value, .. } = &e.command {
+            self.fingerprint ^= mix(key, [value_word(value), ts, e.index]);
+            self.data.insert(key.clone(), (value.clone(), ts, e.index));
         }
     }
 
@@ -61,6 +89,10 @@ pub struct Oracle {
     /// The entry applied at each index (`applied[i - 1]`), by whichever member applied first
     /// (State Machine Safety).
     pub applied: Vec<(u64, Command)>,
+    /// The datum set after the whole of `applied`, and its fingerprint after each index
+    /// (`fingerprints[i - 1]` after index `i`; the empty set's is 0).
+    running: Datums,
+    fingerprints: Vec<u64>,
     /// (index, command) of every acknowledged write.
     pub acked: Vec<(u64, Command)>,
     /// Highest acknowledged index, over all keys and per key.
@@ -71,6 +103,20 @@ pub struct Oracle {
 impl Oracle {
     pub fn leader_terms(&self) -> usize {
         self.leaders.len()
+    }
+
+    pub fn leader_of(&self, term: u64) -> Option<usize> {
+        self.leaders.get(&term).copied()
+    }
+
+    /// A member that follows `leader` in `term` heard from it as that term's leader.
+    pub fn check_follows(&self, node: usize, term: u64, leader: usize) {
+        let led = self.leaders.get(&term).copied();
+        assert!(
+            led == Some(leader),
+            "election safety: n{node} follows n{leader} in term {term}, which {}",
+            led.map_or("nobody led".to_string(), |l| format!("n{l} led"))
+        );
     }
 
     /// Records `node` as leader of `term`; true the first time, when the caller must check
@@ -89,21 +135,43 @@ impl Oracle {
     }
 
     /// Leader completeness (Raft §5.4): a member that just won `term` holds every entry
-    /// committed in an earlier term. (A candidate whose votes were delayed may still win an
-    /// older term after a newer one committed something; that leader need not have it.)
-    pub fn check_complete(&self, node: usize, term: u64, log: &[Entry]) {
+    /// committed in an earlier term, in its log or in the datum set its log continues from.
+    /// (A candidate whose votes were delayed may still win an older term after a newer one
+    /// committed something; that leader need not have it.)
+    pub fn check_complete(&self, node: usize, term: u64, log: &SimLog) {
+        self.check_start(node, log.start);
         for (i, (t, c, in_term)) in self.committed.iter().enumerate() {
-            if *in_term >= term {
+            let index = i as u64 + 1;
+            if *in_term >= term || index <= log.start.index {
                 continue;
             }
-            let index = i as u64 + 1;
-            match log.get(i) {
+            match log.get(index) {
                 Some(e) if e.term == *t && e.command == *c => {}
                 found => panic!(
-                    "leader completeness: n{node} won term {term} without entry {index} (term {t}) committed in term {in_term}; its log has {:?}",
+                    "leader completeness: n{node} won term {term} without entry {index} (term {t}) committed in term {in_term}; its log (after {}) has {:?}",
+                    log.start,
                     found.map(|e| (e.index, e.term))
                 ),
             }
+        }
+    }
+
+    /// A log starts at a compaction or snapshot point, which must be a committed entry: the
+    /// datum set holds the effect of everything up to it.
+    pub fn check_start(&self, node: usize, start: LogId) {
+        if start.index == 0 {
+            return;
+        }
+        match self.committed.get((start.index - 1) as usize) {
+            Some((t, _, _)) => assert!(
+                *t == start.term,
+                "state machine safety: n{node}'s log starts after {start}, but entry {} of term {t} was committed",
+                start.index
+            ),
+            None => panic!(
+                "n{node}'s log starts after {start}, past everything committed ({})",
+                self.committed.len()
+            ),
         }
     }
 
@@ -160,6 +228,43 @@ impl Oracle {
         } else {
             assert_eq!(i, self.applied.len(), "n{node} applied past a gap");
             self.applied.push((e.term, e.command.clone()));
+            self.running.apply(e);
+            self.fingerprints.push(self.running.fingerprint);
+        }
+    }
+
+    /// The datum set right after applying `index` (replayed: for diagnostics and for the
+    /// rare snapshot of an index below what its leader applied).
+    pub fn state_at(&self, index: u64) -> Datums {
+        let mut d = Datums::default();
+        for (i, (t, c)) in self.applied.iter().take(index as usize).enumerate() {
+            d.apply(&Entry {
+                index: i as u64 + 1,
+                term: *t,
+                command: c.clone(),
+            });
+        }
+        d
+    }
+
+    /// A replica that applied up to `applied` (by entries, a checkpoint or a snapshot) holds
+    /// exactly the datum set the history has there.
+    pub fn check_datums(&self, node: usize, what: &str, d: &Datums, applied: u64) {
+        assert!(
+            applied <= self.applied.len() as u64,
+            "n{node}'s {what} is at index {applied}, past everything applied ({})",
+            self.applied.len()
+        );
+        let want = match applied {
+            0 => 0,
+            i => self.fingerprints[(i - 1) as usize],
+        };
+        if d.fingerprint != want {
+            let expect = self.state_at(applied);
+            panic!(
+                "state machine safety: n{node}'s {what} at index {applied} is not the history's\n  has:  {:?}\n  want: {:?}",
+                d.data, expect.data
+            );
         }
     }
 
@@ -174,15 +279,7 @@ impl Oracle {
 
     /// The datum map every replica must hold once it has applied the whole history.
     pub fn replay(&self) -> Datums {
-        let mut d = Datums::default();
-        for (i, (t, c)) in self.applied.iter().enumerate() {
-            d.apply(&Entry {
-                index: i as u64 + 1,
-                term: *t,
-                command: c.clone(),
-            });
-        }
-        d
+        self.state_at(self.applied.len() as u64)
     }
 
     /// No acknowledged write lost: each is in the final history at its index, and its key was

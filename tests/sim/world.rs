@@ -1,17 +1,21 @@
 //! The simulated cluster for one seed: N `RaftCore`s on a virtual clock, a network that
 //! drops, delays, duplicates, reorders and partitions, per-member disks that lose what was not
 //! yet durable when the member crashes, paused members (as under SIGSTOP), leadership
-//! transfers, and a client that publishes, deletes and reads. It plays the shell's part of the
-//! `Ready` contract strictly and checks the invariants in `oracle` after every event.
+//! transfers, and a client that publishes, deletes and reads. Members checkpoint their datum
+//! set and compact their log (most seeds, with a small retained log), so leaders stream
+//! snapshots to members that fall behind, over the same faulty network. It plays the shell's
+//! part of the `Ready` contract strictly and checks the invariants in `oracle` after every
+//! event.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 
 use nacos_raft::raft::{
-    Command, Config, Entry, Envelope, HardState, LogId, Message, PeerAddr, RaftCore, ReadState,
-    Role,
+    Command, Config, Entry, Envelope, HardState, InstallPoint, LogId, Message, PeerAddr, RaftCore,
+    ReadState, Role,
 };
 
+use super::log::SimLog;
 use super::oracle::{Datums, Oracle};
 use super::rng::Rng;
 
@@ -65,6 +69,19 @@ pub struct Params {
     pub read_every: (u64, u64),
     pub max_entries: usize,
     pub max_inflight: usize,
+    /// Every this many applied entries a member checkpoints its datum set and compacts its
+    /// log to `retain` entries behind it. `None`: never (the schedules from before
+    /// compaction, unchanged).
+    pub compact_every: Option<u64>,
+    pub retain: u64,
+    /// How long a snapshot stream takes, from the leader's start to the last chunk.
+    pub stream_time: (u64, u64),
+    /// The follower's shell answers an offer above its core's commit index but at or below
+    /// the index of its datum set as not needed, without asking its core: after a restart
+    /// from a checkpoint ahead of the log's start, the core's commit index is that start,
+    /// so it would accept a snapshot older than what the member holds (`known_bug_*` in
+    /// tests/sim.rs turns this off).
+    pub guard_offers_below_applied: bool,
 }
 
 impl Params {
@@ -82,6 +99,12 @@ impl Params {
         let lossy = matches!(mix, Mix::Lossy | Mix::Chaos);
         let skew = r.chance(0.3);
         let pct = |r: &mut Rng, hi: u64| r.range((0, hi)) as f64 / 100.0;
+        // Compaction is drawn from its own stream, so every other parameter of a seed is
+        // what it was before compaction existed.
+        let mut c = Rng::new(seed ^ 0x5AA9_C0DE_C0DE);
+        let compact_every = (!c.chance(0.3)).then(|| c.pick(&[2, 5, 12, 30]));
+        let retain = c.pick(&[0, 1, 3, 8]);
+        let stream_time = (2, c.pick(&[10, 60, 300]));
         Params {
             nodes,
             mix,
@@ -106,8 +129,36 @@ impl Params {
             read_every: (1, r.range((4, 40))),
             max_entries: r.pick(&[1, 2, 4, 64]),
             max_inflight: r.pick(&[1, 2, 8, 64]),
+            compact_every,
+            retain,
+            stream_time,
+            guard_offers_below_applied: true,
         }
     }
+}
+
+/// What compaction and snapshots did in one seed.
+#[derive(Clone, Debug, Default)]
+pub struct SnapStats {
+    /// `RaftCore::compact` calls that dropped entries.
+    pub compactions: u64,
+    /// Snapshot streams a leader started, and those that ended in failure (lost, cut off,
+    /// the follower crashed or refused).
+    pub streams: u64,
+    pub failed: u64,
+    /// Offers answered `Ok(true)`, and of those the installs that kept the log after the
+    /// point (`reset_log: false`).
+    pub installs: u64,
+    pub kept_log: u64,
+    /// Offers answered `Ok(false)` (the follower was past the point) and `Err` (refused).
+    pub not_needed: u64,
+    pub refused: u64,
+    /// Offers the follower's shell answered itself: above its core's commit index, at or
+    /// below its datum set's index.
+    pub below_applied: u64,
+    /// `Ready::snapshots` a leader could not serve: the index it would stream is not in its
+    /// log any more (the shell then waits for the next request).
+    pub unservable: u64,
 }
 
 /// What one seed did, for the runner's statistics.
@@ -124,18 +175,62 @@ pub struct Outcome {
     pub heal_to_leader_ms: u64,
     /// Virtual ms from healing until every member had applied the same last index.
     pub heal_to_converged_ms: u64,
+    pub snap: SnapStats,
 }
 
 #[derive(Debug)]
 enum Ev {
-    Tick { node: usize, inc: u64 },
+    Tick {
+        node: usize,
+        inc: u64,
+    },
     Deliver(Envelope),
-    Persisted { node: usize, inc: u64 },
+    Persisted {
+        node: usize,
+        inc: u64,
+    },
     Propose,
     Read,
     Fault,
     Restart(usize),
     Heal(u64),
+    /// A snapshot stream's last chunk reaches its follower.
+    SnapshotArrive(Box<Stream>),
+    /// The leader's stream ends: it reports to its core.
+    SnapshotDone {
+        leader: usize,
+        inc: u64,
+        peer: usize,
+        index: u64,
+        ok: bool,
+    },
+}
+
+/// One snapshot stream, as the shell's `snapshot::send`: the leader's datum set at `point`,
+/// captured when it began, and the term it leads.
+struct Stream {
+    leader: usize,
+    leader_inc: u64,
+    peer: usize,
+    /// The follower's life when the stream began: a restart in between breaks it.
+    peer_inc: u64,
+    term: u64,
+    point: LogId,
+    datums: Datums,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Stream {{ n{} -> n{}, term {}, point {}, {} datums }}",
+            self.leader,
+            self.peer,
+            self.term,
+            self.point,
+            self.datums.data.len()
+        )
+    }
 }
 
 struct Sched {
@@ -161,18 +256,28 @@ impl Ord for Sched {
     }
 }
 
-/// One `Ready`'s durable part, queued on the member's disk; its `after` messages leave only
-/// when it completes (and, the queue being FIFO, every earlier one has too).
+/// One `Ready`'s durable part (or a compaction), queued on the member's disk; its `after`
+/// messages leave only when it completes (and, the queue being FIFO, every earlier one has
+/// too).
+#[derive(Clone, Default)]
 struct Job {
     hs: Option<HardState>,
+    /// An accepted snapshot and its datum set, installed before the entries that follow.
+    install: Option<(InstallPoint, Datums)>,
     truncate_from: Option<u64>,
     entries: Vec<Entry>,
     after: Vec<Envelope>,
+    /// Drop the durable log up to here (the driver's compaction batch).
+    compact: Option<LogId>,
 }
 
 impl Job {
     fn stages(&self) -> usize {
-        self.hs.is_some() as usize + self.truncate_from.is_some() as usize + self.entries.len()
+        self.hs.is_some() as usize
+            + self.install.is_some() as usize
+            + self.truncate_from.is_some() as usize
+            + self.entries.len()
+            + self.compact.is_some() as usize
     }
 }
 
@@ -190,14 +295,32 @@ struct Node {
     last_tick_at: u64,
     paused_until: u64,
     disk_hs: HardState,
-    disk_log: Vec<Entry>,
+    disk_log: SimLog,
+    /// The durable datum set (the newest checkpoint or installed snapshot) and the index it
+    /// is at: what a restart loads before replaying the log after it.
+    disk_datums: Datums,
+    disk_datums_at: u64,
     /// The core's log as the `Ready`s described it, checked against the core after each one.
-    mem_log: Vec<Entry>,
+    mem_log: SimLog,
     jobs: VecDeque<Job>,
+    /// Jobs in `jobs` that install a snapshot.
+    installs_queued: usize,
     last_job_at: u64,
     datums: Datums,
     applied: u64,
+    /// Whether `datums` changed since it was last compared with the oracle.
+    datums_changed: bool,
+    /// Highest index the core handed out for applying in this life (or the point it
+    /// continues from).
+    handed: u64,
+    /// `applied` at the last checkpoint, for the compaction cadence.
+    checkpoint_at: u64,
     commit_seen: u64,
+    /// An accepted snapshot's point and datum set, until the `Ready` that installs it.
+    staged: Option<(LogId, Datums)>,
+    /// Snapshot streams under way, by follower, with the index each covers: compaction
+    /// stops short of them (the shell's pins).
+    streams: BTreeMap<usize, u64>,
     /// Proposals this member took as leader: index -> (term, command).
     pending: BTreeMap<u64, (u64, Command)>,
     reads: HashMap<u64, ReadReq>,
@@ -221,12 +344,13 @@ pub struct Sim {
     leader_after_heal: Option<u64>,
     /// When a member last applied an entry or grew its log past `high`, while healing.
     progress_at: u64,
-    high: Vec<usize>,
+    high: Vec<u64>,
     oracle: Oracle,
     next_op: u64,
     next_ctx: u64,
     events: u64,
     reads_ok: usize,
+    snap: SnapStats,
     trace: bool,
 }
 
@@ -238,7 +362,12 @@ fn idx(p: &PeerAddr) -> usize {
 
 impl Sim {
     pub fn new(seed: u64, trace: bool) -> Sim {
-        let p = Params::for_seed(seed);
+        Sim::with_params(seed, Params::for_seed(seed), trace)
+    }
+
+    /// The seed's schedule under other parameters (a regression found before compaction
+    /// replays with it off).
+    pub fn with_params(seed: u64, p: Params, trace: bool) -> Sim {
         let addrs: Vec<PeerAddr> = (0..p.nodes)
             .map(|i| PeerAddr::new(format!("n{i}")))
             .collect();
@@ -262,6 +391,7 @@ impl Sim {
             next_ctx: 1,
             events: 0,
             reads_ok: 0,
+            snap: SnapStats::default(),
             trace,
             p,
         };
@@ -272,13 +402,21 @@ impl Sim {
                 last_tick_at: 0,
                 paused_until: 0,
                 disk_hs: HardState::default(),
-                disk_log: Vec::new(),
-                mem_log: Vec::new(),
+                disk_log: SimLog::default(),
+                disk_datums: Datums::default(),
+                disk_datums_at: 0,
+                mem_log: SimLog::default(),
                 jobs: VecDeque::new(),
+                installs_queued: 0,
                 last_job_at: 0,
                 datums: Datums::default(),
                 applied: 0,
+                datums_changed: false,
+                handed: 0,
+                checkpoint_at: 0,
                 commit_seen: 0,
+                staged: None,
+                streams: BTreeMap::new(),
                 pending: BTreeMap::new(),
                 reads: HashMap::new(),
                 waiting_reads: Vec::new(),
@@ -320,6 +458,7 @@ impl Sim {
             leader_at_heal: self.leader_after_heal == Some(self.heal_at),
             heal_to_leader_ms: self.leader_after_heal.unwrap_or(self.now) - self.heal_at,
             heal_to_converged_ms: self.now - self.heal_at,
+            snap: self.snap.clone(),
         }
     }
 
@@ -331,10 +470,11 @@ impl Sim {
                 Some(c) => {
                     let st = c.status();
                     s += &format!(
-                        "[n{n} {} t{} leader {:?} commit {} last {} stable {} applied {}] ",
+                        "[n{n} {} t{} leader {:?} start {} commit {} last {} stable {} applied {}] ",
                         st.role.as_str(),
                         st.term,
                         st.leader.map(|l| l.0),
+                        c.log_start().index,
                         st.commit_index,
                         st.last_log_index,
                         st.stable_index,
@@ -469,6 +609,47 @@ impl Sim {
                     self.blocked.clear();
                 }
             }
+            Ev::SnapshotArrive(stream) => {
+                if !self.alive(stream.leader, stream.leader_inc) {
+                    return; // the stream died with its leader
+                }
+                // A paused sender or receiver holds the stream up.
+                let until = self.nodes[stream.leader]
+                    .paused_until
+                    .max(self.nodes[stream.peer].paused_until);
+                if self.now < until {
+                    self.schedule(until, Ev::SnapshotArrive(stream));
+                    return;
+                }
+                self.snapshot_arrived(*stream);
+            }
+            Ev::SnapshotDone {
+                leader,
+                inc,
+                peer,
+                index,
+                ok,
+            } => {
+                if !self.alive(leader, inc) {
+                    return;
+                }
+                let ev = Ev::SnapshotDone {
+                    leader,
+                    inc,
+                    peer,
+                    index,
+                    ok,
+                };
+                if self.defer_if_paused(leader, ev).is_none() {
+                    return;
+                }
+                self.nodes[leader].streams.remove(&peer);
+                self.snap.failed += !ok as u64;
+                let to = self.addrs[peer].clone();
+                let core = self.nodes[leader].core.as_mut().expect("alive");
+                core.on_snapshot_sent(&to, index, ok);
+                self.drive(leader);
+            }
         }
     }
 
@@ -486,24 +667,28 @@ impl Sim {
         if self.trace {
             eprintln!("        n{n} ready: {rd:?}");
         }
+        // The shell starts snapshot streams first (`Driver::dispatch`).
+        for peer in &rd.snapshots {
+            self.start_snapshot(n, peer);
+        }
+        let install = rd.install.map(|ip| (ip, self.install(n, ip)));
         self.mirror_log(n, rd.truncate_from, &rd.entries);
         let persist = rd.needs_persist() || !rd.after_persist.is_empty();
         for env in rd.messages {
             self.send(n, env);
         }
         if persist {
-            let d = self.rng.range(self.p.persist_delay);
-            let nd = &mut self.nodes[n];
-            let at = nd.last_job_at.max(self.now + d);
-            nd.last_job_at = at;
-            nd.jobs.push_back(Job {
-                hs: rd.hard_state,
-                truncate_from: rd.truncate_from,
-                entries: rd.entries,
-                after: rd.after_persist,
-            });
-            let inc = nd.inc;
-            self.schedule(at, Ev::Persisted { node: n, inc });
+            self.queue_job(
+                n,
+                Job {
+                    hs: rd.hard_state,
+                    install,
+                    truncate_from: rd.truncate_from,
+                    entries: rd.entries,
+                    after: rd.after_persist,
+                    compact: None,
+                },
+            );
         }
         for e in rd.committed {
             self.apply(n, e);
@@ -514,39 +699,53 @@ impl Sim {
         self.serve_reads(n);
     }
 
+    fn queue_job(&mut self, n: usize, job: Job) {
+        let d = self.rng.range(self.p.persist_delay);
+        let nd = &mut self.nodes[n];
+        let at = nd.last_job_at.max(self.now + d);
+        nd.last_job_at = at;
+        nd.installs_queued += job.install.is_some() as usize;
+        nd.jobs.push_back(job);
+        let inc = nd.inc;
+        self.schedule(at, Ev::Persisted { node: n, inc });
+    }
+
     fn mirror_log(&mut self, n: usize, truncate_from: Option<u64>, entries: &[Entry]) {
         let nd = &mut self.nodes[n];
         if let Some(tf) = truncate_from {
             assert!(
-                tf >= 1 && tf <= nd.mem_log.len() as u64 + 1,
-                "n{n}: truncate_from {tf} past the end of its log ({})",
-                nd.mem_log.len()
+                tf > nd.mem_log.start.index && tf <= nd.mem_log.last_index() + 1,
+                "n{n}: truncate_from {tf} outside its log (after {}, to {})",
+                nd.mem_log.start,
+                nd.mem_log.last_index()
             );
-            nd.mem_log.truncate((tf - 1) as usize);
+            nd.mem_log.truncate_from(tf);
         }
         for e in entries {
             assert_eq!(
                 e.index,
-                nd.mem_log.len() as u64 + 1,
+                nd.mem_log.last_index() + 1,
                 "n{n}: Ready.entries do not continue its log (no truncate_from for an overwrite?)"
             );
-            let prev_term = nd.mem_log.last().map_or(0, |p| p.term);
+            let prev_term = nd.mem_log.push(e.clone());
             self.oracle.on_append(n, e, prev_term);
-            nd.mem_log.push(e.clone());
         }
         let core = nd.core.as_ref().expect("alive");
         assert_eq!(
             core.last_index(),
-            nd.mem_log.len() as u64,
+            nd.mem_log.last_index(),
             "n{n}: the Readies do not describe the core's log"
         );
-        if let Some(last) = nd.mem_log.last() {
-            assert_eq!(
-                core.term_at(last.index),
-                Some(last.term),
-                "n{n}: last term differs from the Readies"
-            );
-        }
+        assert_eq!(
+            core.log_start(),
+            nd.mem_log.start,
+            "n{n}: the core's log starts elsewhere than the Readies and compactions said"
+        );
+        assert_eq!(
+            core.term_at(nd.mem_log.last_index()),
+            Some(nd.mem_log.last_term()),
+            "n{n}: last term differs from the Readies"
+        );
     }
 
     /// The persist of the oldest queued `Ready` completes.
@@ -555,6 +754,7 @@ impl Sim {
             .jobs
             .pop_front()
             .expect("one Persisted event per job");
+        self.nodes[n].installs_queued -= job.install.is_some() as usize;
         write_disk(&mut self.nodes[n], n, &job, usize::MAX, &mut self.oracle);
         for env in job.after {
             self.send(n, env);
@@ -630,12 +830,11 @@ impl Sim {
                 ..
             } => {
                 durable_term("an append acknowledgement");
-                let i = *index as usize;
                 assert!(
-                    nd.disk_log.len() >= i,
-                    "n{n} acknowledged index {index} in term {} with only {} entries durable",
+                    nd.disk_log.last_index() >= *index,
+                    "n{n} acknowledged index {index} in term {} with its durable log ending at {}",
                     env.term,
-                    nd.disk_log.len()
+                    nd.disk_log.last_index()
                 );
             }
             Message::Append { .. } | Message::Heartbeat { .. } | Message::TimeoutNow => {
@@ -649,22 +848,34 @@ impl Sim {
         let nd = &mut self.nodes[n];
         assert_eq!(
             e.index,
-            nd.applied + 1,
-            "n{n}: committed entries out of order"
+            nd.handed + 1,
+            "n{n}: committed entries out of order (or again)"
         );
+        nd.handed = e.index;
         // Ready contract, step 3: what is applied is durable locally already.
         assert!(
-            nd.disk_log
-                .get((e.index - 1) as usize)
-                .is_some_and(|d| d.term == e.term),
+            nd.disk_log.get(e.index).is_some_and(|d| d.term == e.term),
             "n{n} was told to apply entry {} (term {}) that is not durable",
             e.index,
             e.term
         );
         self.oracle.on_apply(n, &e);
         self.progress_at = self.now;
+        if e.index <= nd.applied {
+            // The datum set loaded at start (a checkpoint ahead of the log's start) holds
+            // it already: the shell's applier skips it too.
+            return;
+        }
+        assert_eq!(
+            e.index,
+            nd.applied + 1,
+            "n{n}: entry {} handed out for applying after only {} was applied",
+            e.index,
+            nd.applied
+        );
         nd.datums.apply(&e);
         nd.applied = e.index;
+        nd.datums_changed = true;
         // How the shell confirms a publish: the leader that took it applies that index with
         // the term it was proposed in.
         if let Some((term, command)) = nd.pending.remove(&e.index) {
@@ -677,6 +888,243 @@ impl Sim {
                 self.oracle.on_ack(&e);
             }
         }
+        self.maybe_compact(n);
+    }
+
+    // ------------------------------------------------------------ compaction and snapshots
+
+    /// Every `compact_every` applied entries: a checkpoint of the applied datum set, durable
+    /// at once (the shell's flusher writes it on its own thread), then the log up to
+    /// `retain` entries behind it goes, but not past a snapshot stream still under way (the
+    /// shell's pins). The core drops its entries at once; the disk follows in log order.
+    /// None while an install is queued: until it is durable the datum set on disk is the old
+    /// one (the shell swaps it when its writer gets there), and the install replaces any
+    /// checkpoint written before.
+    fn maybe_compact(&mut self, n: usize) {
+        let Some(every) = self.p.compact_every else {
+            return;
+        };
+        let nd = &mut self.nodes[n];
+        if nd.applied < nd.checkpoint_at + every || nd.installs_queued > 0 {
+            return;
+        }
+        nd.checkpoint_at = nd.applied;
+        nd.disk_datums = nd.datums.clone();
+        nd.disk_datums_at = nd.applied;
+        let pinned = nd.streams.values().min().copied().unwrap_or(u64::MAX);
+        let upto = nd.applied.saturating_sub(self.p.retain).min(pinned);
+        // The oracle learns of commits from the retained log, so before it shrinks.
+        self.note_commits(n);
+        let nd = &mut self.nodes[n];
+        let core = nd.core.as_mut().expect("alive");
+        let before = core.log_start();
+        if !core.compact(upto) {
+            return;
+        }
+        let start = core.log_start();
+        let stable = core.status().stable_index;
+        assert!(
+            start.index > before.index
+                && start.index <= upto
+                && start.index <= nd.applied
+                && start.index <= stable,
+            "n{n}: compact({upto}) moved the log start from {before} to {start} (applied {}, stable {stable})",
+            nd.applied
+        );
+        assert!(
+            nd.mem_log.holds(start),
+            "n{n}: compacted to {start}, which its log (after {}) does not hold",
+            nd.mem_log.start
+        );
+        nd.mem_log.compact_to(start);
+        self.snap.compactions += 1;
+        if self.trace {
+            eprintln!("        n{n} compacted to {start}");
+        }
+        self.queue_job(
+            n,
+            Job {
+                compact: Some(start),
+                ..Job::default()
+            },
+        );
+    }
+
+    /// A leader's `Ready::snapshots` names `peer`: start streaming, as the shell's
+    /// `Driver::start_snapshot` does. The stream covers `min(applied, commit)` and the
+    /// datum set there, captured now. One difference: a member that no longer leads by the
+    /// time it reads its `Ready` starts no stream, where the shell would send one in its new
+    /// term.
+    fn start_snapshot(&mut self, n: usize, peer: &PeerAddr) {
+        let p = idx(peer);
+        let nd = &self.nodes[n];
+        let core = nd.core.as_ref().expect("alive");
+        if core.role() != Role::Leader || nd.streams.contains_key(&p) {
+            return;
+        }
+        let index = nd.applied.min(core.commit_index());
+        let Some(snap_term) = core.term_at(index) else {
+            self.snap.unservable += 1;
+            return;
+        };
+        // Below what it applied only for a leader that restarted from a checkpoint ahead of
+        // its commit index; its exact datum set there is the history's.
+        let datums = if index == nd.applied {
+            nd.datums.clone()
+        } else {
+            self.oracle.state_at(index)
+        };
+        let stream = Stream {
+            leader: n,
+            leader_inc: nd.inc,
+            peer: p,
+            peer_inc: self.nodes[p].inc,
+            term: core.term(),
+            point: LogId::new(index, snap_term),
+            datums,
+        };
+        if self.trace {
+            eprintln!("        n{n} streams {stream:?}");
+        }
+        self.nodes[n].streams.insert(p, index);
+        self.snap.streams += 1;
+        let t = self.p.stream_time;
+        self.schedule_in(t, Ev::SnapshotArrive(Box::new(stream)));
+    }
+
+    /// The last chunk reaches the follower (unless the network lost one, or the follower
+    /// restarted since the first): it offers the snapshot to its core, and the answer goes
+    /// back to the leader, which reports the stream's end to its core. A failure is
+    /// reported after a back-off, as the shell does.
+    fn snapshot_arrived(&mut self, s: Stream) {
+        let (l, p) = (s.leader, s.peer);
+        let drop = if self.healing { 0.0 } else { self.p.drop };
+        let delivered =
+            self.alive(p, s.peer_inc) && !self.blocked.contains(&(l, p)) && !self.rng.chance(drop);
+        let mut ok = false;
+        if delivered
+            && self.p.guard_offers_below_applied
+            && s.point.index <= self.nodes[p].applied
+            && s.point.index > self.nodes[p].core.as_ref().expect("alive").commit_index()
+        {
+            self.snap.below_applied += 1;
+            ok = !self.blocked.contains(&(p, l)) && !self.rng.chance(drop);
+        } else if delivered {
+            let from = self.addrs[l].clone();
+            let core = self.nodes[p].core.as_mut().expect("alive");
+            let answer = core.offer_snapshot(&from, s.term, s.point);
+            if self.trace {
+                eprintln!("        n{p} offered {s:?}: {answer:?}");
+            }
+            match answer {
+                Ok(true) => {
+                    self.snap.installs += 1;
+                    self.nodes[p].staged = Some((s.point, s.datums));
+                }
+                Ok(false) => self.snap.not_needed += 1,
+                Err(_) => self.snap.refused += 1,
+            }
+            self.drive(p);
+            ok = answer.is_ok() && !self.blocked.contains(&(p, l)) && !self.rng.chance(drop);
+        }
+        let delay = if ok {
+            self.p.delay
+        } else {
+            (HEARTBEAT_MS, ELECTION_MS)
+        };
+        let done = Ev::SnapshotDone {
+            leader: l,
+            inc: s.leader_inc,
+            peer: p,
+            index: s.point.index,
+            ok,
+        };
+        self.schedule_in(delay, done);
+    }
+
+    /// `Ready::install`: the accepted snapshot replaces the applied datum set now, before
+    /// this or any later `Ready`'s committed entries are applied on top of it, and the log
+    /// continues after its point. Returns the datum set for the disk, where it is installed
+    /// in the same order (before anything later is written).
+    fn install(&mut self, n: usize, ip: InstallPoint) -> Datums {
+        let nd = &mut self.nodes[n];
+        let (point, datums) = nd
+            .staged
+            .take()
+            .unwrap_or_else(|| panic!("n{n}: Ready.install {ip:?} without an accepted offer"));
+        assert_eq!(
+            ip.point, point,
+            "n{n}: installs another point than the offer it accepted"
+        );
+        assert!(
+            point.index > nd.applied,
+            "a snapshot moved n{n} backwards: it installs {point} after applying {}",
+            nd.applied
+        );
+        self.oracle.check_start(n, point);
+        let held = nd.mem_log.holds(point);
+        assert_eq!(
+            ip.reset_log, !held,
+            "n{n}: install at {point} with reset_log {}, but its log (after {}, to {}) {} the point",
+            ip.reset_log,
+            nd.mem_log.start,
+            nd.mem_log.last_index(),
+            if held { "holds" } else { "does not hold" }
+        );
+        if held {
+            // Entries up to a committed entry they lead to are committed (Log Matching).
+            for i in nd.commit_seen + 1..=point.index {
+                if let Some(e) = nd.mem_log.get(i) {
+                    self.oracle.on_commit(n, e, None);
+                }
+            }
+            nd.mem_log.compact_to(point);
+            self.snap.kept_log += 1;
+        } else {
+            nd.mem_log.reset(point);
+        }
+        nd.commit_seen = nd.commit_seen.max(point.index);
+        nd.datums = datums.clone();
+        nd.applied = point.index;
+        nd.handed = point.index;
+        nd.checkpoint_at = point.index;
+        nd.datums_changed = true;
+        // Proposals it took as an earlier leader that the snapshot covers get no answer.
+        nd.pending.retain(|&i, _| i > point.index);
+        self.progress_at = self.now;
+        datums
+    }
+
+    /// Tells the oracle what `n` now counts committed; it must hold those entries.
+    fn note_commits(&mut self, n: usize) {
+        let nd = &mut self.nodes[n];
+        let Some(core) = nd.core.as_ref() else {
+            return;
+        };
+        let commit = core.commit_index();
+        assert!(
+            commit <= core.last_index(),
+            "n{n}: commit index {commit} past its log"
+        );
+        if commit == nd.commit_seen {
+            return;
+        }
+        assert!(
+            commit > nd.commit_seen,
+            "n{n}: commit index went back from {} to {commit}",
+            nd.commit_seen
+        );
+        let leading = (core.role() == Role::Leader).then(|| core.term());
+        for i in nd.commit_seen + 1..=commit {
+            let e = nd.mem_log.get(i).unwrap_or_else(|| {
+                panic!(
+                    "n{n} counts entry {i} committed, which its log (after {}) does not hold",
+                    nd.mem_log.start
+                )
+            });
+            self.oracle.on_commit(n, e, leading);
+        }
+        nd.commit_seen = commit;
     }
 
     // ------------------------------------------------------------ client
@@ -937,13 +1385,7 @@ impl Sim {
             _ => 0,
         };
         let nd = &mut self.nodes[n];
-        if let Some(job) = nd.jobs.front() {
-            let job = Job {
-                hs: job.hs.clone(),
-                truncate_from: job.truncate_from,
-                entries: job.entries.clone(),
-                after: Vec::new(),
-            };
+        if let Some(job) = nd.jobs.front().cloned() {
             write_disk(nd, n, &job, cut, &mut self.oracle);
         }
         if self.trace {
@@ -952,6 +1394,7 @@ impl Sim {
         nd.core = None;
         nd.inc += 1;
         nd.jobs.clear();
+        nd.installs_queued = 0;
         nd.last_job_at = 0;
         nd.pending.clear();
         nd.reads.clear();
@@ -959,7 +1402,9 @@ impl Sim {
         nd.datums = Datums::default();
         nd.applied = 0;
         nd.commit_seen = 0;
-        nd.mem_log.clear();
+        nd.mem_log = SimLog::default();
+        nd.staged = None;
+        nd.streams.clear();
         nd.paused_until = 0;
     }
 
@@ -978,17 +1423,32 @@ impl Sim {
         nd.core = Some(RaftCore::new(
             cfg,
             nd.disk_hs.clone(),
-            LogId::ZERO,
-            nd.disk_log.clone(),
+            nd.disk_log.start,
+            nd.disk_log.entries.clone(),
         ));
         nd.mem_log = nd.disk_log.clone();
+        // As the shell starts: the newest durable datum set, then the log replayed after it.
+        assert!(
+            nd.disk_datums_at >= nd.disk_log.start.index,
+            "n{n}: its durable datum set (at {}) is older than its log's start ({}): the entries between are lost",
+            nd.disk_datums_at,
+            nd.disk_log.start
+        );
+        nd.datums = nd.disk_datums.clone();
+        nd.applied = nd.disk_datums_at;
+        nd.datums_changed = true;
+        nd.checkpoint_at = nd.applied;
+        nd.handed = nd.disk_log.start.index;
+        nd.commit_seen = nd.disk_log.start.index;
         nd.last_tick_at = self.now;
         let inc = nd.inc;
         if self.trace {
             eprintln!(
-                "        n{n} started from disk: {:?}, {} entries",
+                "        n{n} started from disk: {:?}, log after {} to {}, datums at {}",
                 nd.disk_hs,
-                nd.disk_log.len()
+                nd.disk_log.start,
+                nd.disk_log.last_index(),
+                nd.disk_datums_at
             );
         }
         self.schedule_in((1, TICK_MS), Ev::Tick { node: n, inc });
@@ -1016,36 +1476,31 @@ impl Sim {
 
     fn check_after_event(&mut self) {
         for n in 0..self.nodes.len() {
+            self.note_commits(n);
             let nd = &mut self.nodes[n];
             let Some(core) = nd.core.as_ref() else {
                 continue;
             };
-            let commit = core.commit_index();
-            assert!(
-                commit >= nd.commit_seen,
-                "n{n}: commit index went back from {} to {commit}",
-                nd.commit_seen
-            );
-            assert!(
-                commit <= core.last_index(),
-                "n{n}: commit index {commit} past its log"
-            );
-            let leading = (core.role() == Role::Leader).then(|| core.term());
-            for e in &nd.mem_log[nd.commit_seen as usize..commit as usize] {
-                self.oracle.on_commit(n, e, leading);
-            }
-            nd.commit_seen = commit;
-            if let Some(term) = leading {
-                if self.oracle.on_leader(n, term) {
-                    self.oracle.check_complete(n, term, &nd.mem_log);
+            if core.role() == Role::Leader {
+                if self.oracle.on_leader(n, core.term()) {
+                    self.oracle.check_complete(n, core.term(), &nd.mem_log);
                 }
+            } else if let Some(l) = core.leader() {
+                let led = self.oracle.leader_of(core.term());
+                if led.map(|i| &self.addrs[i]) != Some(l) {
+                    self.oracle.check_follows(n, core.term(), idx(l));
+                }
+            }
+            if std::mem::take(&mut nd.datums_changed) {
+                self.oracle
+                    .check_datums(n, "applied datum set", &nd.datums, nd.applied);
             }
         }
         if self.healing {
             self.high.resize(self.nodes.len(), 0);
             for (n, nd) in self.nodes.iter().enumerate() {
-                if nd.mem_log.len() > self.high[n] {
-                    self.high[n] = nd.mem_log.len();
+                if nd.mem_log.last_index() > self.high[n] {
+                    self.high[n] = nd.mem_log.last_index();
                     self.progress_at = self.now;
                 }
             }
@@ -1083,7 +1538,11 @@ impl Sim {
         let last = leader.last_index();
         leader.commit_index() == last
             && self.nodes.iter().all(|nd| {
-                nd.core.is_some() && nd.applied == last && nd.mem_log.len() as u64 == last
+                nd.core.is_some()
+                    && nd.applied == last
+                    && nd.mem_log.last_index() == last
+                    // An installed snapshot counts once it is durable.
+                    && nd.installs_queued == 0
             })
     }
 
@@ -1091,14 +1550,24 @@ impl Sim {
         let expect = self.oracle.replay();
         let first = &self.nodes[0].mem_log;
         for (n, nd) in self.nodes.iter().enumerate() {
+            let log = &nd.mem_log;
+            self.oracle.check_start(n, log.start);
             assert!(
-                nd.mem_log == *first,
+                log.last_index() == first.last_index()
+                    && (log.start.index.max(first.start.index) + 1..=log.last_index())
+                        .all(|i| log.get(i) == first.get(i)),
                 "log matching: n{n}'s log differs from n0's after convergence"
             );
             assert!(
-                nd.disk_log.len() >= nd.mem_log.len()
-                    && nd.disk_log[..nd.mem_log.len()] == nd.mem_log[..],
-                "n{n}: applied entries are not all durable"
+                nd.disk_log.start.index <= log.start.index
+                    && nd.disk_log.last_index() >= log.last_index()
+                    && (log.start.index + 1..=log.last_index())
+                        .all(|i| nd.disk_log.get(i) == log.get(i)),
+                "n{n}: applied entries are not all durable: its log is after {} to {}, its durable log after {} to {}",
+                log.start,
+                log.last_index(),
+                nd.disk_log.start,
+                nd.disk_log.last_index()
             );
             assert!(
                 nd.datums == expect,
@@ -1137,16 +1606,37 @@ fn write_disk(nd: &mut Node, n: usize, job: &Job, mut stages: usize, oracle: &mu
         );
         nd.disk_hs = hs.clone();
     }
+    if let Some((ip, datums)) = &job.install {
+        if !take() {
+            return;
+        }
+        // One step (store::snapshot): a crash leaves the old datum set and log, or the new.
+        nd.disk_datums = datums.clone();
+        nd.disk_datums_at = ip.point.index;
+        if ip.reset_log {
+            nd.disk_log.reset(ip.point);
+        } else {
+            assert!(
+                nd.disk_log.holds(ip.point),
+                "n{n}: the install keeps the log after {}, which the durable log (after {}, to {}) does not hold",
+                ip.point,
+                nd.disk_log.start,
+                nd.disk_log.last_index()
+            );
+            nd.disk_log.compact_to(ip.point);
+        }
+    }
     if let Some(tf) = job.truncate_from {
         if !take() {
             return;
         }
         assert!(
-            tf >= 1 && tf <= nd.disk_log.len() as u64 + 1,
-            "n{n}: truncate_from {tf} past the durable log ({})",
-            nd.disk_log.len()
+            tf > nd.disk_log.start.index && tf <= nd.disk_log.last_index() + 1,
+            "n{n}: truncate_from {tf} outside the durable log (after {}, to {})",
+            nd.disk_log.start,
+            nd.disk_log.last_index()
         );
-        nd.disk_log.truncate((tf - 1) as usize);
+        nd.disk_log.truncate_from(tf);
     }
     for e in &job.entries {
         if !take() {
@@ -1154,10 +1644,24 @@ fn write_disk(nd: &mut Node, n: usize, job: &Job, mut stages: usize, oracle: &mu
         }
         assert_eq!(
             e.index,
-            nd.disk_log.len() as u64 + 1,
+            nd.disk_log.last_index() + 1,
             "n{n}: entries do not continue the durable log"
         );
-        oracle.on_append(n, e, nd.disk_log.last().map_or(0, |p| p.term));
-        nd.disk_log.push(e.clone());
+        let prev_term = nd.disk_log.push(e.clone());
+        oracle.on_append(n, e, prev_term);
+    }
+    if let Some(id) = job.compact {
+        if !take() {
+            return;
+        }
+        if id.index > nd.disk_log.start.index {
+            assert!(
+                nd.disk_log.holds(id),
+                "n{n}: compacting the durable log (after {}, to {}) to {id}, which it does not hold",
+                nd.disk_log.start,
+                nd.disk_log.last_index()
+            );
+            nd.disk_log.compact_to(id);
+        }
     }
 }
