@@ -4,10 +4,10 @@
 use super::*;
 use std::collections::{BTreeSet, VecDeque};
 
-const HB: u64 = 10;
-const ET: u64 = 50;
+pub(super) const HB: u64 = 10;
+pub(super) const ET: u64 = 50;
 
-fn addr(s: &str) -> PeerAddr {
+pub(super) fn addr(s: &str) -> PeerAddr {
     PeerAddr::new(s)
 }
 
@@ -17,7 +17,7 @@ fn names(n: usize) -> Vec<PeerAddr> {
         .collect()
 }
 
-fn config(id: &str, n: usize) -> Config {
+pub(super) fn config(id: &str, n: usize) -> Config {
     let mut c = Config::new(addr(id), names(n));
     c.heartbeat_interval_ms = HB;
     c.election_timeout_ms = ET;
@@ -25,7 +25,7 @@ fn config(id: &str, n: usize) -> Config {
     c
 }
 
-fn noop(index: u64, term: u64) -> Entry {
+pub(super) fn noop(index: u64, term: u64) -> Entry {
     Entry {
         index,
         term,
@@ -33,21 +33,21 @@ fn noop(index: u64, term: u64) -> Entry {
     }
 }
 
-fn publish(key: &str, value: u64) -> Command {
+pub(super) fn publish(key: &str, value: u64) -> Command {
     Command::Publish {
         key: key.into(),
         value: serde_json::json!(value),
     }
 }
 
-fn hs(term: u64, vote: Option<&str>) -> HardState {
+pub(super) fn hs(term: u64, vote: Option<&str>) -> HardState {
     HardState {
         term,
         vote_for: vote.map(addr),
     }
 }
 
-fn env(from: &str, to: &str, term: u64, msg: Message) -> Envelope {
+pub(super) fn env(from: &str, to: &str, term: u64, msg: Message) -> Envelope {
     Envelope {
         from: addr(from),
         to: addr(to),
