@@ -237,18 +237,27 @@ impl RaftLog {
 
     /// Moves the log's start to an installed snapshot's point, which is committed. If the
     /// log holds that entry, what follows it stays (Raft §7); otherwise every local entry
-    /// is discarded. Returns whether the log was reset.
+    /// is discarded. Returns whether the shell must reset its log to the point rather than
+    /// compact it there.
+    ///
+    /// The shell can compact to the point only if it was handed the point's entry: with
+    /// entries still unhanded, or a truncation pending (at or below the point, since it
+    /// moved `handed` below itself), its log does not hold it. It then resets, and what
+    /// this log keeps after the point, none of which was handed out, follows in `unstable`.
     pub fn restore(&mut self, point: LogId) -> bool {
-        let keep = self.matches(point) && point.index >= self.start.index;
+        let keep = self.matches(point);
+        let shell_holds_it = keep && point.index <= self.handed;
         if keep {
             self.entries
                 .drain(..(point.index - self.start.index) as usize);
             self.unstable.retain(|e| e.index > point.index);
-            self.stable = self.stable.max(point.index);
-            self.handed = self.handed.max(point.index);
         } else {
             self.entries.clear();
             self.unstable.clear();
+        }
+        if shell_holds_it {
+            self.stable = self.stable.max(point.index);
+        } else {
             self.truncate_from = None;
             self.stable = point.index;
             self.handed = point.index;
@@ -256,7 +265,7 @@ impl RaftLog {
         self.start = point;
         self.committed = self.committed.max(point.index);
         self.applied_handed = self.applied_handed.max(point.index);
-        !keep
+        !shell_holds_it
     }
 }
 
@@ -366,5 +375,20 @@ mod tests {
         let mut l = log(LogId::ZERO, &[1]);
         assert!(l.restore(LogId::new(100, 4)), "beyond the log");
         assert_eq!(l.stable_index(), 100);
+
+        // Held here but not handed to the shell yet: its log is reset, and what follows
+        // the point is handed out after it.
+        let mut l = log(LogId::ZERO, &[1]);
+        for i in 2..=4 {
+            l.push(e(i, 2));
+        }
+        assert!(l.restore(LogId::new(3, 2)));
+        assert_eq!(
+            (l.start(), l.last_index(), l.stable_index()),
+            (LogId::new(3, 2), 4, 3)
+        );
+        let (cut, entries) = l.take_unstable();
+        assert_eq!(cut, None);
+        assert_eq!(entries, vec![e(4, 2)]);
     }
 }

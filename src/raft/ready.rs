@@ -38,8 +38,9 @@ pub struct Ready {
 }
 
 /// Where an accepted snapshot puts the log: it continues after `point`. With `reset_log`
-/// the local log did not hold that entry and is discarded; otherwise only the part up to it
-/// is dropped.
+/// the shell's log did not hold that entry (as far as it was handed out) and is replaced by
+/// an empty one after it; entries the core keeps after the point follow in `entries`.
+/// Otherwise only the part up to it is dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InstallPoint {
     pub point: LogId,

@@ -468,3 +468,62 @@ fn entries_after_an_installed_point_are_accepted_and_committed() {
         }]
     ));
 }
+
+/// The driver takes one `Ready` for a whole batch of inputs, so an Append and a snapshot
+/// offer can arrive together, before the Append's entries were handed to the shell. The
+/// core kept its log (`reset_log: false`) because it held the point, but the shell's log
+/// did not: it ended at 5, could not be compacted to 7, and entries 8 and 9 were appended
+/// after a gap (or, with a truncation pending below the point, the driver panicked looking
+/// up the term before it). Whether the shell may compact to the point depends on what was
+/// handed to it, not on what the core holds.
+#[test]
+fn regression_an_offer_arriving_with_entries_not_yet_handed_out_reset_the_shells_log() {
+    let mut b = follower(5, 2);
+    let entries = (6..=9).map(|i| noop(i, 2)).collect();
+    b.step(append(LogId::new(5, 1), entries, 2));
+    assert_eq!(b.offer_snapshot(&addr("a"), 2, LogId::new(7, 2)), Ok(true));
+    let rd = b.take_ready();
+    assert_eq!(
+        rd.install,
+        Some(InstallPoint {
+            point: LogId::new(7, 2),
+            reset_log: true
+        }),
+        "the shell's log does not hold 7"
+    );
+    assert!(rd.truncate_from.is_none());
+    assert_eq!(
+        indices(&rd.entries),
+        [8, 9],
+        "what follows the point is kept"
+    );
+    // The acknowledgement of 9 is still true once this Ready is durable.
+    assert!(matches!(
+        rd.after_persist[..],
+        [Envelope {
+            msg: Message::AppendResp {
+                success: true,
+                index: 9,
+                ..
+            },
+            ..
+        }]
+    ));
+    assert_eq!((b.log_start(), b.last_index()), (LogId::new(7, 2), 9));
+    assert_eq!(b.status().stable_index, 7, "8 and 9 are not durable yet");
+
+    // A truncation not handed out yet, below the point.
+    let mut b = follower(8, 2);
+    let entries = (5..=9).map(|i| noop(i, 2)).collect();
+    b.step(append(LogId::new(4, 1), entries, 2));
+    assert_eq!(b.offer_snapshot(&addr("a"), 2, LogId::new(7, 2)), Ok(true));
+    let rd = b.take_ready();
+    assert_eq!(rd.install.map(|i| i.reset_log), Some(true));
+    assert!(
+        rd.truncate_from.is_none(),
+        "a truncation below the point: {:?}",
+        rd.truncate_from
+    );
+    assert_eq!(indices(&rd.entries), [8, 9]);
+    assert_eq!(rd.entries[0].term, 2);
+}
