@@ -33,7 +33,9 @@ pub struct Ready {
     /// report with `on_snapshot_sent`.
     pub snapshots: Vec<PeerAddr>,
     /// Follower: an offered snapshot was accepted; install it before persisting anything
-    /// that follows in this or a later `Ready`.
+    /// that follows in this or a later `Ready`, and before applying `committed` entries of
+    /// this or a later `Ready`: they follow the point, and may be durable (a log kept after
+    /// the point) before the install is.
     pub install: Option<InstallPoint>,
 }
 
