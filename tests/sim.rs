@@ -282,6 +282,15 @@ fn regression_divergent_suffix_walked_back_one_index_per_round_trip() {
     check_seed_uncompacted(38888);
 }
 
+/// A follower answered a snapshot stream before its install was durable, and the leader
+/// took the answer as the follower holding the point; the follower crashed, came back with
+/// its old log and committed entries of it that never were (the core test
+/// `regression_a_finished_stream_counted_its_point_as_held_before_the_install_was_durable`).
+#[test]
+fn regression_snapshot_answer_counted_as_a_durable_install() {
+    check_seed(15862);
+}
+
 // ---------------------------------------------------------------- known bugs
 // Deterministic reproductions of bugs not fixed yet; each asserts the behaviour wanted.
 

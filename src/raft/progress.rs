@@ -157,16 +157,19 @@ impl Progress {
         self.probe_back = back.saturating_mul(2);
     }
 
-    /// The snapshot stream ended: on success the follower holds everything up to `index`,
-    /// the point the stream covered.
+    /// The snapshot stream ended. On success the follower took the datum set up to
+    /// `index`, the point the stream covered (or was past it): probing resumes just after
+    /// it. The match index moves only when the follower acknowledges, which it does once
+    /// the install is durable; its answer to the stream comes before that, and a follower
+    /// that crashes in between comes back with its old log, to which the leader's commit
+    /// index up to `index` must not be applied.
     pub fn on_snapshot_sent(&mut self, index: u64, ok: bool) {
+        self.become_probe();
         if ok {
             self.sent_up_to = self.sent_up_to.max(index);
-            self.match_index = self.match_index.max(index);
-            self.become_probe();
+            self.next_index = self.next_index.max(index + 1);
         } else {
             // Retry at the next heartbeat, not in a tight loop against a dead peer.
-            self.become_probe();
             self.probe_sent = true;
         }
     }
@@ -246,7 +249,8 @@ mod tests {
         p.on_snapshot_sent(50, true);
         assert_eq!(
             (p.state, p.match_index, p.next_index),
-            (ProgressState::Probe, 50, 51)
+            (ProgressState::Probe, 0, 51),
+            "only an acknowledgement moves the match index"
         );
         assert_eq!(p.sent_up_to, 50);
 

@@ -234,6 +234,44 @@ fn a_finished_stream_resumes_replication_after_its_point() {
     assert_eq!(a.commit_index(), at.index);
 }
 
+/// Found by the simulator, seed 15862: the follower answers the stream once its core has
+/// accepted the offer, before the install is durable, and the leader took that answer as
+/// the follower holding everything up to the point (match index 23). The follower crashed
+/// with the install still queued and came back with its old log, whose entries 21 to 23
+/// were of an older term; the leader's heartbeat carried `min(commit, match)` = 23, and the
+/// follower committed entries that never were. Only acknowledgements, which leave after
+/// the persist, may move the match index.
+#[test]
+fn regression_a_finished_stream_counted_its_point_as_held_before_the_install_was_durable() {
+    let (mut a, _) = leader_with_c_behind();
+    a.on_snapshot_sent(&addr("c"), 11, true);
+    assert_eq!(
+        a.progress[&addr("c")].match_index,
+        0,
+        "the stream's report moved the match index"
+    );
+    let _ = a.take_ready();
+    a.tick(HB);
+    let heartbeat_commit = |rd: &Ready| {
+        rd.messages.iter().find_map(|m| match m.msg {
+            Message::Heartbeat { leader_commit, .. } if m.to == addr("c") => Some(leader_commit),
+            _ => None,
+        })
+    };
+    assert_eq!(
+        heartbeat_commit(&a.take_ready()),
+        Some(0),
+        "c would commit its own log up to the snapshot's point"
+    );
+
+    // Once c acknowledges the point (after its install is durable), it counts.
+    a.step(append_resp("c", true, 11, 0));
+    assert_eq!(a.progress[&addr("c")].match_index, 11);
+    let _ = a.take_ready();
+    a.tick(HB);
+    assert_eq!(heartbeat_commit(&a.take_ready()), Some(11));
+}
+
 #[test]
 fn a_failed_stream_is_retried_at_the_next_heartbeat_not_at_once() {
     let (mut a, _) = leader_with_c_behind();
