@@ -74,6 +74,9 @@ pub struct TestNode {
     pub log_path: PathBuf,
     /// Arguments after `--listen ADDR --data-dir DIR`, kept for [`TestNode::restart`].
     pub extra_args: Vec<String>,
+    /// The open-file limit (soft and hard) the process starts with, on every start; `None`
+    /// leaves the test's own limit.
+    pub open_file_limit: Option<u64>,
     child: Option<Child>,
     paused: bool,
     /// Set for a standalone node, which owns its temp dir.
@@ -88,6 +91,7 @@ impl TestNode {
             data_dir: data_dir.to_path_buf(),
             log_path: log_path.to_path_buf(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            open_file_limit: None,
             child: None,
             paused: false,
             _dir: None,
@@ -97,6 +101,15 @@ impl TestNode {
     /// A started single node without `--peers` (standalone), in its own temp dir, ready and
     /// leader of itself (a one-member cluster elects itself after one election timeout).
     pub fn standalone(extra_args: &[&str]) -> TestNode {
+        TestNode::standalone_with_limit(None, extra_args)
+    }
+
+    /// [`TestNode::standalone`] with an open-file limit (soft and hard) for the process.
+    pub fn standalone_with_open_file_limit(limit: u64, extra_args: &[&str]) -> TestNode {
+        TestNode::standalone_with_limit(Some(limit), extra_args)
+    }
+
+    fn standalone_with_limit(open_file_limit: Option<u64>, extra_args: &[&str]) -> TestNode {
         let dir = tempfile::Builder::new()
             .prefix("nacos-node-")
             .tempdir()
@@ -109,6 +122,7 @@ impl TestNode {
             extra_args,
         );
         node._dir = Some(dir);
+        node.open_file_limit = open_file_limit;
         node.start();
         node.wait_ready(READY_DEADLINE);
         let leader = node.wait_leader(LEADER_DEADLINE);
@@ -127,14 +141,34 @@ impl TestNode {
             .unwrap_or_else(|e| panic!("open {}: {e}", self.log_path.display()));
         writeln!(
             log,
-            "=== harness: starting nacos-node --listen {} --data-dir {} {}",
+            "=== harness: starting nacos-node --listen {} --data-dir {} {}{}",
             self.addr,
             self.data_dir.display(),
-            self.extra_args.join(" ")
+            self.extra_args.join(" "),
+            self.open_file_limit
+                .map_or(String::new(), |n| format!(" (open-file limit {n})"))
         )
         .expect("write log");
         let err = log.try_clone().expect("clone log handle");
-        let child = Command::new(NODE_BIN)
+        let mut cmd = Command::new(NODE_BIN);
+        if let Some(limit) = self.open_file_limit {
+            use std::os::unix::process::CommandExt;
+            let lim = libc::rlimit {
+                rlim_cur: limit as libc::rlim_t,
+                rlim_max: limit as libc::rlim_t,
+            };
+            // SAFETY: the closure runs in the child between fork and exec and calls only
+            // setrlimit(2), which is async-signal-safe, on a struct it owns.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .arg("--listen")
             .arg(&self.addr)
             .arg("--data-dir")
