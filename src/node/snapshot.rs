@@ -178,8 +178,8 @@ pub fn receive(shared: &Shared, header: ChunkHeader, datums: Vec<Datum>) -> Resu
     // everything it knows, on the last chunk).
     {
         let status = shared.status.status.lock().expect("status lock");
-        let other_leader = header.term == status.term
-            && status.leader.as_ref().is_some_and(|l| *l != header.from);
+        let other_leader =
+            header.term == status.term && status.leader.as_ref().is_some_and(|l| *l != header.from);
         if header.term < status.term || other_leader || header.from == shared.cfg.advertise {
             return Err(Error::BadRequest(format!(
                 "a snapshot from {} in term {}, but this member is in term {} with leader {}",
