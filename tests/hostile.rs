@@ -408,7 +408,6 @@ fn cluster_token_flag_works_and_warns() {
 
 // Row 13: the warning for `--cluster-token` should say the secret shows in process lists.
 #[test]
-#[ignore = "the warning says \"shows the cluster secret to every user of this host (ps, /proc)\"; only --help says \"process lists\""]
 fn cluster_token_flag_warning_names_process_lists() {
     let (a, b) = two_members();
     let dir = tempfile::tempdir().unwrap();

@@ -297,12 +297,11 @@ fn regression_snapshot_answer_counted_as_a_durable_install() {
 /// Found with seeds 1319 and 1411: a follower restarted from a checkpoint ahead of its log's
 /// start (datum set at 12, log after 4) has commit index 4, so its core accepts (`Ok(true)`)
 /// a snapshot at 6 from a leader that restarted too (`min(applied, commit)` = its own log
-/// start), and the install puts its datum set back from 12 to 6. `RaftCore` is never told
-/// the index of the datum set the shell loaded, so `offer_snapshot` cannot see it; the
-/// simulated shell answers such offers itself (`guard_offers_below_applied`).
+/// start), and the install puts its datum set back from 12 to 6. The shell now tells the
+/// core where its datum set is (`RaftCore::restore_applied`), whose commit index starts
+/// there, so such an offer is "not needed" (`Ok(false)`).
 #[test]
-#[ignore = "known bug: the core accepts a snapshot older than a restarted follower's datum set"]
-fn known_bug_snapshot_older_than_a_restarted_followers_checkpoint_is_installed() {
+fn regression_a_snapshot_older_than_a_restarted_followers_checkpoint_was_installed() {
     for seed in [1319, 1411] {
         let mut p = Params::for_seed(seed);
         p.guard_offers_below_applied = false;

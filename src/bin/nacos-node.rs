@@ -171,7 +171,7 @@ fn cluster_secret(args: &Args) -> anyhow::Result<String> {
             format!("--cluster-token-file {}", path.display()),
         )
     } else if let Some(t) = &args.cluster_token {
-        log_event("warning: --cluster-token shows the cluster secret to every user of this host (ps, /proc); use --cluster-token-file or NACOS_CLUSTER_TOKEN");
+        log_event("warning: --cluster-token shows the cluster secret in process lists (ps, /proc) to every user of this host; use --cluster-token-file or NACOS_CLUSTER_TOKEN");
         (t.trim().to_string(), "--cluster-token".to_string())
     } else if let Ok(t) = std::env::var("NACOS_CLUSTER_TOKEN") {
         (t.trim().to_string(), "NACOS_CLUSTER_TOKEN".to_string())

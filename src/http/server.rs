@@ -217,7 +217,12 @@ fn accept_loop(
     shared: Arc<Shared>,
 ) {
     let mut backoff = Duration::ZERO;
-    let mut exhausted_since: Option<Instant> = None;
+    // An episode of exhaustion lasts from an accept error to the next accept. Its start and
+    // end are logged, but at most one start every 10 s: a member held at its limit would
+    // otherwise log a pair per connection. Episodes not logged are counted in the next line.
+    let mut exhausted: Option<(Instant, bool)> = None;
+    let mut last_warned: Option<Instant> = None;
+    let mut quiet_episodes = 0u64;
     let mut refused_busy = 0u64;
     loop {
         let accepted = listener.accept();
@@ -227,13 +232,23 @@ fn accept_loop(
         let (stream, _) = match accepted {
             Ok(s) => s,
             Err(e) if is_resource_exhaustion(&e) => {
-                // Out of descriptors (tiny_http's accept thread died here for good): log
-                // once, back off, and go on; descriptors come back as connections close.
-                if exhausted_since.is_none() {
-                    exhausted_since = Some(Instant::now());
-                    log_event(&format!(
-                        "warning: cannot accept connections: {e}; retrying with back-off (raise the open-file limit, `ulimit -n`, or lower --max-connections)"
-                    ));
+                // Out of descriptors (tiny_http's accept thread died here for good): log,
+                // back off, and go on; descriptors come back as connections close.
+                if exhausted.is_none() {
+                    let warn = last_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
+                    if warn {
+                        last_warned = Some(Instant::now());
+                        let more = match std::mem::take(&mut quiet_episodes) {
+                            0 => String::new(),
+                            n => format!(" ({n} shorter episodes since the last warning)"),
+                        };
+                        log_event(&format!(
+                            "warning: cannot accept connections: {e}; retrying with back-off (raise the open-file limit, `ulimit -n`, or lower --max-connections){more}"
+                        ));
+                    } else {
+                        quiet_episodes += 1;
+                    }
+                    exhausted = Some((Instant::now(), warn));
                 }
                 backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
                 // Make room if anything idles, so the next accept can succeed.
@@ -244,12 +259,13 @@ fn accept_loop(
             // The peer reset before we accepted, a signal, and the like: the next one.
             Err(_) => continue,
         };
-        if let Some(since) = exhausted_since.take() {
+        if let Some((since, true)) = exhausted {
             log_event(&format!(
                 "accepting connections again after {} ms",
                 since.elapsed().as_millis()
             ));
         }
+        exhausted = None;
         backoff = Duration::ZERO;
         let open = shared.conns.lock().expect("conns lock").len();
         if open >= limits.max_connections && !evict_idle(&shared, Duration::ZERO) {
@@ -309,7 +325,7 @@ fn refuse_busy(mut stream: TcpStream) {
         "this member is at its connection limit; retry, or use another member",
     );
     let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-    let _ = write_response(&mut stream, &r, false);
+    let _ = write_response(&mut stream, &r, false, false);
 }
 
 /// Why reading a request failed.
@@ -414,7 +430,7 @@ fn serve_connection(
             Ok(false) => break,
             Err(ReadError::Gone) => break,
             Err(ReadError::Refuse(r)) => {
-                let _ = write_response(&mut conn.stream, &r, false);
+                let _ = write_response(&mut conn.stream, &r, false, false);
                 linger_close(&mut conn.stream);
                 break;
             }
@@ -441,7 +457,7 @@ fn serve_one(
         Ok(limit) => limit,
         Err(r) => {
             // Nothing of the body was read: answer and close.
-            let _ = write_response(&mut conn.stream, &r, false);
+            let _ = write_response(&mut conn.stream, &r, false, false);
             linger_close(&mut conn.stream);
             return Ok(false);
         }
@@ -478,9 +494,11 @@ fn serve_one(
         })?,
     };
     let keep_alive = head.keep_alive();
+    let http10 = head.minor_version == 0;
     match handler.handle(head, body) {
         Reply::Full(r) => {
-            write_response(&mut conn.stream, &r, keep_alive).map_err(|_| ReadError::Gone)?;
+            write_response(&mut conn.stream, &r, keep_alive, http10)
+                .map_err(|_| ReadError::Gone)?;
             Ok(keep_alive)
         }
         Reply::Stream(f) => {
@@ -592,8 +610,8 @@ fn read_head(
                 return Err(refusal(
                     ErrorCode::RequestTimeout,
                     format!(
-                        "the request head did not arrive within {} s",
-                        limits.head_timeout.as_secs()
+                        "the request head did not arrive within {} ms",
+                        limits.head_timeout.as_millis()
                     ),
                 ))
             }
@@ -815,7 +833,12 @@ fn reason(status: u16) -> &'static str {
 }
 
 /// Writes one answer in a single write: status line, headers and the JSON body.
-fn write_response(out: &mut impl Write, r: &Response, keep_alive: bool) -> io::Result<()> {
+fn write_response(
+    out: &mut impl Write,
+    r: &Response,
+    keep_alive: bool,
+    http10: bool,
+) -> io::Result<()> {
     let mut msg = Vec::with_capacity(128 + r.body.len());
     write!(msg, "HTTP/1.1 {} {}\r\n", r.status, reason(r.status))?;
     if r.status != 204 {
@@ -827,6 +850,9 @@ fn write_response(out: &mut impl Write, r: &Response, keep_alive: bool) -> io::R
     }
     if !keep_alive {
         msg.extend_from_slice(b"Connection: close\r\n");
+    } else if http10 {
+        // HTTP/1.0 closes by default: say that this one stays open.
+        msg.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     msg.extend_from_slice(b"\r\n");
     if r.status != 204 {

@@ -6,6 +6,7 @@
 //! across I/O: there is no lock, only the driver's ownership.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 use crate::raft::{
     Command, Entry, Envelope, HardState, InstallPoint, LogId, PeerAddr, ProposeError, RaftCore,
-    Ready,
+    Ready, Role,
 };
 use crate::store::{write_meta, LogStore};
 
@@ -81,6 +82,10 @@ pub struct WriteBatch {
     pub install: Option<InstallPoint>,
     /// Drop log segments wholly at or below this index.
     pub compact: Option<u64>,
+    /// Committed entries to hand to the applier once this batch is done: while an install
+    /// is queued in the writer, entries after its point must be applied on top of it, not
+    /// of the datum set it replaces (`Ready::install`).
+    pub apply_after: Vec<Entry>,
 }
 
 impl WriteBatch {
@@ -92,6 +97,7 @@ impl WriteBatch {
             after_persist: Vec::new(),
             install: None,
             compact: None,
+            apply_after: Vec::new(),
         }
     }
 }
@@ -137,6 +143,17 @@ pub struct Driver {
     pub applier: Sender<ApplierMsg>,
     pub senders: HashMap<PeerAddr, Sender<Envelope>>,
     pub tick: Duration,
+    /// Installs and `apply_after` lists handed to the writer; the writer counts those done.
+    pub installs_sent: u64,
+    pub routed_sent: u64,
+    pub writer_done: Arc<WriterDone>,
+}
+
+/// What the log writer has finished of what needs ordering with the applier.
+#[derive(Default)]
+pub struct WriterDone {
+    pub installs: AtomicU64,
+    pub routed: AtomicU64,
 }
 
 impl Driver {
@@ -269,11 +286,27 @@ impl Driver {
         for peer in snapshots {
             self.start_snapshot(peer);
         }
+        if install.is_some() {
+            self.installs_sent += 1;
+        }
+        // Entries committed while an install is still queued go through the writer, which
+        // hands them to the applier only after the install (`Ready::install`); and so do
+        // later ones until those have been handed over, to keep the applier's order.
+        let done = &self.writer_done;
+        let via_writer = done.installs.load(Ordering::SeqCst) < self.installs_sent
+            || done.routed.load(Ordering::SeqCst) < self.routed_sent;
+        let (direct, apply_after) = if via_writer && !committed.is_empty() {
+            self.routed_sent += 1;
+            (Vec::new(), committed)
+        } else {
+            (committed, Vec::new())
+        };
         if hard_state.is_some()
             || truncate_from.is_some()
             || !entries.is_empty()
             || !after_persist.is_empty()
             || install.is_some()
+            || !apply_after.is_empty()
         {
             // Everything that needs durability goes through the writer, in order, even
             // messages with nothing new to persist: an earlier batch may still be in flight.
@@ -291,11 +324,12 @@ impl Driver {
                 after_persist,
                 install,
                 compact: None,
+                apply_after,
             });
         }
         self.send_all(messages);
-        if !committed.is_empty() {
-            let _ = self.applier.send(ApplierMsg::Apply(committed));
+        if !direct.is_empty() {
+            let _ = self.applier.send(ApplierMsg::Apply(direct));
         }
         for rs in read_states {
             if let Some(reply) = reads.remove(&rs.ctx) {
@@ -308,6 +342,10 @@ impl Driver {
     /// It covers the log up to the applied index, whose entries after it the log keeps
     /// (the pin holds compaction back until the stream ends).
     fn start_snapshot(&mut self, peer: PeerAddr) {
+        // A leader that stepped down in the same turn must not stream under its new term.
+        if self.core.role() != Role::Leader {
+            return;
+        }
         let index = self
             .shared
             .datums
@@ -323,6 +361,7 @@ impl Driver {
             }
             pins.insert(peer.clone(), index);
         }
+        self.core.on_snapshot_started(&peer, index);
         let shared = self.shared.clone();
         let term = self.core.term();
         super::spawn_critical(&format!("snapshot-{peer}"), move || {
@@ -346,6 +385,7 @@ pub fn run_writer(
     batches: Receiver<WriteBatch>,
     driver: Sender<DriverEvent>,
     applier: Sender<ApplierMsg>,
+    done: Arc<WriterDone>,
 ) {
     while let Ok(first) = batches.recv() {
         let round: Vec<WriteBatch> = std::iter::once(first).chain(batches.try_iter()).collect();
@@ -365,6 +405,7 @@ pub fn run_writer(
                 if let Err(e) = install_snapshot(&mut log, &data_dir, &applier, point) {
                     super::fatal(&format!("cannot install a snapshot: {e}"));
                 }
+                done.installs.fetch_add(1, Ordering::SeqCst);
             }
             if let Some(upto) = b.compact {
                 if let Err(e) = log.compact(upto) {
@@ -376,6 +417,12 @@ pub fn run_writer(
             }
             if let Some(e) = b.entries.last() {
                 last = Some(e.id());
+            }
+            if !b.apply_after.is_empty() {
+                // Committed, so durable on a majority; locally they follow the install,
+                // which is done (and the applier takes messages in order).
+                let _ = applier.send(ApplierMsg::Apply(b.apply_after));
+                done.routed.fetch_add(1, Ordering::SeqCst);
             }
             messages.extend(b.after_persist);
         }

@@ -291,7 +291,8 @@ impl Node {
         // Everything durable was read and agrees: from here on a crash is an unclean stop.
         store::datum_dir::clear_clean_stop(&cfg.data_dir)?;
         let hs = meta.unwrap_or_default();
-        let core = RaftCore::new(cfg.raft_config(), hs, recovered.start, recovered.entries);
+        let mut core = RaftCore::new(cfg.raft_config(), hs, recovered.start, recovered.entries);
+        core.restore_applied(recovered.start.index.max(base).min(log_end));
 
         let (driver_tx, driver_rx) = mpsc::channel();
         let (writer_tx, writer_rx) = mpsc::channel();
@@ -330,8 +331,10 @@ impl Node {
         let d2 = driver_tx.clone();
         let log = recovered.store;
         let a2 = applier_tx.clone();
+        let writer_done = Arc::new(driver::WriterDone::default());
+        let i2 = writer_done.clone();
         let writer = spawn_critical("log-writer", move || {
-            driver::run_writer(log, data_dir, writer_rx, d2, a2)
+            driver::run_writer(log, data_dir, writer_rx, d2, a2, i2)
         });
         let s3 = shared.clone();
         *shared.flusher.lock().expect("flusher lock") =
@@ -352,6 +355,9 @@ impl Node {
             applier: applier_tx,
             senders,
             tick: Duration::from_millis((cfg.heartbeat_interval_ms / 4).clamp(1, 10)),
+            installs_sent: 0,
+            routed_sent: 0,
+            writer_done,
         };
         let driver = spawn_critical("driver", move || drv.run());
         // In the order they stop: the driver on `Shutdown`, then the writer and the applier

@@ -545,6 +545,26 @@ impl RaftCore {
             .index_keeping_bytes(max_bytes, super::replication::approx_json_size)
     }
 
+    /// Leader: the shell started streaming `peer` a snapshot covering the log up to
+    /// `index`. From now on the follower may answer an append with an index up to there
+    /// (its commit index after the install), so that counts as sent.
+    pub fn on_snapshot_started(&mut self, peer: &PeerAddr, index: u64) {
+        if self.role != Role::Leader {
+            return;
+        }
+        if let Some(pr) = self.progress.get_mut(peer) {
+            pr.sent_up_to = pr.sent_up_to.max(index);
+        }
+    }
+
+    /// At start-up: the datum set the node loaded reflects every entry up to `index`
+    /// (a checkpoint may be ahead of the log's start). Applied entries were committed, so
+    /// the commit index starts there: a snapshot offer at or below it is then known to be
+    /// older than what this member holds, and is not installed over it.
+    pub fn restore_applied(&mut self, index: u64) {
+        self.log.commit_to(index);
+    }
+
     /// Leader: the snapshot stream to `peer` (covering the log up to `index`) ended.
     pub fn on_snapshot_sent(&mut self, peer: &PeerAddr, index: u64, ok: bool) {
         if self.role != Role::Leader {

@@ -132,7 +132,7 @@ impl Params {
             compact_every,
             retain,
             stream_time,
-            guard_offers_below_applied: true,
+            guard_offers_below_applied: false,
         }
     }
 }
@@ -987,6 +987,11 @@ impl Sim {
             eprintln!("        n{n} streams {stream:?}");
         }
         self.nodes[n].streams.insert(p, index);
+        self.nodes[n]
+            .core
+            .as_mut()
+            .expect("alive")
+            .on_snapshot_started(peer, index);
         self.snap.streams += 1;
         let t = self.p.stream_time;
         self.schedule_in(t, Ev::SnapshotArrive(Box::new(stream)));
@@ -1426,6 +1431,12 @@ impl Sim {
             nd.disk_log.start,
             nd.disk_log.entries.clone(),
         ));
+        // As the shell does: the datum set it loads reflects every entry up to its index.
+        let restored = nd.disk_datums_at.min(nd.disk_log.last_index());
+        nd.core
+            .as_mut()
+            .expect("just made")
+            .restore_applied(restored);
         nd.mem_log = nd.disk_log.clone();
         // As the shell starts: the newest durable datum set, then the log replayed after it.
         assert!(
