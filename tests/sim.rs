@@ -100,8 +100,8 @@ struct Stats {
     seeds_installing: u64,
     not_needed: u64,
     refused: u64,
-    below_applied: u64,
     unservable: u64,
+    malformed_refused: u64,
 }
 
 impl Stats {
@@ -135,8 +135,8 @@ impl Stats {
         self.seeds_installing += (s.installs > 0) as u64;
         self.not_needed += s.not_needed;
         self.refused += s.refused;
-        self.below_applied += s.below_applied;
         self.unservable += s.unservable;
+        self.malformed_refused += s.malformed_refused;
     }
 
     fn summary(&mut self, secs: f64) -> String {
@@ -154,7 +154,8 @@ impl Stats {
              ({} seeds had none at healing: p50 {} p99 {} max {}); \
              to convergence: p50 {} p99 {} max {}; \
              snapshots: {} compactions in {} compacting seeds, {} streams ({} failed, {} unservable), \
-             {} installs ({} keeping the log after the point) in {} seeds, {} offers not needed, {} refused, {} below the follower's datum set",
+             {} installs ({} keeping the log after the point) in {} seeds, {} offers not needed, {} refused; \
+             {} malformed messages injected, all refused",
             self.seeds,
             self.five,
             self.mixes,
@@ -183,7 +184,7 @@ impl Stats {
             self.seeds_installing,
             self.not_needed,
             self.refused,
-            self.below_applied,
+            self.malformed_refused,
         )
     }
 }
@@ -303,9 +304,7 @@ fn regression_snapshot_answer_counted_as_a_durable_install() {
 #[test]
 fn regression_a_snapshot_older_than_a_restarted_followers_checkpoint_was_installed() {
     for seed in [1319, 1411] {
-        let mut p = Params::for_seed(seed);
-        p.guard_offers_below_applied = false;
-        if let Err(msg) = run_with(seed, p) {
+        if let Err(msg) = run_with(seed, Params::for_seed(seed)) {
             panic!("seed {seed}: {msg}");
         }
     }

@@ -76,12 +76,6 @@ pub struct Params {
     pub retain: u64,
     /// How long a snapshot stream takes, from the leader's start to the last chunk.
     pub stream_time: (u64, u64),
-    /// The follower's shell answers an offer above its core's commit index but at or below
-    /// the index of its datum set as not needed, without asking its core: after a restart
-    /// from a checkpoint ahead of the log's start, the core's commit index is that start,
-    /// so it would accept a snapshot older than what the member holds (`known_bug_*` in
-    /// tests/sim.rs turns this off).
-    pub guard_offers_below_applied: bool,
 }
 
 impl Params {
@@ -132,7 +126,6 @@ impl Params {
             compact_every,
             retain,
             stream_time,
-            guard_offers_below_applied: false,
         }
     }
 }
@@ -153,12 +146,11 @@ pub struct SnapStats {
     /// Offers answered `Ok(false)` (the follower was past the point) and `Err` (refused).
     pub not_needed: u64,
     pub refused: u64,
-    /// Offers the follower's shell answered itself: above its core's commit index, at or
-    /// below its datum set's index.
-    pub below_applied: u64,
     /// `Ready::snapshots` a leader could not serve: the index it would stream is not in its
     /// log any more (the shell then waits for the next request).
     pub unservable: u64,
+    /// Malformed messages injected as if from a broken member, every one refused.
+    pub malformed_refused: u64,
 }
 
 /// What one seed did, for the runner's statistics.
@@ -331,6 +323,9 @@ pub struct Sim {
     pub p: Params,
     seed: u64,
     rng: Rng,
+    /// Draws for malformed messages only: they must change nothing, so the schedule the
+    /// main generator makes is the same with or without them.
+    garbage_rng: Rng,
     now: u64,
     seq: u64,
     queue: BinaryHeap<Reverse<Sched>>,
@@ -374,6 +369,7 @@ impl Sim {
         let mut sim = Sim {
             seed,
             rng: Rng::new(seed),
+            garbage_rng: Rng::new(seed ^ 0x6A5B_A6E0_BAD0_0000),
             now: 0,
             seq: 0,
             queue: BinaryHeap::new(),
@@ -593,6 +589,7 @@ impl Sim {
                 }
             }
             Ev::Fault => {
+                self.inject_malformed();
                 if !self.healing {
                     self.fault();
                     let fe = self.p.fault_every;
@@ -1007,14 +1004,7 @@ impl Sim {
         let delivered =
             self.alive(p, s.peer_inc) && !self.blocked.contains(&(l, p)) && !self.rng.chance(drop);
         let mut ok = false;
-        if delivered
-            && self.p.guard_offers_below_applied
-            && s.point.index <= self.nodes[p].applied
-            && s.point.index > self.nodes[p].core.as_ref().expect("alive").commit_index()
-        {
-            self.snap.below_applied += 1;
-            ok = !self.blocked.contains(&(p, l)) && !self.rng.chance(drop);
-        } else if delivered {
+        if delivered {
             let from = self.addrs[l].clone();
             let core = self.nodes[p].core.as_mut().expect("alive");
             let answer = core.offer_snapshot(&from, s.term, s.point);
@@ -1238,6 +1228,89 @@ impl Sim {
     }
 
     // ------------------------------------------------------------ faults
+
+    /// A broken member (or a forger holding the secret) sends something no correct member
+    /// sends: a batch with a gap or an entry out of place, an entry of a term after the
+    /// sender's, a position beyond any log, a candidate claiming entries of its own term,
+    /// or a sender that is not a member. The receiver must refuse it (the core checks these
+    /// before looking at its state), and since a refused message changes nothing, every
+    /// invariant checked after this event still holds.
+    fn inject_malformed(&mut self) {
+        let g = &mut self.garbage_rng;
+        let n = self.nodes.len();
+        let to = g.below(n);
+        let Some(core) = self.nodes[to].core.as_mut() else {
+            return;
+        };
+        let from = (to + 1 + g.below(n - 1)) % n;
+        let term = core.term() + g.range((0, 2));
+        let last = core.last_index();
+        let noop = |index, term| Entry {
+            index,
+            term,
+            command: Command::Noop,
+        };
+        let append = |prev: u64, entries: Vec<Entry>| Message::Append {
+            prev_log_index: prev,
+            prev_log_term: if prev == 0 { 0 } else { 1 },
+            entries,
+            leader_commit: prev,
+        };
+        let prev = last.max(1);
+        let (from_addr, msg) = match g.below(7) {
+            0 => (
+                self.addrs[from].clone(),
+                append(prev, vec![noop(prev + 2, 1)]),
+            ),
+            1 => (self.addrs[from].clone(), append(prev, vec![noop(1, 1)])),
+            2 => (
+                self.addrs[from].clone(),
+                append(prev, vec![noop(prev + 1, term + 1)]),
+            ),
+            3 => (
+                self.addrs[from].clone(),
+                Message::AppendResp {
+                    success: true,
+                    index: u64::MAX - g.range((0, 9)),
+                    hint: 0,
+                },
+            ),
+            4 => (
+                self.addrs[from].clone(),
+                Message::Vote {
+                    last_log_index: last + 1,
+                    last_log_term: term,
+                    transfer: true,
+                },
+            ),
+            5 => (
+                self.addrs[from].clone(),
+                Message::Heartbeat {
+                    leader_commit: 1 << 63,
+                    read_ctx: 0,
+                },
+            ),
+            _ => (PeerAddr::new("stranger"), append(prev, vec![])),
+        };
+        // Case 1 is malformed only when the entry cannot sit at index 1 after `prev`.
+        let msg = match msg {
+            Message::Append { entries, .. } if entries.first().is_some_and(|e| e.index == 1) => {
+                append(prev.max(2), entries)
+            }
+            m => m,
+        };
+        let env = Envelope {
+            from: from_addr,
+            to: self.addrs[to].clone(),
+            term,
+            msg,
+        };
+        let shown = format!("{env:?}");
+        if core.step(env).is_ok() {
+            panic!("n{to} accepted a malformed message: {shown}");
+        }
+        self.snap.malformed_refused += 1;
+    }
 
     fn fault(&mut self) {
         let mut kinds = Vec::new();
