@@ -100,14 +100,13 @@ impl Response {
 pub fn route(node: &Node, req: &Request) -> Response {
     let deadline = Instant::now() + node.publish_timeout();
     let result = match (req.method.as_str(), req.path.as_str()) {
-        ("GET", "/v1/health") if node.healthy() => Ok(Response::json(200, &Health { ok: true })),
-        ("GET", "/v1/health") => Ok(Response::refusal(
-            ErrorCode::Unhealthy,
-            format!(
-                "the Raft driver of this member has not turned for over {} ms; restart it (its log says why it is stuck)",
-                crate::node::DRIVER_STALL_MS
-            ),
-        )),
+        ("GET", "/v1/health") => match node.healthy() {
+            Ok(()) => Ok(Response::json(200, &Health { ok: true })),
+            Err(why) => Ok(Response::refusal(
+                ErrorCode::Unhealthy,
+                format!("{why}; restart this member (its log says why it is stuck)"),
+            )),
+        },
         ("POST", "/v1/datum") | ("DELETE", "/v1/datum") => write(node, req, deadline),
         ("GET", "/v1/datum") => get(node, req, deadline),
         ("GET", "/v1/datums") => list(node, req, deadline),

@@ -149,11 +149,45 @@ pub struct Driver {
     pub writer_done: Arc<WriterDone>,
 }
 
-/// What the log writer has finished of what needs ordering with the applier.
-#[derive(Default)]
+/// What the log writer has finished of what needs ordering with the applier, and since
+/// when it has been busy with its current round (for health: a hung disk stops it there).
 pub struct WriterDone {
     pub installs: AtomicU64,
     pub routed: AtomicU64,
+    /// Milliseconds after `base` at which the current round began; 0 when idle.
+    busy_since_ms: AtomicU64,
+    base: Instant,
+}
+
+impl WriterDone {
+    pub fn new() -> WriterDone {
+        WriterDone {
+            installs: AtomicU64::new(0),
+            routed: AtomicU64::new(0),
+            busy_since_ms: AtomicU64::new(0),
+            base: Instant::now(),
+        }
+    }
+
+    fn set_busy(&self, busy: bool) {
+        let at = if busy {
+            (self.base.elapsed().as_millis() as u64).max(1)
+        } else {
+            0
+        };
+        self.busy_since_ms.store(at, Ordering::Relaxed);
+    }
+
+    /// How long the current round has taken so far (zero when idle).
+    pub fn busy_for(&self) -> Duration {
+        match self.busy_since_ms.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            at => self
+                .base
+                .elapsed()
+                .saturating_sub(Duration::from_millis(at)),
+        }
+    }
 }
 
 impl Driver {
@@ -388,6 +422,7 @@ pub fn run_writer(
     done: Arc<WriterDone>,
 ) {
     while let Ok(first) = batches.recv() {
+        done.set_busy(true);
         let round: Vec<WriteBatch> = std::iter::once(first).chain(batches.try_iter()).collect();
         // The term and vote go first: durable before any message that depends on them, and
         // before any entry of that term, so a log never holds a term its meta.properties has
@@ -402,7 +437,12 @@ pub fn run_writer(
         for b in round {
             if let Some(point) = b.install {
                 // Before anything appended after it (store::snapshot explains the order).
-                if let Err(e) = install_snapshot(&mut log, &data_dir, &applier, point) {
+                // An install reads the whole staged set, which may take long: it does not
+                // count as a hung disk.
+                done.set_busy(false);
+                let installed = install_snapshot(&mut log, &data_dir, &applier, point);
+                done.set_busy(true);
+                if let Err(e) = installed {
                     super::fatal(&format!("cannot install a snapshot: {e}"));
                 }
                 done.installs.fetch_add(1, Ordering::SeqCst);
@@ -429,6 +469,7 @@ pub fn run_writer(
         if let Err(e) = log.sync() {
             super::fatal(&format!("cannot fsync the log: {e}"));
         }
+        done.set_busy(false);
         if driver
             .send(DriverEvent::Persisted { last, messages })
             .is_err()

@@ -27,7 +27,7 @@ pub mod notifier;
 pub mod snapshot;
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -208,10 +208,15 @@ pub struct Shared {
     stopping: Mutex<bool>,
     stop_cv: Condvar,
     flusher: Mutex<Option<thread::JoinHandle<()>>>,
+    /// The log writer's progress (ordering with the applier, and how long it is busy).
+    writer_done: Arc<driver::WriterDone>,
 }
 
 /// How long the driver may go without a turn before health reports the member unwell.
 pub const DRIVER_STALL_MS: u64 = 3000;
+/// How long one round of the log writer (appends and one fsync) may take before health
+/// reports the member unwell.
+pub const WRITER_STALL_MS: u64 = 10_000;
 
 impl Shared {
     /// Waits up to `d`; whether a clean stop began.
@@ -259,6 +264,8 @@ impl Node {
         let clean_stop = store::datum_dir::clean_stop_marked(&cfg.data_dir);
         let meta = store::read_meta(&cfg.data_dir)?;
         let log_dir = cfg.data_dir.join("log");
+        // Before anything is written: opening the log creates a first segment.
+        store::check_log_present(&cfg.data_dir, meta.as_ref())?;
         if let Some(point) = store::snapshot::recover(&cfg.data_dir)? {
             // A snapshot install was decided but not finished: finish it (store::snapshot).
             let mut r = LogStore::open(&log_dir, cfg.log_segment_bytes, clean_stop)?;
@@ -314,6 +321,7 @@ impl Node {
             stopping: Mutex::new(false),
             stop_cv: Condvar::new(),
             flusher: Mutex::new(None),
+            writer_done: Arc::new(driver::WriterDone::new()),
         });
 
         let mut senders = HashMap::new();
@@ -331,7 +339,7 @@ impl Node {
         let d2 = driver_tx.clone();
         let log = recovered.store;
         let a2 = applier_tx.clone();
-        let writer_done = Arc::new(driver::WriterDone::default());
+        let writer_done = shared.writer_done.clone();
         let i2 = writer_done.clone();
         let writer = spawn_critical("log-writer", move || {
             driver::run_writer(log, data_dir, writer_rx, d2, a2, i2)
@@ -386,11 +394,23 @@ impl Node {
         }
     }
 
-    /// Whether the driver is turning: it ticks every few milliseconds, so a second without
-    /// a turn means it is stuck (a hung disk behind a full queue, or a bug).
-    pub fn healthy(&self) -> bool {
+    /// Whether the member is working: the driver turns every few milliseconds, and the
+    /// log writer's rounds (one fsync each) take milliseconds, so a driver without a turn for
+    /// `DRIVER_STALL_MS`, or a writer round (a hung disk) for `WRITER_STALL_MS`, is stuck.
+    pub fn healthy(&self) -> std::result::Result<(), String> {
         let now = self.shared.started.elapsed().as_millis() as u64;
-        now.saturating_sub(self.shared.driver_turn_ms.load(Ordering::Relaxed)) < DRIVER_STALL_MS
+        let idle = now.saturating_sub(self.shared.driver_turn_ms.load(Ordering::Relaxed));
+        if idle >= DRIVER_STALL_MS {
+            return Err(format!("the Raft driver has not turned for {idle} ms"));
+        }
+        let busy = self.shared.writer_done.busy_for();
+        if busy >= Duration::from_millis(WRITER_STALL_MS) {
+            return Err(format!(
+                "one write to the log has taken {} ms (the disk hangs?)",
+                busy.as_millis()
+            ));
+        }
+        Ok(())
     }
 
     pub fn raft_status(&self) -> Status {
@@ -751,11 +771,17 @@ fn checkpoint_due(
 /// a crash some may be stale; after a clean stop only a hand could have changed them).
 fn reconcile_datum_files(shared: &Shared, log_end: u64, clean_stop: bool) {
     // Compare with the state once the local log is replayed, not with the checkpoint it
-    // started from (which would queue every key the replay changes anyway). Only a matter
-    // of cost: the comparison is right at any point, so it goes ahead after a bound.
-    shared
+    // started from: files written before the stop may hold writes the replay has not
+    // reached yet (it needs the commit index from a leader), and "repairing" them to the
+    // older state would empty `nacosctl dump` of a member cut off since its restart.
+    while !shared
         .datums
-        .wait_applied(log_end, Instant::now() + Duration::from_secs(60));
+        .wait_applied(log_end, Instant::now() + Duration::from_secs(1))
+    {
+        if shared.wait_stopping(Duration::ZERO) {
+            return;
+        }
+    }
     let started = Instant::now();
     let after = if clean_stop {
         "after a clean stop"
@@ -838,7 +864,19 @@ fn run_sender(peer: PeerAddr, token: Option<String>, timeout: Duration, rx: Rece
             Err(e) => {
                 if failing_since.is_none() {
                     failing_since = Some(Instant::now());
-                    log_event(&format!("peer {peer} unreachable: {e}"));
+                    let why = match e {
+                        // A refusal says why (a wrong secret, not a member): show it.
+                        ureq::Error::Status(code, resp) => {
+                            let mut text = String::new();
+                            let _ = std::io::Read::take(resp.into_reader(), 1024)
+                                .read_to_string(&mut text);
+                            let message = serde_json::from_str::<crate::wire::ErrorBody>(&text)
+                                .map_or(text, |b| b.message);
+                            format!("it refuses our messages ({code}): {message}")
+                        }
+                        other => format!("unreachable: {other}"),
+                    };
+                    log_event(&format!("peer {peer} {why}"));
                 }
                 // Drop what queued meanwhile (stale heartbeats and appends), and pause
                 // briefly so a dead peer does not cost a busy loop of connection attempts.

@@ -46,8 +46,6 @@ pub struct Recovered {
     pub entries: Vec<Entry>,
     /// Things an operator should know about (a torn tail that was cut off), one per line.
     pub warnings: Vec<String>,
-    /// The directory held no segment: the log was created just now.
-    pub created: bool,
 }
 
 pub struct LogStore {
@@ -79,6 +77,23 @@ pub(crate) fn frame(payload: &[u8]) -> Vec<u8> {
     rec.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
     rec.extend_from_slice(payload);
     rec
+}
+
+/// Whether `dir` holds any log segment (read only; a missing directory holds none).
+pub fn has_segments(dir: &Path) -> Result<bool> {
+    match fs::read_dir(dir) {
+        Ok(entries) => {
+            for e in entries {
+                let e = e.map_err(|e| Error::store(dir, e))?;
+                if e.file_name().to_string_lossy().ends_with(".log") {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::store(dir, e)),
+    }
 }
 
 impl LogStore {
@@ -120,19 +135,28 @@ impl LogStore {
         let mut segments = Vec::new();
         let count = found.len();
         for (i, (seq, path)) in found.into_iter().enumerate() {
-            let prev = read_segment(
-                &path,
-                i + 1 == count && !clean_stop,
-                &mut start,
-                &mut entries,
-                &mut warnings,
-            )?;
+            let may_be_torn = i + 1 == count && !clean_stop;
+            let empty = fs::metadata(&path)
+                .map_err(|e| Error::store(&path, e))?
+                .len()
+                == 0;
+            if may_be_torn && empty {
+                // A segment being created when the node crashed (its START record was never
+                // durable, and nothing can follow it): the log continues in the one before.
+                fs::remove_file(&path).map_err(|e| Error::store(&path, e))?;
+                sync_dir(dir)?;
+                warnings.push(format!(
+                    "{}: after an unclean stop, removed an empty segment that was being created",
+                    path.display()
+                ));
+                continue;
+            }
+            let prev = read_segment(&path, may_be_torn, &mut start, &mut entries, &mut warnings)?;
             segments.push(Segment { seq, path, prev });
         }
         let last = entries.last().map_or(start, Entry::id);
 
-        let created = segments.is_empty();
-        if created {
+        if segments.is_empty() {
             segments.push(create_segment(dir, 1, last)?);
         }
         let active = segments.last().expect("at least one segment");
@@ -158,7 +182,6 @@ impl LogStore {
             start,
             entries,
             warnings,
-            created,
         })
     }
 
@@ -429,9 +452,10 @@ fn read_segment(
     seg_start.ok_or_else(|| Error::Corrupt {
         path: path.to_path_buf(),
         offset: 0,
-        reason:
-            "empty segment (no START record); it was being created when the node stopped: delete it"
-                .into(),
+        reason: format!(
+            "empty segment (no START record), which no crash leaves here. {}",
+            super::WAY_OUT
+        ),
     })
 }
 
@@ -616,6 +640,28 @@ mod tests {
             assert!(reason.contains("stopped cleanly"), "{reason}");
             assert_eq!(fs::read(only_segment(dir.path())).unwrap(), before);
         }
+    }
+
+    /// A segment whose creation a crash interrupted is empty: removed after an unclean stop,
+    /// damage after a clean one.
+    #[test]
+    fn an_empty_newest_segment_is_removed_only_after_an_unclean_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = open(dir.path(), SEGMENT_BYTES);
+        r.store.append(None, &entries(1, 3, 1)).unwrap();
+        r.store.sync().unwrap();
+        drop(r);
+        let empty = dir.path().join(segment_name(2, 4));
+        fs::write(&empty, b"").unwrap();
+        assert!(corrupt_reason(dir.path(), true).contains("empty segment"));
+        let r = open(dir.path(), SEGMENT_BYTES);
+        assert_eq!(r.entries, entries(1, 3, 1));
+        assert!(
+            r.warnings[0].contains("removed an empty segment"),
+            "{:?}",
+            r.warnings
+        );
+        assert!(!empty.exists());
     }
 
     /// A complete, fsynced record whose checksum fails is not a torn write, even at the end.

@@ -40,7 +40,10 @@ pub fn read_meta(data_dir: &Path) -> Result<Option<HardState>> {
             return Err(corrupt(at, "not text".into()));
         }
     };
-    if !text.lines().any(|l| l.trim_start().starts_with("term")) {
+    let has_term = text
+        .lines()
+        .any(|l| l.split_once('=').is_some_and(|(k, _)| k.trim() == "term"));
+    if !has_term {
         return Err(corrupt(0, "no term= line".into()));
     }
     let mut hs = HardState::default();

@@ -43,30 +43,43 @@ pub use log::LogStore;
 /// must tell one story. A missing piece is never taken for a new member: a member that
 /// restarts without its vote could vote twice in a term, and one without its log could
 /// serve a state that lacks acknowledged writes.
+/// Before the log is opened (which creates a first segment, so a refused start must not
+/// get that far): a member whose log directory has no segment but whose `meta.properties`
+/// or checkpoints say it had a log lost it.
+pub fn check_log_present(data_dir: &Path, meta: Option<&HardState>) -> Result<()> {
+    if log::has_segments(&data_dir.join("log"))? {
+        return Ok(());
+    }
+    let unrecoverable = |reason: String| Error::Unrecoverable {
+        dir: data_dir.to_path_buf(),
+        reason: format!("{reason}. {WAY_OUT}"),
+    };
+    if let Some(hs) = meta.filter(|hs| hs.term > 0) {
+        return Err(unrecoverable(format!(
+            "the log directory has no segment, but {META_FILE} says this member reached term {}: its log was lost",
+            hs.term
+        )));
+    }
+    let checkpoints = [
+        checkpoint::checkpoint_path(data_dir),
+        checkpoint::previous_path(data_dir),
+    ];
+    if let Some(c) = checkpoints.iter().find(|c| c.exists()) {
+        return Err(unrecoverable(format!(
+            "the log directory has no segment, but {} exists: the log after it was lost",
+            c.display()
+        )));
+    }
+    Ok(())
+}
+
+/// After the log is opened: the term and vote and the log must agree.
 pub fn check_start(data_dir: &Path, meta: Option<&HardState>, log: &log::Recovered) -> Result<()> {
     let unrecoverable = |reason: String| Error::Unrecoverable {
         dir: data_dir.to_path_buf(),
         reason: format!("{reason}. {WAY_OUT}"),
     };
-    let checkpoints = [
-        checkpoint::checkpoint_path(data_dir),
-        checkpoint::previous_path(data_dir),
-    ];
     let last = log.entries.last().map_or(log.start, |e| e.id());
-    if log.created {
-        if let Some(hs) = meta.filter(|hs| hs.term > 0) {
-            return Err(unrecoverable(format!(
-                "the log directory has no segment, but {META_FILE} says this member reached term {}: its log was lost",
-                hs.term
-            )));
-        }
-        if let Some(c) = checkpoints.iter().find(|c| c.exists()) {
-            return Err(unrecoverable(format!(
-                "the log directory has no segment, but {} exists: the log after it was lost",
-                c.display()
-            )));
-        }
-    }
     match meta {
         None if last.index > 0 => Err(unrecoverable(format!(
             "{META_FILE} (this member's term and vote) is missing, but the log holds entries up to {last}; starting without it could let this member vote twice in a term"
@@ -127,7 +140,7 @@ mod tests {
     fn a_new_member_and_a_consistent_one_start() {
         let dir = tempfile::tempdir().unwrap();
         let fresh = log_with(dir.path(), &[]);
-        assert!(fresh.created);
+        check_log_present(dir.path(), None).unwrap();
         check_start(dir.path(), None, &fresh).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let r = log_with(dir.path(), &[1, 2]);
@@ -148,11 +161,13 @@ mod tests {
     #[test]
     fn a_lost_log_under_meta_or_a_checkpoint_refuses() {
         let dir = tempfile::tempdir().unwrap();
-        let fresh = log_with(dir.path(), &[]);
-        let why = refusal(check_start(dir.path(), Some(&hs(3)), &fresh));
+        let why = refusal(check_log_present(dir.path(), Some(&hs(3))));
         assert!(why.contains("its log was lost"), "{why}");
         std::fs::write(checkpoint::previous_path(dir.path()), b"x").unwrap();
-        let why = refusal(check_start(dir.path(), None, &fresh));
+        let why = refusal(check_log_present(dir.path(), None));
         assert!(why.contains("checkpoint.prev"), "{why}");
+        // Refusing wrote nothing: a second attempt sees the same.
+        assert!(!dir.path().join("log").exists());
+        assert!(check_log_present(dir.path(), None).is_err());
     }
 }
