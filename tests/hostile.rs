@@ -852,19 +852,17 @@ fn accept_survives_running_out_of_file_descriptors() {
 #[test]
 fn idle_connections_cannot_lock_out_clients_at_a_low_file_limit() {
     let node = TestNode::standalone_with_open_file_limit(256, &FAST);
+    // The limit at 256 descriptors is 96 connections; under load the kernel's accept queue
+    // may time a few of the 300 connects out, which does not matter as long as far more
+    // than the limit are held.
     let held = idle_connections(&node.addr, 300);
-    assert_eq!(held.len(), 300);
-    let started = Instant::now();
+    assert!(held.len() > 200, "only {} connections opened", held.len());
+    // nacosctl's own timeout (5 s) bounds each call: exit 0 means it was served in time.
     let endpoint = node.addr.clone();
     assert_code(&nacosctl_at(&endpoint, &["put", "during", "idle-flood"]), 0);
     let out = nacosctl_at(&endpoint, &["get", "during"]);
     assert_code(&out, 0);
     assert_eq!(stdout(&out).trim(), "idle-flood");
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
     drop(held);
 }
 
