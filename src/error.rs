@@ -34,6 +34,10 @@ pub enum Error {
     #[error("key not found: {0}")]
     NotFound(String),
 
+    /// A compare-and-set whose condition did not hold: nothing changed.
+    #[error("the condition on {key} did not hold: its timestamp is {current}{}; nothing changed", if *current == 0 { " (absent)" } else { "" })]
+    PreconditionFailed { key: String, current: u64 },
+
     #[error("{path}: {source}")]
     Store {
         path: PathBuf,

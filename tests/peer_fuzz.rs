@@ -52,10 +52,10 @@ impl Cluster {
         assert_eq!(c.cores[0].role(), Role::Leader);
         for w in 0..writes {
             c.cores[0]
-                .propose(vec![Command::Publish {
-                    key: format!("k{}", w % 3),
-                    value: serde_json::json!(w),
-                }])
+                .propose(vec![Command::publish(
+                    format!("k{}", w % 3),
+                    serde_json::json!(w),
+                )])
                 .expect("leader");
             c.settle();
         }
@@ -133,11 +133,14 @@ fn check_ready(i: usize, rd: &Ready, applied_before: u64) {
 fn arb_command() -> impl Strategy<Value = Command> {
     prop_oneof![
         Just(Command::Noop),
-        ("[a-z]{1,3}", any::<i64>()).prop_map(|(key, v)| Command::Publish {
-            key,
-            value: serde_json::json!(v),
+        ("[a-z]{1,3}", any::<i64>(), prop::option::of(0u64..4)).prop_map(|(key, v, cond)| {
+            Command::Publish {
+                key,
+                value: serde_json::json!(v),
+                if_timestamp: cond,
+            }
         }),
-        "[a-z]{1,3}".prop_map(|key| Command::Delete { key }),
+        "[a-z]{1,3}".prop_map(Command::delete),
     ]
 }
 

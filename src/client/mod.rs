@@ -58,6 +58,15 @@ pub enum ClientError {
     #[error("key not found: {key}")]
     NotFound { key: String },
 
+    /// 412 `precondition_failed`: a compare-and-set whose condition did not hold; nothing
+    /// changed. `current` is the key's timestamp (0: absent).
+    #[error("{message}")]
+    PreconditionFailed {
+        key: String,
+        current: u64,
+        message: String,
+    },
+
     /// No node could serve the request. `endpoint` is the one whose answer (or silence) is
     /// reported; `message` is the node's message or the transport failure, and names any
     /// other endpoint that was tried.
@@ -97,10 +106,11 @@ impl ClientError {
     }
 
     /// The `nacosctl` exit code for this error (DESIGN §4): 3 not found, 4 unavailable,
-    /// 1 for everything else.
+    /// 6 precondition failed, 1 for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
             ClientError::NotFound { .. } => 3,
+            ClientError::PreconditionFailed { .. } => 6,
             ClientError::Unavailable { .. } => 4,
             ClientError::Server { .. }
             | ClientError::BadResponse { .. }
@@ -200,6 +210,17 @@ impl Client {
     /// and applied. Never sent twice: a write with no answer is reported as
     /// [`UnavailableKind::TimedOut`], and it may still have been applied.
     pub fn put(&self, key: &str, value: Value) -> Result<PutResult, ClientError> {
+        self.put_if(key, value, None)
+    }
+
+    /// Like [`Client::put`], but only if the key's timestamp is `if_timestamp` (0: only if
+    /// absent); else [`ClientError::PreconditionFailed`] with the current one.
+    pub fn put_if(
+        &self,
+        key: &str,
+        value: Value,
+        if_timestamp: Option<u64>,
+    ) -> Result<PutResult, ClientError> {
         self.call(
             &Req {
                 method: "POST",
@@ -208,6 +229,7 @@ impl Client {
                 body: Some(PublishRequest {
                     key: key.to_string(),
                     value,
+                    if_timestamp,
                 }),
                 idempotent: false,
                 key: Some(key),
@@ -238,11 +260,25 @@ impl Client {
 
     /// Deletes `key` (`DELETE /v1/datum`); [`ClientError::NotFound`] if it did not exist.
     pub fn delete(&self, key: &str) -> Result<DeleteResult, ClientError> {
+        self.delete_if(key, None)
+    }
+
+    /// Like [`Client::delete`], but only if the key's timestamp is `if_timestamp`.
+    pub fn delete_if(
+        &self,
+        key: &str,
+        if_timestamp: Option<u64>,
+    ) -> Result<DeleteResult, ClientError> {
+        let cond = if_timestamp.map(|t| t.to_string());
+        let mut query = vec![("key", key)];
+        if let Some(t) = &cond {
+            query.push(("if_timestamp", t.as_str()));
+        }
         self.call(
             &Req {
                 method: "DELETE",
                 path: "/v1/datum",
-                query: vec![("key", key)],
+                query,
                 body: None,
                 // A second DELETE after an unanswered first one would report a not-found
                 // that hides the delete that did happen.
@@ -667,6 +703,11 @@ fn classify_status<T>(endpoint: String, status: u16, text: &str, key: Option<&st
     match (status, body.error) {
         (404, ErrorCode::NotFound) => Attempt::Fail(ClientError::NotFound {
             key: key.unwrap_or_default().to_string(),
+        }),
+        (412, ErrorCode::PreconditionFailed) => Attempt::Fail(ClientError::PreconditionFailed {
+            key: key.unwrap_or_default().to_string(),
+            current: body.timestamp.unwrap_or(0),
+            message,
         }),
         (503, code) => {
             let kind = match code {

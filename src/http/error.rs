@@ -7,7 +7,12 @@ use crate::wire::{ErrorBody, ErrorCode};
 
 /// Status code and body for a library error.
 pub fn error_response(e: &Error) -> (u16, ErrorBody) {
+    let mut timestamp = None;
     let (code, leader) = match e {
+        Error::PreconditionFailed { current, .. } => {
+            timestamp = Some(*current);
+            (ErrorCode::PreconditionFailed, None)
+        }
         Error::NotLeader { leader } => (ErrorCode::NotLeader, leader.clone()),
         Error::NoLeader { .. } => (ErrorCode::NoLeader, None),
         Error::Timeout { .. } => (ErrorCode::Timeout, None),
@@ -23,6 +28,7 @@ pub fn error_response(e: &Error) -> (u16, ErrorBody) {
     };
     let mut body = ErrorBody::new(code, e.to_string());
     body.leader = leader;
+    body.timestamp = timestamp;
     (status_of(&body.error), body)
 }
 
@@ -35,6 +41,7 @@ pub fn status_of(code: &ErrorCode) -> u16 {
         ErrorCode::NotFound | ErrorCode::NoRoute => 404,
         ErrorCode::RequestTimeout => 408,
         ErrorCode::Compacted => 410,
+        ErrorCode::PreconditionFailed => 412,
         ErrorCode::PayloadTooLarge => 413,
         ErrorCode::HeaderTooLarge => 431,
         ErrorCode::Internal => 500,
@@ -103,6 +110,7 @@ mod tests {
             (ErrorCode::NotImplemented, 501),
             (ErrorCode::Busy, 503),
             (ErrorCode::Unhealthy, 503),
+            (ErrorCode::PreconditionFailed, 412),
         ];
         assert_eq!(documented.len(), ErrorCode::KNOWN.len());
         for (code, status) in documented {

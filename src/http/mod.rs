@@ -156,6 +156,7 @@ fn write(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
         Some(body)
     } else {
         crate::validate_key(req.required("key")?)?;
+        if_timestamp(req)?;
         None
     };
     loop {
@@ -172,8 +173,9 @@ fn write(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
             forward(node, &leader, req, deadline)
         } else {
             match &publish {
-                Some(b) => node.publish(&b.key, b.value.clone(), deadline).map(
-                    |(timestamp, term, index)| {
+                Some(b) => node
+                    .publish(&b.key, b.value.clone(), b.if_timestamp, deadline)
+                    .map(|(timestamp, term, index)| {
                         Response::json(
                             200,
                             &PutResult {
@@ -183,12 +185,11 @@ fn write(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
                                 index,
                             },
                         )
-                    },
-                ),
+                    }),
                 None => {
                     let key = req.required("key")?;
-                    node.delete(key, deadline)
-                        .and_then(|(existed, term, index)| {
+                    node.delete(key, if_timestamp(req)?, deadline).and_then(
+                        |(existed, term, index)| {
                             if existed {
                                 Ok(Response::json(
                                     200,
@@ -201,7 +202,8 @@ fn write(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
                             } else {
                                 Err(Error::NotFound(key.to_string()))
                             }
-                        })
+                        },
+                    )
                 }
             }
         };
@@ -220,6 +222,17 @@ fn write(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
         }
         return outcome;
     }
+}
+
+/// The `if_timestamp` query parameter of a conditional delete, if any.
+fn if_timestamp(req: &Request) -> Result<Option<u64>> {
+    req.param("if_timestamp")
+        .map(|t| {
+            t.parse().map_err(|_| {
+                Error::BadRequest(format!("if_timestamp {t:?} is not a timestamp (a number)"))
+            })
+        })
+        .transpose()
 }
 
 /// Sends a client write to the leader and relays its answer.

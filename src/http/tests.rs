@@ -499,3 +499,56 @@ fn peer_endpoints_need_the_cluster_token() {
     // Client routes do not ask for it.
     let _: Status = ok(&n.get("/v1/status", &[]));
 }
+
+#[test]
+fn a_failed_condition_is_412_with_the_current_timestamp_and_changes_nothing() {
+    let n = Standalone::start();
+    let absent = n.publish(json!({"key": "k", "value": 1, "if_timestamp": 0}));
+    assert_eq!(ok::<PutResult>(&absent).timestamp, 1);
+    let r = n.publish(json!({"key": "k", "value": 2, "if_timestamp": 0}));
+    let b = refused(&r, 412, ErrorCode::PreconditionFailed);
+    assert_eq!(b.timestamp, Some(1));
+    assert_eq!(
+        json_of(&r)["timestamp"],
+        json!(1),
+        "the documented body field"
+    );
+    let won = n.publish(json!({"key": "k", "value": 3, "if_timestamp": 1}));
+    assert_eq!(ok::<PutResult>(&won).timestamp, 2);
+
+    let r = n.call(
+        "DELETE",
+        "/v1/datum",
+        &[("key", "k"), ("if_timestamp", "1")],
+        b"",
+    );
+    assert_eq!(
+        refused(&r, 412, ErrorCode::PreconditionFailed).timestamp,
+        Some(2)
+    );
+    let r = n.call(
+        "DELETE",
+        "/v1/datum",
+        &[("key", "k"), ("if_timestamp", "x")],
+        b"",
+    );
+    refused(&r, 400, ErrorCode::BadRequest);
+    let g: GetResult = ok(&n.get("/v1/datum", &[("key", "k")]));
+    assert_eq!(
+        (g.value, g.timestamp),
+        (json!(3), 2),
+        "a refusal changed the key"
+    );
+    let r = n.call(
+        "DELETE",
+        "/v1/datum",
+        &[("key", "k"), ("if_timestamp", "2")],
+        b"",
+    );
+    let _: DeleteResult = ok(&r);
+    let r = n.publish(json!({"key": "k", "value": 4, "if_timestamp": 2}));
+    assert_eq!(
+        refused(&r, 412, ErrorCode::PreconditionFailed).timestamp,
+        Some(0)
+    );
+}

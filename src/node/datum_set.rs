@@ -31,8 +31,17 @@ use super::notifier::{Event, EventKind, Notifier, Subscription, WatchRefused};
 #[derive(Clone, Debug, PartialEq)]
 pub enum Applied {
     Noop,
-    Published { timestamp: u64 },
-    Deleted { existed: bool },
+    Published {
+        timestamp: u64,
+    },
+    Deleted {
+        existed: bool,
+    },
+    /// A compare-and-set whose condition did not hold: nothing changed. `current` is the
+    /// key's timestamp (0: absent).
+    PreconditionFailed {
+        current: u64,
+    },
 }
 
 /// Recent (index, digest) pairs kept for `nacosctl check`.
@@ -346,9 +355,33 @@ impl DatumSet {
             let mut datums = self.datums.write().expect("datums lock");
             let mut digests = self.digests.lock().expect("digest lock");
             for e in entries {
+                // Compare-and-set: judged against the key as the entries before this one
+                // left it (a datum written at or after this index means a replay over a
+                // newer datum: nothing to judge, as for any write). A failed condition
+                // changes nothing.
+                let failed = match &e.command {
+                    Command::Publish {
+                        key,
+                        if_timestamp: Some(want),
+                        ..
+                    }
+                    | Command::Delete {
+                        key,
+                        if_timestamp: Some(want),
+                    } => {
+                        let prev = datums.get(key);
+                        let current = prev.map_or(0, |d| d.timestamp);
+                        let replayed = prev.is_some_and(|d| d.index >= e.index);
+                        (!replayed && current != *want).then_some(current)
+                    }
+                    _ => None,
+                };
                 let applied = match &e.command {
+                    _ if failed.is_some() => Applied::PreconditionFailed {
+                        current: failed.unwrap_or(0),
+                    },
                     Command::Noop => Applied::Noop,
-                    Command::Publish { key, value } => {
+                    Command::Publish { key, value, .. } => {
                         let prev = datums.get(key);
                         if prev.is_some_and(|d| d.index >= e.index) {
                             // Replay after a restart: the file already holds this write.
@@ -384,7 +417,7 @@ impl DatumSet {
                             Applied::Published { timestamp }
                         }
                     }
-                    Command::Delete { key } => match datums.get(key) {
+                    Command::Delete { key, .. } => match datums.get(key) {
                         Some(d) if d.index >= e.index => Applied::Deleted { existed: false },
                         Some(d) => {
                             events.push(Event {

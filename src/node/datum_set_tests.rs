@@ -12,13 +12,10 @@ fn e(index: u64, command: Command) -> Entry {
     }
 }
 fn publish(key: &str, v: i64) -> Command {
-    Command::Publish {
-        key: key.into(),
-        value: json!(v),
-    }
+    Command::publish(key.into(), json!(v))
 }
 fn delete(key: &str) -> Command {
-    Command::Delete { key: key.into() }
+    Command::delete(key.into())
 }
 
 #[test]
@@ -177,9 +174,19 @@ fn datums_of(sm: &DatumSet) -> Vec<Datum> {
 /// datum files follow.
 #[test]
 fn restart_from_a_fuzzy_checkpoint_is_exact() {
+    // Conditional writes too: some hold and some do not, and a replay must judge each as
+    // the first run did.
     let log: Vec<Entry> = (1..=40)
         .map(|i| match i % 5 {
             0 => e(i, delete(&format!("k{}", i % 7))),
+            3 => e(
+                i,
+                Command::Publish {
+                    key: format!("k{}", i % 7),
+                    value: json!(i),
+                    if_timestamp: Some(i % 3),
+                },
+            ),
             _ => e(i, publish(&format!("k{}", i % 7), i as i64)),
         })
         .collect();
@@ -412,4 +419,52 @@ fn a_restart_with_nothing_to_replay_knows_its_digest_at_once() {
     restarted.start_at(base, 3);
     assert_eq!(restarted.digest_at(3), Some(digest));
     assert_eq!(restarted.digest(), (3, digest));
+}
+
+/// Compare-and-set is judged at apply time against the key as the log left it, and a
+/// failed condition changes nothing (no timestamp, no event, no file).
+#[test]
+fn conditional_writes_apply_only_when_the_timestamp_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let sm = DatumSet::load(dir.path().into()).unwrap();
+    let sub = sm.listen("k", false).unwrap();
+    let cas = |v: i64, t: u64| Command::Publish {
+        key: "k".into(),
+        value: json!(v),
+        if_timestamp: Some(t),
+    };
+    let del_if = |t: u64| Command::Delete {
+        key: "k".into(),
+        if_timestamp: Some(t),
+    };
+    let r = sm
+        .apply(&[
+            e(1, cas(1, 0)),
+            e(2, cas(2, 0)),
+            e(3, cas(3, 1)),
+            e(4, del_if(1)),
+            e(5, del_if(2)),
+            e(6, cas(6, 2)),
+            e(7, cas(7, 0)),
+        ])
+        .unwrap();
+    let applied: Vec<Applied> = r.into_iter().map(|x| x.2).collect();
+    assert_eq!(
+        applied,
+        vec![
+            Applied::Published { timestamp: 1 },
+            Applied::PreconditionFailed { current: 1 },
+            Applied::Published { timestamp: 2 },
+            Applied::PreconditionFailed { current: 2 },
+            Applied::Deleted { existed: true },
+            Applied::PreconditionFailed { current: 0 },
+            Applied::Published { timestamp: 1 },
+        ]
+    );
+    let events: Vec<u64> = sub.rx.try_iter().map(|e| e.index).collect();
+    assert_eq!(events, vec![1, 3, 5, 7], "a failed condition made an event");
+    assert_eq!(
+        sm.get("k").map(|d| (d.value, d.timestamp)),
+        Some((json!(7), 1))
+    );
 }

@@ -471,10 +471,13 @@ impl Node {
         wait_reply(&rx, deadline, self.shared.cfg.publish_timeout_ms)?
     }
 
+    /// Publishes `value` under `key`, if given only when the key's timestamp is
+    /// `if_timestamp` (0: only if absent). Returns the new timestamp, the term and index.
     pub fn publish(
         &self,
         key: &str,
         value: serde_json::Value,
+        if_timestamp: Option<u64>,
         deadline: Instant,
     ) -> Result<(u64, u64, u64)> {
         validate_key(key)?;
@@ -482,22 +485,37 @@ impl Node {
         let command = Command::Publish {
             key: key.to_string(),
             value,
+            if_timestamp,
         };
         match self.propose(command, deadline)? {
             (Applied::Published { timestamp }, term, index) => Ok((timestamp, term, index)),
+            (Applied::PreconditionFailed { current }, _, _) => Err(Error::PreconditionFailed {
+                key: key.to_string(),
+                current,
+            }),
             other => unreachable!("a publish applied as {other:?}"),
         }
     }
 
-    pub fn delete(&self, key: &str, deadline: Instant) -> Result<(bool, u64, u64)> {
+    /// Deletes `key`, if given only when its timestamp is `if_timestamp`. Returns whether
+    /// it existed, the term and index.
+    pub fn delete(
+        &self,
+        key: &str,
+        if_timestamp: Option<u64>,
+        deadline: Instant,
+    ) -> Result<(bool, u64, u64)> {
         validate_key(key)?;
-        match self.propose(
-            Command::Delete {
-                key: key.to_string(),
-            },
-            deadline,
-        )? {
+        let command = Command::Delete {
+            key: key.to_string(),
+            if_timestamp,
+        };
+        match self.propose(command, deadline)? {
             (Applied::Deleted { existed }, term, index) => Ok((existed, term, index)),
+            (Applied::PreconditionFailed { current }, _, _) => Err(Error::PreconditionFailed {
+                key: key.to_string(),
+                current,
+            }),
             other => unreachable!("a delete applied as {other:?}"),
         }
     }

@@ -34,10 +34,7 @@ pub(super) fn noop(index: u64, term: u64) -> Entry {
 }
 
 pub(super) fn publish(key: &str, value: u64) -> Command {
-    Command::Publish {
-        key: key.into(),
-        value: serde_json::json!(value),
-    }
+    Command::publish(key.into(), serde_json::json!(value))
 }
 
 pub(super) fn hs(term: u64, vote: Option<&str>) -> HardState {
@@ -214,10 +211,7 @@ fn appends_keep_to_the_byte_budget_but_never_go_empty() {
     let mut c = Cluster::new(3);
     c.elect("a");
     c.core("a").cfg.max_append_bytes = 300;
-    let big = Command::Publish {
-        key: "k".into(),
-        value: serde_json::json!("x".repeat(200)),
-    };
+    let big = Command::publish("k".into(), serde_json::json!("x".repeat(200)));
     c.core("a").propose(vec![big; 4]).expect("leader");
     let rd = c.core("a").take_ready();
     let per_append: Vec<usize> = rd

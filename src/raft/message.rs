@@ -34,10 +34,36 @@ pub enum Command {
     Publish {
         key: String,
         value: serde_json::Value,
+        /// Compare-and-set: applied only if the key's timestamp is this now (0: absent).
+        /// Judged when the entry is applied, in log order, so two racing writers never
+        /// both win.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        if_timestamp: Option<u64>,
     },
     Delete {
         key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        if_timestamp: Option<u64>,
     },
+}
+
+impl Command {
+    /// An unconditional publish.
+    pub fn publish(key: String, value: serde_json::Value) -> Command {
+        Command::Publish {
+            key,
+            value,
+            if_timestamp: None,
+        }
+    }
+
+    /// An unconditional delete.
+    pub fn delete(key: String) -> Command {
+        Command::Delete {
+            key,
+            if_timestamp: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -16,8 +16,8 @@ use super::validate::Rejected;
 pub(super) fn approx_json_size(e: &Entry) -> usize {
     64 + match &e.command {
         Command::Noop => 0,
-        Command::Publish { key, value } => key.len() + crate::datum::approx_json_size(value),
-        Command::Delete { key } => key.len(),
+        Command::Publish { key, value, .. } => key.len() + crate::datum::approx_json_size(value),
+        Command::Delete { key, .. } => key.len(),
     }
 }
 

@@ -468,10 +468,7 @@ mod tests {
         Entry {
             index,
             term,
-            command: Command::Publish {
-                key: format!("k{index}"),
-                value: serde_json::json!(index),
-            },
+            command: Command::publish(format!("k{index}"), serde_json::json!(index)),
         }
     }
 

@@ -19,6 +19,9 @@ pub struct PublishRequest {
     pub key: String,
     /// Any JSON value.
     pub value: Value,
+    /// Compare-and-set: publish only if the key's timestamp is this (0: only if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_timestamp: Option<u64>,
 }
 
 /// Answer to `POST /v1/datum`.
@@ -230,8 +233,17 @@ mod tests {
             PublishRequest {
                 key: "greeting".into(),
                 value: json!({"a": [1]}),
+                if_timestamp: None,
             },
             r#"{"key":"greeting","value":{"a":[1]}}"#,
+        );
+        round_trip(
+            PublishRequest {
+                key: "k".into(),
+                value: json!(1),
+                if_timestamp: Some(0),
+            },
+            r#"{"key":"k","value":1,"if_timestamp":0}"#,
         );
         // A misspelt field is refused, not ignored (it would publish a different value).
         assert!(serde_json::from_value::<PublishRequest>(

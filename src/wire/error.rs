@@ -45,6 +45,8 @@ pub enum ErrorCode {
     Busy,
     /// The member's core has stalled; it should be restarted.
     Unhealthy,
+    /// A compare-and-set whose condition did not hold; the body's `timestamp` is the key's.
+    PreconditionFailed,
     /// A code this build does not know, exactly as the node sent it (a newer node may add
     /// codes); empty when the body had no `error`. Never sent by this build's nodes.
     Unknown(String),
@@ -52,7 +54,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code this build's nodes send.
-    pub const KNOWN: [ErrorCode; 16] = [
+    pub const KNOWN: [ErrorCode; 17] = [
         ErrorCode::BadRequest,
         ErrorCode::NotFound,
         ErrorCode::NoRoute,
@@ -69,6 +71,7 @@ impl ErrorCode {
         ErrorCode::NotImplemented,
         ErrorCode::Busy,
         ErrorCode::Unhealthy,
+        ErrorCode::PreconditionFailed,
     ];
 
     /// The wire name.
@@ -90,6 +93,7 @@ impl ErrorCode {
             ErrorCode::NotImplemented => "not_implemented",
             ErrorCode::Busy => "busy",
             ErrorCode::Unhealthy => "unhealthy",
+            ErrorCode::PreconditionFailed => "precondition_failed",
             ErrorCode::Unknown(code) => code,
         }
     }
@@ -142,6 +146,9 @@ pub struct ErrorBody {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,
+    /// `precondition_failed` only: the key's timestamp now (0: absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<u64>,
 }
 
 impl ErrorBody {
@@ -150,6 +157,7 @@ impl ErrorBody {
             error,
             message: message.into(),
             leader: None,
+            timestamp: None,
         }
     }
 }
@@ -181,6 +189,7 @@ mod tests {
                 "not_implemented",
                 "busy",
                 "unhealthy",
+                "precondition_failed",
             ]
         );
         for code in ErrorCode::KNOWN {

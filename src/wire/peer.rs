@@ -55,10 +55,10 @@ fn decode_one(raw: &RawValue) -> Result<Envelope, String> {
 fn check_command(c: &Command) -> Result<(), String> {
     match c {
         Command::Noop => Ok(()),
-        Command::Publish { key, value } => validate_key(key)
+        Command::Publish { key, value, .. } => validate_key(key)
             .and_then(|()| validate_value(value))
             .map_err(|e| e.to_string()),
-        Command::Delete { key } => validate_key(key).map_err(|e| e.to_string()),
+        Command::Delete { key, .. } => validate_key(key).map_err(|e| e.to_string()),
     }
 }
 
@@ -108,10 +108,7 @@ mod tests {
         Entry {
             index,
             term: 3,
-            command: Command::Publish {
-                key: key.into(),
-                value,
-            },
+            command: Command::publish(key.into(), value),
         }
     }
 

@@ -373,7 +373,7 @@ pub fn log_violations(records: &[Record], log: &NodeLog) -> Vec<String> {
             (Kind::Write, Some(i)) => {
                 let v = r.value.as_deref().unwrap_or_default();
                 let found = log.at(i).is_some_and(|e| {
-                    matches!(&e.command, Command::Publish { key, value }
+                    matches!(&e.command, Command::Publish { key, value, .. }
                         if *key == r.key && value_text(value) == v)
                 });
                 if !found {
@@ -389,7 +389,7 @@ pub fn log_violations(records: &[Record], log: &NodeLog) -> Vec<String> {
             }
             (Kind::Delete, Some(i)) if r.existed == Some(true) => {
                 let found = log.at(i).is_some_and(
-                    |e| matches!(&e.command, Command::Delete { key } if *key == r.key),
+                    |e| matches!(&e.command, Command::Delete { key, .. } if *key == r.key),
                 );
                 if !found {
                     push(
@@ -445,7 +445,9 @@ pub fn log_violations(records: &[Record], log: &NodeLog) -> Vec<String> {
 fn published_values(log: &[Entry]) -> HashMap<(String, String), u64> {
     log.iter()
         .filter_map(|e| match &e.command {
-            Command::Publish { key, value } => Some(((key.clone(), value_text(value)), e.index)),
+            Command::Publish { key, value, .. } => {
+                Some(((key.clone(), value_text(value)), e.index))
+            }
             _ => None,
         })
         .collect()
@@ -536,10 +538,7 @@ mod tests {
         Entry {
             index,
             term: 1,
-            command: Command::Publish {
-                key: key.into(),
-                value: serde_json::Value::String(v.into()),
-            },
+            command: Command::publish(key.into(), serde_json::Value::String(v.into())),
         }
     }
 

@@ -621,7 +621,7 @@ fn a_divergent_uncommitted_suffix_is_repaired() {
     }
     if let Some(log) = &end.log {
         for e in &log.entries {
-            if let Command::Publish { key, value } = &e.command {
+            if let Command::Publish { key, value, .. } = &e.command {
                 if value
                     .as_str()
                     .is_some_and(|v| v.starts_with("old-") && !unanswered.iter().any(|u| u == v))

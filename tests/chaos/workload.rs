@@ -202,7 +202,9 @@ pub fn strict_503() -> bool {
 fn is_unexpected(e: &ClientError) -> bool {
     match e {
         ClientError::Unavailable { .. } | ClientError::NotFound { .. } => false,
-        ClientError::Server { .. }
+        // The workload sends no conditional writes.
+        ClientError::PreconditionFailed { .. }
+        | ClientError::Server { .. }
         | ClientError::BadResponse { .. }
         | ClientError::InvalidEndpoint { .. } => true,
     }

@@ -45,7 +45,7 @@ impl Datums {
     pub fn apply(&mut self, e: &Entry) {
         let key = match &e.command {
             Command::Noop => return,
-            Command::Publish { key, .. } | Command::Delete { key } => key,
+            Command::Publish { key, .. } | Command::Delete { key, .. } => key,
         };
         // Nacos timestamp rule: 1 for a new key, previous + 1 otherwise.
         let ts = self.data.get(key).map_or(1, |d| d.1 + 1);
@@ -71,7 +71,7 @@ impl Datums {
 pub fn key_of(c: &Command) -> Option<&str> {
     match c {
         Command::Noop => None,
-        Command::Publish { key, .. } | Command::Delete { key } => Some(key),
+        Command::Publish { key, .. } | Command::Delete { key, .. } => Some(key),
     }
 }
 

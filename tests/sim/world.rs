@@ -1161,13 +1161,10 @@ impl Sim {
     fn random_command(&mut self) -> Command {
         let key = format!("k{}", self.rng.below(KEYS));
         if self.rng.chance(0.15) {
-            Command::Delete { key }
+            Command::delete(key)
         } else {
             self.next_op += 1;
-            Command::Publish {
-                key,
-                value: serde_json::json!(self.next_op),
-            }
+            Command::publish(key, serde_json::json!(self.next_op))
         }
     }
 

@@ -77,6 +77,12 @@ pub enum Command {
         /// Parse VALUE (or the stdin/file contents) as JSON instead of storing a string
         #[arg(long)]
         json: bool,
+        /// Write only if KEY's timestamp is N now; else nothing changes and nacosctl exits 6
+        #[arg(long, value_name = "N", conflicts_with = "if_absent")]
+        if_timestamp: Option<u64>,
+        /// Write only if KEY does not exist (the same as --if-timestamp 0); else exit 6
+        #[arg(long)]
+        if_absent: bool,
     },
     /// Print the value of KEY (a string raw, any other JSON as JSON); exit 3 if absent
     Get {
@@ -87,7 +93,12 @@ pub enum Command {
     },
     /// Delete KEY; exit 3 if it did not exist
     #[command(visible_alias = "delete")]
-    Del { key: String },
+    Del {
+        key: String,
+        /// Delete only if KEY's timestamp is N now; else nothing changes and nacosctl exits 6
+        #[arg(long, value_name = "N")]
+        if_timestamp: Option<u64>,
+    },
     /// List keys (those starting with PREFIX, if given) with their timestamps
     #[command(visible_alias = "list")]
     Ls {

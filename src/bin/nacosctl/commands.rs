@@ -75,8 +75,12 @@ pub fn put(
     out: &mut dyn Write,
     key: &str,
     value: Value,
+    if_timestamp: Option<u64>,
 ) -> Result<Exit> {
-    let r = client.put(key, value)?;
+    let r = match client.put_if(key, value, if_timestamp) {
+        Err(e) => return precondition_failed(output, out, e),
+        Ok(r) => r,
+    };
     match output {
         Output::Json => render::json(out, &r)?,
         Output::Table => render::table(
@@ -96,6 +100,22 @@ pub fn put(
         )?,
     }
     Ok(Exit::Ok)
+}
+
+/// A failed condition with `-o json`: the answer on stdout (`{"error", "key", "timestamp"}`,
+/// the key's current timestamp, 0 when absent) for a script's next attempt, and exit 6.
+/// Every other error, and the failed condition in text and table form, is reported as usual.
+fn precondition_failed(output: Output, out: &mut dyn Write, e: ClientError) -> Result<Exit> {
+    match (output, e) {
+        (Output::Json, ClientError::PreconditionFailed { key, current, .. }) => {
+            render::json(
+                out,
+                &serde_json::json!({"error": "precondition_failed", "key": key, "timestamp": current}),
+            )?;
+            Ok(Exit::PreconditionFailed)
+        }
+        (_, e) => Err(e.into()),
+    }
 }
 
 pub fn get(
@@ -136,8 +156,17 @@ pub fn get(
     Ok(Exit::Ok)
 }
 
-pub fn del(client: &Client, output: Output, out: &mut dyn Write, key: &str) -> Result<Exit> {
-    let r = client.delete(key)?;
+pub fn del(
+    client: &Client,
+    output: Output,
+    out: &mut dyn Write,
+    key: &str,
+    if_timestamp: Option<u64>,
+) -> Result<Exit> {
+    let r = match client.delete_if(key, if_timestamp) {
+        Err(e) => return precondition_failed(output, out, e),
+        Ok(r) => r,
+    };
     match output {
         Output::Json => render::json(out, &r)?,
         Output::Table => render::table(

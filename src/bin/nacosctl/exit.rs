@@ -20,6 +20,9 @@ pub enum Exit {
     /// `status`: a member is unreachable or the members disagree on the leader; `check`: a
     /// member's datums differ from the leader's, or a member could not be checked.
     Degraded,
+    /// `put`/`del` with `--if-timestamp` or `--if-absent`: the condition did not hold, and
+    /// nothing changed.
+    PreconditionFailed,
 }
 
 impl Exit {
@@ -31,6 +34,7 @@ impl Exit {
             Exit::NotFound => 3,
             Exit::Unavailable => 4,
             Exit::Degraded => 5,
+            Exit::PreconditionFailed => 6,
         }
     }
 
@@ -38,6 +42,7 @@ impl Exit {
         match e {
             ClientError::NotFound { .. } => Exit::NotFound,
             ClientError::Unavailable { .. } => Exit::Unavailable,
+            ClientError::PreconditionFailed { .. } => Exit::PreconditionFailed,
             ClientError::Server { .. }
             | ClientError::BadResponse { .. }
             | ClientError::InvalidEndpoint { .. } => Exit::Error,
@@ -78,7 +83,9 @@ Exit codes:
   4  unavailable (endpoint unreachable, no leader, no quorum, write not confirmed in time,
      watch connection lost)
   5  degraded (status: a member unreachable, or members disagree on the leader;
-     check: a member's datums differ, or a member could not be checked)";
+     check: a member's datums differ, or a member could not be checked)
+  6  precondition failed (put/del --if-timestamp or --if-absent: the key's timestamp
+     was another; nothing changed)";
 
 #[cfg(test)]
 mod tests {
@@ -94,6 +101,7 @@ mod tests {
             (Exit::NotFound, 3),
             (Exit::Unavailable, 4),
             (Exit::Degraded, 5),
+            (Exit::PreconditionFailed, 6),
         ];
         for (e, code) in all {
             assert_eq!(e.code(), code, "{e:?}");
@@ -108,6 +116,11 @@ mod tests {
     fn client_errors_map_like_the_library_says() {
         let errors = [
             ClientError::NotFound { key: "k".into() },
+            ClientError::PreconditionFailed {
+                key: "k".into(),
+                current: 3,
+                message: "m".into(),
+            },
             ClientError::Unavailable {
                 endpoint: "e".into(),
                 kind: UnavailableKind::NoLeader,
@@ -134,6 +147,7 @@ mod tests {
             exits,
             [
                 Exit::NotFound,
+                Exit::PreconditionFailed,
                 Exit::Unavailable,
                 Exit::Error,
                 Exit::Error,

@@ -41,18 +41,25 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
     let mut out = stdout.lock();
     let client = || Client::new(cli.endpoints.0.clone(), cli.timeout);
     let exit = match &cli.command {
-        Command::Put { key, value, json } => {
+        Command::Put {
+            key,
+            value,
+            json,
+            if_timestamp,
+            if_absent,
+        } => {
             commands::check_key(key)?;
             let value = commands::read_value(value, *json, &mut io::stdin().lock())?;
-            commands::put(&client(), cli.output, &mut out, key, value)?
+            let cond = if *if_absent { Some(0) } else { *if_timestamp };
+            commands::put(&client(), cli.output, &mut out, key, value, cond)?
         }
         Command::Get { key, stale } => {
             commands::check_key(key)?;
             commands::get(&client(), cli.output, &mut out, key, *stale)?
         }
-        Command::Del { key } => {
+        Command::Del { key, if_timestamp } => {
             commands::check_key(key)?;
-            commands::del(&client(), cli.output, &mut out, key)?
+            commands::del(&client(), cli.output, &mut out, key, *if_timestamp)?
         }
         Command::Ls { prefix, stale } => commands::ls(
             &client(),
@@ -194,6 +201,9 @@ fn client_hint(e: &ClientError, cli: &Cli) -> Option<String> {
     let timeout = fmt_duration(cli.timeout);
     Some(match e {
         ClientError::NotFound { .. } => return None,
+        ClientError::PreconditionFailed { key, current, .. } => format!(
+            "another write got there first; read {key} again (`nacosctl get {key}`), decide, and retry with --if-timestamp {current}"
+        ),
         ClientError::Unavailable { kind, leader, .. } => match kind {
             UnavailableKind::Unreachable => format!(
                 "is nacos-node running at {endpoints}? Name a live member with --endpoints (or NACOSCTL_ENDPOINTS)"
