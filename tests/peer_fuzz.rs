@@ -138,6 +138,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
                 key,
                 value: serde_json::json!(v),
                 if_timestamp: cond,
+                request: None,
             }
         }),
         "[a-z]{1,3}".prop_map(Command::delete),

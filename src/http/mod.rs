@@ -18,8 +18,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::node::{Node, PROXIED_HEADER, TOKEN_HEADER};
-use crate::raft::PeerAddr;
+use crate::node::{Node, WriteOptions, PROXIED_HEADER, REQUEST_ID_HEADER, TOKEN_HEADER};
+use crate::raft::{PeerAddr, RequestId};
 use crate::wire::api::{
     DeleteResult, Digest, FollowerStatus, GetResult, Health, LeaderInfo, ListEntry, PublishRequest,
     PutResult, Status, Transfer,
@@ -42,6 +42,8 @@ pub struct Request {
     pub query: Vec<(String, String)>,
     pub proxied: bool,
     pub token: Option<String>,
+    /// `X-Request-Id`, as sent.
+    pub request_id: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -145,6 +147,12 @@ pub fn route(node: &Node, req: &Request) -> Response {
 /// Publish or delete: on the leader, propose; on a follower, forward once to the leader.
 fn write(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
     // Validate before forwarding, so bad input never costs the leader anything.
+    let request = req
+        .request_id
+        .as_deref()
+        .map(RequestId::parse)
+        .transpose()
+        .map_err(Error::BadRequest)?;
     let publish = if req.method == "POST" {
         let body: PublishRequest = serde_json::from_slice(&req.body).map_err(|e| {
             Error::BadRequest(format!(
@@ -173,23 +181,33 @@ fn write(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
             forward(node, &leader, req, deadline)
         } else {
             match &publish {
-                Some(b) => node
-                    .publish(&b.key, b.value.clone(), b.if_timestamp, deadline)
-                    .map(|(timestamp, term, index)| {
-                        Response::json(
-                            200,
-                            &PutResult {
-                                key: b.key.clone(),
-                                timestamp,
-                                term,
-                                index,
-                            },
-                        )
-                    }),
+                Some(b) => {
+                    let opts = WriteOptions {
+                        if_timestamp: b.if_timestamp,
+                        request: request.clone(),
+                    };
+                    node.publish(&b.key, b.value.clone(), opts, deadline).map(
+                        |(timestamp, term, index)| {
+                            Response::json(
+                                200,
+                                &PutResult {
+                                    key: b.key.clone(),
+                                    timestamp,
+                                    term,
+                                    index,
+                                },
+                            )
+                        },
+                    )
+                }
                 None => {
                     let key = req.required("key")?;
-                    node.delete(key, if_timestamp(req)?, deadline).and_then(
-                        |(existed, term, index)| {
+                    let opts = WriteOptions {
+                        if_timestamp: if_timestamp(req)?,
+                        request: request.clone(),
+                    };
+                    node.delete(key, opts, deadline)
+                        .and_then(|(existed, term, index)| {
                             if existed {
                                 Ok(Response::json(
                                     200,
@@ -202,8 +220,7 @@ fn write(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
                             } else {
                                 Err(Error::NotFound(key.to_string()))
                             }
-                        },
-                    )
+                        })
                 }
             }
         };
@@ -245,10 +262,13 @@ fn forward(node: &Node, leader: &PeerAddr, req: &Request, deadline: Instant) -> 
         .extend_pairs(req.query.iter())
         .finish();
     let url = format!("http://{leader}{}?{query}", req.path);
-    let r = agent
+    let mut r = agent
         .request(&req.method, &url)
         .set(PROXIED_HEADER, "1")
         .set("Content-Type", "application/json");
+    if let Some(id) = &req.request_id {
+        r = r.set(REQUEST_ID_HEADER, id);
+    }
     let r = match &node.config().cluster_token {
         Some(t) => r.set(TOKEN_HEADER, t),
         None => r,
@@ -461,9 +481,7 @@ fn peer_snapshot(node: &Node, req: &Request) -> Result<Response> {
     if let Some(refusal) = refuse_stranger(node, req, Some(&header.from)) {
         return Ok(refusal);
     }
-    let datums = crate::wire::peer::decode_chunk(&req.body)
-        .map_err(|e| Error::BadRequest(format!("snapshot chunk refused: {e}")))?;
-    node.receive_snapshot(header, datums)?;
+    node.receive_snapshot(header, &req.body)?;
     Ok(Response::no_content())
 }
 
@@ -687,6 +705,7 @@ impl NodeHandler {
         let req = Request {
             proxied: head.header(PROXIED_HEADER).is_some(),
             token: head.header(TOKEN_HEADER).map(str::to_string),
+            request_id: head.header(REQUEST_ID_HEADER).map(str::to_string),
             method: head.method,
             path: head.path,
             query,

@@ -26,6 +26,8 @@ use crate::raft::{Command, Entry};
 use crate::store::{checkpoint, datum_dir};
 
 use super::notifier::{Event, EventKind, Notifier, Subscription, WatchRefused};
+use super::sessions::{Decision, Outcome, SessionRecord, Sessions};
+use crate::raft::LogId;
 
 /// The result of applying one entry, handed to the client that proposed it.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,6 +44,38 @@ pub enum Applied {
     PreconditionFailed {
         current: u64,
     },
+    /// The request was applied before, at `at`, with this outcome: nothing changed now.
+    Duplicate {
+        at: LogId,
+        outcome: Outcome,
+    },
+    /// A newer request of the same client was applied before: this one was not.
+    Stale {
+        latest: u64,
+    },
+}
+
+impl Applied {
+    /// What a client's session remembers of it.
+    fn outcome(&self) -> Option<Outcome> {
+        match *self {
+            Applied::Published { timestamp } => Some(Outcome::Published { timestamp }),
+            Applied::Deleted { existed } => Some(Outcome::Deleted { existed }),
+            Applied::PreconditionFailed { current } => {
+                Some(Outcome::PreconditionFailed { current })
+            }
+            Applied::Noop | Applied::Duplicate { .. } | Applied::Stale { .. } => None,
+        }
+    }
+}
+
+/// The session table with the index of the last entry applied to the map: read together
+/// under the map's lock, they are the exact state at that index (checkpoints and snapshots
+/// take them so; the datums themselves are read fuzzily after).
+#[derive(Default)]
+pub struct SessionState {
+    pub table: Sessions,
+    pub index: u64,
 }
 
 /// Recent (index, digest) pairs kept for `nacosctl check`.
@@ -94,7 +128,39 @@ pub struct DatumSet {
     applied_bytes: AtomicU64,
     /// About the bytes of the live datum set.
     live_bytes: AtomicU64,
+    /// Client sessions (exactly-once writes), updated with the map.
+    sessions: Mutex<SessionState>,
 }
+
+/// Session records from their JSON texts.
+fn parse_sessions(lines: &[String]) -> std::result::Result<Sessions, String> {
+    let records = lines
+        .iter()
+        .map(|l| serde_json::from_str::<SessionRecord>(l))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| format!("a session record does not parse: {e}"))?;
+    Ok(Sessions::from_records(records))
+}
+
+/// The sessions a snapshot install left beside its datum files (`data/.sessions`), exact at
+/// the snapshot's point: used when start-up loads the datum files (no checkpoint yet).
+pub fn read_sessions_file(data_dir: &std::path::Path) -> Result<Sessions> {
+    let path = datum_dir::datum_root(data_dir).join(SESSIONS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Sessions::default()),
+        Err(e) => return Err(Error::store(&path, e)),
+    };
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    parse_sessions(&lines).map_err(|reason| Error::Corrupt {
+        path,
+        offset: 0,
+        reason,
+    })
+}
+
+/// Name of the sessions file in a snapshot's staged datum dir (hidden: datum walks skip it).
+pub const SESSIONS_FILE: &str = ".sessions";
 
 /// About what a datum costs, as JSON text.
 fn datum_bytes(d: &Datum) -> u64 {
@@ -118,7 +184,10 @@ impl DatumSet {
             .into_iter()
             .map(|(d, _)| d)
             .collect();
-        Ok(DatumSet::with_datums(data_dir, datums, 0))
+        let sessions = read_sessions_file(&data_dir)?;
+        let sm = DatumSet::with_datums(data_dir, datums, 0);
+        sm.sessions.lock().expect("sessions lock").table = sessions;
+        Ok(sm)
     }
 
     /// Loads the state a restart begins from: the newest usable checkpoint (one sequential
@@ -202,7 +271,17 @@ impl DatumSet {
             ));
         }
         let base = c.base;
+        let sessions = parse_sessions(&c.sessions).map_err(|why| Error::Corrupt {
+            path: if from_previous {
+                previous.clone()
+            } else {
+                newest.clone()
+            },
+            offset: 0,
+            reason: why,
+        })?;
         let sm = DatumSet::with_datums(data_dir, c.datums, c.end);
+        sm.sessions.lock().expect("sessions lock").table = sessions;
         let previous_base = if from_previous {
             None
         } else {
@@ -265,6 +344,7 @@ impl DatumSet {
             checkpoints: Mutex::new(Checkpoints::default()),
             applied_bytes: AtomicU64::new(0),
             live_bytes: AtomicU64::new(live),
+            sessions: Mutex::new(SessionState::default()),
         }
     }
 
@@ -284,6 +364,10 @@ impl DatumSet {
             }
         }
         self.notifier.notified_at_least(index);
+        {
+            let mut sessions = self.sessions.lock().expect("sessions lock");
+            sessions.index = sessions.index.max(index);
+        }
         let mut applied = self.applied.lock().expect("applied lock");
         *applied = (*applied).max(index);
         *self.flushed.lock().expect("flushed lock") = index;
@@ -340,6 +424,16 @@ impl DatumSet {
         self.len() == 0
     }
 
+    fn record_digest(&self, digests: &mut Digests, index: u64) {
+        let current = digests.current;
+        if index >= digests.floor {
+            digests.recent.push_back((index, current));
+        }
+        if digests.recent.len() > DIGEST_HISTORY {
+            digests.recent.pop_front();
+        }
+    }
+
     /// Applies committed entries in order and returns each one's result. The datum files
     /// follow in the next `flush` round.
     pub fn apply(&self, entries: &[Entry]) -> Result<Vec<(u64, u64, Applied)>> {
@@ -354,7 +448,35 @@ impl DatumSet {
         {
             let mut datums = self.datums.write().expect("datums lock");
             let mut digests = self.digests.lock().expect("digest lock");
+            let mut sessions = self.sessions.lock().expect("sessions lock");
             for e in entries {
+                sessions.index = e.index;
+                // A request applied before is answered as then and changes nothing; an old
+                // one (its client has moved on) is not applied at all.
+                let request = match &e.command {
+                    Command::Publish { request, .. } | Command::Delete { request, .. } => {
+                        request.as_ref()
+                    }
+                    Command::Noop => None,
+                };
+                if let Some(req) = request {
+                    let answered = match sessions.table.decide(req) {
+                        Decision::Apply => None,
+                        Decision::Duplicate(first) => {
+                            sessions.table.touch(&req.client, e.index);
+                            Some(Applied::Duplicate {
+                                at: LogId::new(first.index, first.term),
+                                outcome: first.outcome,
+                            })
+                        }
+                        Decision::Stale { latest } => Some(Applied::Stale { latest }),
+                    };
+                    if let Some(applied) = answered {
+                        results.push((e.index, e.term, applied));
+                        self.record_digest(&mut digests, e.index);
+                        continue;
+                    }
+                }
                 // Compare-and-set: judged against the key as the entries before this one
                 // left it (a datum written at or after this index means a replay over a
                 // newer datum: nothing to judge, as for any write). A failed condition
@@ -368,6 +490,7 @@ impl DatumSet {
                     | Command::Delete {
                         key,
                         if_timestamp: Some(want),
+                        ..
                     } => {
                         let prev = datums.get(key);
                         let current = prev.map_or(0, |d| d.timestamp);
@@ -443,14 +566,11 @@ impl DatumSet {
                         }
                     },
                 };
+                if let (Some(req), Some(outcome)) = (request, applied.outcome()) {
+                    sessions.table.record(req, e.index, e.term, outcome);
+                }
                 results.push((e.index, e.term, applied));
-                let current = digests.current;
-                if e.index >= digests.floor {
-                    digests.recent.push_back((e.index, current));
-                }
-                if digests.recent.len() > DIGEST_HISTORY {
-                    digests.recent.pop_front();
-                }
+                self.record_digest(&mut digests, e.index);
             }
         }
         if !dirty.is_empty() {
@@ -499,8 +619,17 @@ impl DatumSet {
     /// size. The datum files are not synced: restarts do not depend on them.
     pub fn checkpoint(&self) -> Result<(u64, u64)> {
         let _files = self.files.lock().expect("files lock");
-        let base = self.flush_files()?;
+        self.flush_files()?;
+        // The base is where the sessions are exact: taken with the map held still, so
+        // every effect up to it is in the map the datums are read from next. (The datum
+        // files may trail it; the check at start-up repairs any a crash leaves stale.)
+        let (base, sessions) = self.capture_sessions();
         let mut w = checkpoint::CheckpointWriter::create(&self.data_dir, base)?;
+        let lines: Vec<String> = sessions
+            .iter()
+            .map(|r| serde_json::to_string(r).expect("sessions serialise"))
+            .collect();
+        w.add_sessions(&lines)?;
         let mut after: Option<String> = None;
         loop {
             let chunk = self.list_after(after.as_deref(), 4096);
@@ -619,7 +748,15 @@ impl DatumSet {
         // newest of them the map is not the exact state at any one index, so no digest is
         // recorded and no watch may resume before it (as after a restart).
         let newest = loaded.values().map(|d| d.index).max().unwrap_or(0);
-        *self.datums.write().expect("datums lock") = loaded;
+        let sessions = read_sessions_file(&self.data_dir)?;
+        {
+            let mut map = self.datums.write().expect("datums lock");
+            *map = loaded;
+            *self.sessions.lock().expect("sessions lock") = SessionState {
+                table: sessions,
+                index,
+            };
+        }
         self.dirty.lock().expect("dirty lock").clear();
         {
             let mut d = self.digests.lock().expect("digest lock");
@@ -648,6 +785,19 @@ impl DatumSet {
     pub fn digest(&self) -> (u64, u64) {
         let d = self.digests.lock().expect("digest lock");
         (d.recent.back().map_or(0, |(i, _)| *i), d.current)
+    }
+
+    /// The sessions and the index they are exact at, taken with the map held still (a
+    /// checkpoint's or a snapshot's base).
+    pub fn capture_sessions(&self) -> (u64, Vec<SessionRecord>) {
+        let _map = self.datums.read().expect("datums lock");
+        let s = self.sessions.lock().expect("sessions lock");
+        (s.index, s.table.records())
+    }
+
+    /// Sessions held now.
+    pub fn session_count(&self) -> usize {
+        self.sessions.lock().expect("sessions lock").table.len()
     }
 
     /// The listeners and the event history.

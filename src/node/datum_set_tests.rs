@@ -2,6 +2,7 @@
 //! digests, the datum-file repair.
 
 use super::*;
+use crate::raft::LogId;
 use serde_json::json;
 
 fn e(index: u64, command: Command) -> Entry {
@@ -185,6 +186,7 @@ fn restart_from_a_fuzzy_checkpoint_is_exact() {
                     key: format!("k{}", i % 7),
                     value: json!(i),
                     if_timestamp: Some(i % 3),
+                    request: None,
                 },
             ),
             _ => e(i, publish(&format!("k{}", i % 7), i as i64)),
@@ -432,10 +434,12 @@ fn conditional_writes_apply_only_when_the_timestamp_matches() {
         key: "k".into(),
         value: json!(v),
         if_timestamp: Some(t),
+        request: None,
     };
     let del_if = |t: u64| Command::Delete {
         key: "k".into(),
         if_timestamp: Some(t),
+        request: None,
     };
     let r = sm
         .apply(&[
@@ -467,4 +471,97 @@ fn conditional_writes_apply_only_when_the_timestamp_matches() {
         sm.get("k").map(|d| (d.value, d.timestamp)),
         Some((json!(7), 1))
     );
+}
+
+fn with_request(c: Command, client: &str, seq: u64) -> Command {
+    let req = Some(crate::raft::RequestId {
+        client: client.into(),
+        seq,
+    });
+    match c {
+        Command::Publish {
+            key,
+            value,
+            if_timestamp,
+            ..
+        } => Command::Publish {
+            key,
+            value,
+            if_timestamp,
+            request: req,
+        },
+        Command::Delete {
+            key, if_timestamp, ..
+        } => Command::Delete {
+            key,
+            if_timestamp,
+            request: req,
+        },
+        Command::Noop => Command::Noop,
+    }
+}
+
+/// A request applied once is answered as the first time when it comes again (a retry
+/// appended after it), changing nothing; an older one of the same client is not applied.
+#[test]
+fn a_repeated_request_is_answered_as_the_first_time_and_applied_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sm = DatumSet::load(dir.path().into()).unwrap();
+    let r = sm
+        .apply(&[
+            e(1, with_request(publish("k", 1), "c", 1)),
+            e(2, publish("k", 2)),
+            e(3, with_request(publish("k", 1), "c", 1)),
+            e(4, with_request(delete("k"), "c", 2)),
+            e(5, with_request(publish("k", 9), "c", 1)),
+        ])
+        .unwrap();
+    let applied: Vec<Applied> = r.into_iter().map(|x| x.2).collect();
+    assert_eq!(
+        applied,
+        vec![
+            Applied::Published { timestamp: 1 },
+            Applied::Published { timestamp: 2 },
+            Applied::Duplicate {
+                at: LogId::new(1, 1),
+                outcome: Outcome::Published { timestamp: 1 }
+            },
+            Applied::Deleted { existed: true },
+            Applied::Stale { latest: 2 },
+        ]
+    );
+    assert!(sm.get("k").is_none(), "the stale request was applied");
+}
+
+/// Sessions are in checkpoints, exact at the checkpoint's base: after a restart a retry is
+/// still answered as the first time, and the replay after the base decides as the first
+/// run did.
+#[test]
+fn sessions_survive_a_restart_through_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let sm = DatumSet::load(dir.path().into()).unwrap();
+    sm.apply(&[e(1, with_request(publish("k", 1), "c", 1))])
+        .unwrap();
+    sm.checkpoint().unwrap();
+    sm.apply(&[e(2, with_request(publish("k", 2), "c", 2))])
+        .unwrap();
+    drop(sm);
+    let (restarted, base) = DatumSet::open(dir.path().into(), 0, 2).unwrap();
+    assert_eq!(base, 1);
+    restarted.start_at(base, 2);
+    let r = restarted
+        .apply(&[
+            e(2, with_request(publish("k", 2), "c", 2)),
+            e(3, with_request(publish("k", 2), "c", 2)),
+        ])
+        .unwrap();
+    assert_eq!(r[0].2, Applied::Published { timestamp: 2 }, "the replay");
+    assert_eq!(
+        r[1].2,
+        Applied::Duplicate {
+            at: LogId::new(2, 1),
+            outcome: Outcome::Published { timestamp: 2 }
+        }
+    );
+    assert_eq!(restarted.session_count(), 1);
 }

@@ -373,33 +373,43 @@ impl Driver {
     }
 
     /// Starts streaming a snapshot to `peer` on its own thread, unless one is under way.
-    /// It covers the log up to the applied index, whose entries after it the log keeps
-    /// (the pin holds compaction back until the stream ends).
+    /// It covers the log up to the index the client sessions are exact at (taken with the
+    /// map held still), whose entries after it the log keeps (the pin holds compaction back
+    /// until the stream ends).
     fn start_snapshot(&mut self, peer: PeerAddr) {
         // A leader that stepped down in the same turn must not stream under its new term.
         if self.core.role() != Role::Leader {
             return;
         }
-        let index = self
+        if self
             .shared
-            .datums
-            .applied_index()
-            .min(self.core.commit_index());
-        let Some(snap_term) = self.core.term_at(index) else {
-            return; // applied index not in the retained log: wait for the next request
-        };
+            .snapshot_pins
+            .lock()
+            .expect("pins lock")
+            .contains_key(&peer)
         {
-            let mut pins = self.shared.snapshot_pins.lock().expect("pins lock");
-            if pins.contains_key(&peer) {
+            return; // a stream is under way; it reports when it ends
+        }
+        let (index, sessions) = self.shared.datums.capture_sessions();
+        let snap_term = match self.core.term_at(index) {
+            Some(t) if index <= self.core.commit_index() => t,
+            _ => {
+                // Cannot be served from here now (never expected: what is applied is
+                // committed and retained): let the core ask again at the next heartbeat.
+                self.core.on_snapshot_sent(&peer, index, false);
                 return;
             }
-            pins.insert(peer.clone(), index);
-        }
+        };
+        self.shared
+            .snapshot_pins
+            .lock()
+            .expect("pins lock")
+            .insert(peer.clone(), index);
         self.core.on_snapshot_started(&peer, index);
         let shared = self.shared.clone();
         let term = self.core.term();
         super::spawn_critical(&format!("snapshot-{peer}"), move || {
-            super::snapshot::send(shared, peer, index, snap_term, term)
+            super::snapshot::send(shared, peer, index, snap_term, term, sessions)
         });
     }
 

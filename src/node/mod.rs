@@ -24,6 +24,7 @@ pub mod datum_set;
 mod driver;
 pub mod members;
 pub mod notifier;
+pub mod sessions;
 pub mod snapshot;
 
 use std::collections::HashMap;
@@ -37,18 +38,22 @@ use std::time::{Duration, Instant};
 
 use crate::datum::{validate_key, Datum};
 use crate::error::{Error, Result};
-use crate::raft::{self, Command, Envelope, PeerAddr, RaftCore, Role, Status};
+use crate::raft::{self, Command, Envelope, LogId, PeerAddr, RaftCore, RequestId, Role, Status};
 use crate::store::{self, LogStore};
 
 pub use datum_set::{Applied, DatumSet};
 pub use driver::DriverEvent;
 use driver::{Driver, Waiters};
 pub use notifier::{Event, EventKind};
+use sessions::Outcome;
 
 /// Header on requests a follower forwards to the leader, so they are never forwarded again.
 pub const PROXIED_HEADER: &str = "X-Nacos-Proxied";
 /// Header carrying the cluster token on peer traffic.
 pub const TOKEN_HEADER: &str = "X-Nacos-Cluster-Token";
+/// Header carrying a client's request id, `<client>:<seq>`: a retry with the same id is
+/// applied once and answered as the first time.
+pub const REQUEST_ID_HEADER: &str = "X-Request-Id";
 
 pub const DEFAULT_CHECKPOINT_ENTRIES: u64 = 20_000;
 pub const DEFAULT_LOG_RETAIN_ENTRIES: u64 = 10_000;
@@ -444,12 +449,8 @@ impl Node {
     }
 
     /// Stages a snapshot chunk from the leader; the last one is offered to the core.
-    pub fn receive_snapshot(
-        &self,
-        header: snapshot::ChunkHeader,
-        datums: Vec<Datum>,
-    ) -> Result<()> {
-        snapshot::receive(&self.shared, header, datums)
+    pub fn receive_snapshot(&self, header: snapshot::ChunkHeader, body: &[u8]) -> Result<()> {
+        snapshot::receive(&self.shared, header, body)
     }
 
     /// Hands messages from a peer to the core.
@@ -471,13 +472,14 @@ impl Node {
         wait_reply(&rx, deadline, self.shared.cfg.publish_timeout_ms)?
     }
 
-    /// Publishes `value` under `key`, if given only when the key's timestamp is
-    /// `if_timestamp` (0: only if absent). Returns the new timestamp, the term and index.
+    /// Publishes `value` under `key`: only when the key's timestamp is
+    /// `opts.if_timestamp` (0: only if absent), if given; once, if `opts.request` is given
+    /// (a retry gets the first answer). Returns the timestamp, the term and index.
     pub fn publish(
         &self,
         key: &str,
         value: serde_json::Value,
-        if_timestamp: Option<u64>,
+        opts: WriteOptions,
         deadline: Instant,
     ) -> Result<(u64, u64, u64)> {
         validate_key(key)?;
@@ -485,38 +487,34 @@ impl Node {
         let command = Command::Publish {
             key: key.to_string(),
             value,
-            if_timestamp,
+            if_timestamp: opts.if_timestamp,
+            request: opts.request,
         };
-        match self.propose(command, deadline)? {
-            (Applied::Published { timestamp }, term, index) => Ok((timestamp, term, index)),
-            (Applied::PreconditionFailed { current }, _, _) => Err(Error::PreconditionFailed {
-                key: key.to_string(),
-                current,
-            }),
-            other => unreachable!("a publish applied as {other:?}"),
+        let (applied, term, index) = self.propose(command, deadline)?;
+        match answer(key, applied, LogId::new(index, term))? {
+            (Outcome::Published { timestamp }, at) => Ok((timestamp, at.term, at.index)),
+            (other, _) => unreachable!("a publish applied as {other:?}"),
         }
     }
 
-    /// Deletes `key`, if given only when its timestamp is `if_timestamp`. Returns whether
-    /// it existed, the term and index.
+    /// Deletes `key`, with the same options as `publish`. Returns whether it existed, the
+    /// term and index.
     pub fn delete(
         &self,
         key: &str,
-        if_timestamp: Option<u64>,
+        opts: WriteOptions,
         deadline: Instant,
     ) -> Result<(bool, u64, u64)> {
         validate_key(key)?;
         let command = Command::Delete {
             key: key.to_string(),
-            if_timestamp,
+            if_timestamp: opts.if_timestamp,
+            request: opts.request,
         };
-        match self.propose(command, deadline)? {
-            (Applied::Deleted { existed }, term, index) => Ok((existed, term, index)),
-            (Applied::PreconditionFailed { current }, _, _) => Err(Error::PreconditionFailed {
-                key: key.to_string(),
-                current,
-            }),
-            other => unreachable!("a delete applied as {other:?}"),
+        let (applied, term, index) = self.propose(command, deadline)?;
+        match answer(key, applied, LogId::new(index, term))? {
+            (Outcome::Deleted { existed }, at) => Ok((existed, at.term, at.index)),
+            (other, _) => unreachable!("a delete applied as {other:?}"),
         }
     }
 
@@ -680,6 +678,39 @@ impl Node {
                 "warning: datum files not fully written: {e}; the next start checks them"
             ));
         }
+    }
+}
+
+/// How a write may be conditional (compare-and-set) or safe to retry (a request id).
+#[derive(Clone, Debug, Default)]
+pub struct WriteOptions {
+    pub if_timestamp: Option<u64>,
+    pub request: Option<RequestId>,
+}
+
+/// What a write's client is told: the outcome and where it happened, the first time for a
+/// repeated request. A failed condition, and an old request, are errors.
+fn answer(key: &str, applied: Applied, at: LogId) -> Result<(Outcome, LogId)> {
+    let (outcome, at) = match applied {
+        Applied::Published { timestamp } => (Outcome::Published { timestamp }, at),
+        Applied::Deleted { existed } => (Outcome::Deleted { existed }, at),
+        Applied::PreconditionFailed { current } => {
+            (Outcome::PreconditionFailed { current }, at)
+        }
+        Applied::Duplicate { at, outcome } => (outcome, at),
+        Applied::Stale { latest } => {
+            return Err(Error::BadRequest(format!(
+                "this client's request {latest} was applied already, so this older one was not; a client sends its requests in order, one at a time"
+            )))
+        }
+        Applied::Noop => unreachable!("a write applied as a no-op"),
+    };
+    match outcome {
+        Outcome::PreconditionFailed { current } => Err(Error::PreconditionFailed {
+            key: key.to_string(),
+            current,
+        }),
+        other => Ok((other, at)),
     }
 }
 

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::datum::Datum;
+use super::datum_set::SESSIONS_FILE;
+use super::sessions::SessionRecord;
 use crate::error::{Error, Result};
 use crate::raft::{LogId, PeerAddr};
 use crate::store::snapshot::SnapshotWriter;
@@ -36,6 +37,9 @@ pub struct ChunkHeader {
     pub snap_term: u64,
     pub seq: u64,
     pub last: bool,
+    /// This chunk holds the client sessions (exact at `index`), not datums: always chunk
+    /// 0 of a stream.
+    pub sessions: bool,
 }
 
 /// The follower's progress through one incoming stream.
@@ -45,9 +49,17 @@ pub struct Incoming {
     count: u64,
 }
 
-/// Leader: streams the datum set to `peer`, then reports to the driver.
-pub fn send(shared: Arc<Shared>, peer: PeerAddr, index: u64, snap_term: u64, term: u64) {
-    let result = stream(&shared, &peer, index, snap_term, term);
+/// Leader: streams the sessions (exact at `index`) and the datum set to `peer`, then
+/// reports to the driver.
+pub fn send(
+    shared: Arc<Shared>,
+    peer: PeerAddr,
+    index: u64,
+    snap_term: u64,
+    term: u64,
+    sessions: Vec<SessionRecord>,
+) {
+    let result = stream(&shared, &peer, index, snap_term, term, &sessions);
     shared
         .snapshot_pins
         .lock()
@@ -80,12 +92,48 @@ fn stream(
     index: u64,
     snap_term: u64,
     term: u64,
+    sessions: &[SessionRecord],
 ) -> std::result::Result<u64, String> {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(30))
         .build();
+    let header = |seq, last, sessions| ChunkHeader {
+        from: shared.cfg.advertise.clone(),
+        term,
+        index,
+        snap_term,
+        seq,
+        last,
+        sessions,
+    };
+    let post = |h: &ChunkHeader, body: &[u8]| {
+        let mut req = agent
+            .post(&format!(
+                "http://{peer}/v1/raft/snapshot?{}",
+                serde_urlencoded(h)
+            ))
+            .set("Content-Type", "application/json");
+        if let Some(t) = &shared.cfg.cluster_token {
+            req = req.set(TOKEN_HEADER, t);
+        }
+        req.send_bytes(body).map(|_| ()).map_err(|e| match e {
+            ureq::Error::Status(code, r) => format!(
+                "{peer} refused chunk {}: {code} {}",
+                h.seq,
+                r.into_string().unwrap_or_default()
+            ),
+            ureq::Error::Transport(t) => format!("chunk {} not delivered: {t}", h.seq),
+        })
+    };
+    // Chunk 0: the sessions, one JSON text per line (as the checkpoint holds them).
+    let mut lines = Vec::new();
+    for r in sessions {
+        serde_json::to_writer(&mut lines, r).map_err(|e| e.to_string())?;
+        lines.push(b'\n');
+    }
+    post(&header(0, false, true), &lines)?;
     let mut after: Option<String> = None;
-    let mut seq = 0;
+    let mut seq = 1;
     let mut sent = 0u64;
     loop {
         let mut chunk = shared.datums.list_after(after.as_deref(), CHUNK_DATUMS);
@@ -103,29 +151,10 @@ fn stream(
             chunk.truncate(fits);
             last = false;
         }
-        let header = ChunkHeader {
-            from: shared.cfg.advertise.clone(),
-            term,
-            index,
-            snap_term,
-            seq,
-            last,
-        };
-        let query = serde_urlencoded(&header);
-        let mut req = agent
-            .post(&format!("http://{peer}/v1/raft/snapshot?{query}"))
-            .set("Content-Type", "application/json");
-        if let Some(t) = &shared.cfg.cluster_token {
-            req = req.set(TOKEN_HEADER, t);
-        }
-        let body = crate::wire::peer::encode_chunk(&chunk);
-        req.send_bytes(&body).map_err(|e| match e {
-            ureq::Error::Status(code, r) => format!(
-                "{peer} refused chunk {seq}: {code} {}",
-                r.into_string().unwrap_or_default()
-            ),
-            ureq::Error::Transport(t) => format!("chunk {seq} not delivered: {t}"),
-        })?;
+        post(
+            &header(seq, last, false),
+            &crate::wire::peer::encode_chunk(&chunk),
+        )?;
         sent += chunk.len() as u64;
         if last {
             return Ok(sent);
@@ -143,6 +172,7 @@ fn serde_urlencoded(h: &ChunkHeader) -> String {
         .append_pair("snap_term", &h.snap_term.to_string())
         .append_pair("seq", &h.seq.to_string())
         .append_pair("last", if h.last { "1" } else { "0" })
+        .append_pair("sessions", if h.sessions { "1" } else { "0" })
         .finish()
 }
 
@@ -167,12 +197,13 @@ pub fn parse_header(query: &[(String, String)]) -> Result<ChunkHeader> {
         snap_term: num("snap_term")?,
         seq: num("seq")?,
         last: get("last")? == "1",
+        sessions: get("sessions").is_ok_and(|v| v == "1"),
     })
 }
 
 /// Follower: stages one chunk; on the last one, offers the snapshot to the core and answers
 /// once the core has decided (the install itself then runs in log order in the writer).
-pub fn receive(shared: &Shared, header: ChunkHeader, datums: Vec<Datum>) -> Result<()> {
+pub fn receive(shared: &Shared, header: ChunkHeader, body: &[u8]) -> Result<()> {
     // Only a leader of this term or a later one streams a snapshot: a chunk from anyone else
     // is refused before it touches the staging dir (the core checks the offer again, with
     // everything it knows, on the last chunk).
@@ -212,8 +243,28 @@ pub fn receive(shared: &Shared, header: ChunkHeader, datums: Vec<Datum>) -> Resu
             }
         }
     };
-    for d in &datums {
-        writer.add(d)?;
+    if header.sessions {
+        if header.seq != 0 {
+            return Err(Error::BadRequest(
+                "snapshot sessions come in chunk 0 only".into(),
+            ));
+        }
+        // Checked as the checkpoint's are read back, so a bad record fails here, not at
+        // install.
+        let text = std::str::from_utf8(body)
+            .map_err(|_| Error::BadRequest("snapshot sessions are not text".into()))?;
+        for line in text.lines() {
+            serde_json::from_str::<SessionRecord>(line).map_err(|e| {
+                Error::BadRequest(format!("a snapshot session does not parse: {e}"))
+            })?;
+        }
+        writer.add_file(SESSIONS_FILE, body)?;
+    } else {
+        let datums = crate::wire::peer::decode_chunk(body)
+            .map_err(|e| Error::BadRequest(format!("snapshot chunk refused: {e}")))?;
+        for d in &datums {
+            writer.add(d)?;
+        }
     }
     *incoming = Some(Incoming {
         header: header.clone(),

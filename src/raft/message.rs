@@ -39,12 +39,73 @@ pub enum Command {
         /// both win.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         if_timestamp: Option<u64>,
+        /// The client's request, so that a retry is applied once (Raft thesis §6.3).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<RequestId>,
     },
     Delete {
         key: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         if_timestamp: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<RequestId>,
     },
+}
+
+/// A client's request: its id and the request's sequence number, `<client>:<seq>` on the
+/// wire (`X-Request-Id`). A client sends one request at a time per id, with growing seqs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RequestId {
+    pub client: String,
+    pub seq: u64,
+}
+
+/// Longest client id accepted.
+pub const MAX_CLIENT_ID: usize = 64;
+
+impl RequestId {
+    /// Parses `<client>:<seq>`: a client id of 1 to 64 letters, digits, `.`, `_` or `-`,
+    /// and a decimal seq.
+    pub fn parse(text: &str) -> Result<RequestId, String> {
+        let bad = || {
+            format!(
+                "the request id {text:?} is not <client>:<seq> (a client id of 1 to {MAX_CLIENT_ID} letters, digits, '.', '_' or '-', and a number)"
+            )
+        };
+        let (client, seq) = text.rsplit_once(':').ok_or_else(bad)?;
+        let ok_client = !client.is_empty()
+            && client.len() <= MAX_CLIENT_ID
+            && client
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        let seq: u64 = seq.parse().map_err(|_| bad())?;
+        if !ok_client {
+            return Err(bad());
+        }
+        Ok(RequestId {
+            client: client.to_string(),
+            seq,
+        })
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.client, self.seq)
+    }
+}
+
+impl Serialize for RequestId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RequestId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RequestId, D::Error> {
+        let text = String::deserialize(d)?;
+        RequestId::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Command {
@@ -54,6 +115,7 @@ impl Command {
             key,
             value,
             if_timestamp: None,
+            request: None,
         }
     }
 
@@ -62,6 +124,7 @@ impl Command {
         Command::Delete {
             key,
             if_timestamp: None,
+            request: None,
         }
     }
 }
@@ -170,5 +233,42 @@ impl Message {
                 | Message::ReadIndexResp { .. }
                 | Message::TimeoutNow
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_parse_strictly_and_round_trip() {
+        let r = RequestId::parse("nacosctl-3f2a:17").unwrap();
+        assert_eq!((r.client.as_str(), r.seq), ("nacosctl-3f2a", 17));
+        assert_eq!(r.to_string(), "nacosctl-3f2a:17");
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(json, r#""nacosctl-3f2a:17""#);
+        assert_eq!(serde_json::from_str::<RequestId>(&json).unwrap(), r);
+        for bad in [
+            "",
+            "c",
+            ":1",
+            "c:",
+            "c:x",
+            "c d:1",
+            &format!("{}:1", "c".repeat(65)),
+        ] {
+            assert!(RequestId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_entry_without_a_request_reads_as_before() {
+        let old = r#"{"index":3,"term":1,"op":"publish","key":"k","value":1}"#;
+        let e: Entry = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            e.command,
+            Command::publish("k".into(), serde_json::json!(1))
+        );
+        assert_eq!(serde_json::to_string(&e).unwrap(), old);
     }
 }

@@ -25,4 +25,4 @@ pub use self::core::{FollowerStatus, ProposeError, RaftCore, Role, Status};
 pub use self::log::LogId;
 pub use self::ready::{InstallPoint, ReadState, Ready};
 pub use self::validate::{Rejected, MAX_POSITION};
-pub use message::{Command, Entry, Envelope, HardState, Message, PeerAddr};
+pub use message::{Command, Entry, Envelope, HardState, Message, PeerAddr, RequestId};

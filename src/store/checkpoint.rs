@@ -6,6 +6,8 @@
 //! they are:
 //! - HEADER: format version (u32 LE) and `base` (u64 LE), the applied index the datum files
 //!   were synced at when the checkpoint began;
+//! - SESSIONS (version 2): client sessions as JSON lines, exact at `base` (their meaning is
+//!   `node::sessions`'); before any DATUMS;
 //! - DATUMS: datums as JSON lines (the datum file format), in strictly increasing key order;
 //! - END: the datum count (u64 LE) and `end` (u64 LE), the applied index when the last datum
 //!   was read. Nothing may follow it.
@@ -34,10 +36,12 @@ const FILE: &str = "checkpoint";
 const PREVIOUS: &str = "checkpoint.prev";
 const TMP: &str = ".checkpoint.tmp";
 const MAGIC: &[u8; 8] = b"NACOSCKP";
-const VERSION: u32 = 1;
+/// Written now; version 1 (no SESSIONS records) is still read.
+const VERSION: u32 = 2;
 const KIND_HEADER: u8 = 1;
 const KIND_DATUMS: u8 = 2;
 const KIND_END: u8 = 3;
+const KIND_SESSIONS: u8 = 4;
 /// A DATUMS record is closed once it passes this size: large enough for sequential I/O,
 /// small enough that parsing spreads over every core.
 const RECORD_BYTES: usize = 1 << 20;
@@ -63,6 +67,8 @@ pub struct Checkpoint {
     pub end: u64,
     /// Sorted by key.
     pub datums: Vec<Datum>,
+    /// Session records, one JSON text each, exact at `base`.
+    pub sessions: Vec<String>,
 }
 
 /// Writes a checkpoint under a temp name; `finish` puts it in place.
@@ -101,6 +107,28 @@ impl CheckpointWriter {
         self.out
             .write_all(bytes)
             .map_err(|e| Error::store(self.dir.join(TMP), e))
+    }
+
+    /// Adds the session records (JSON texts without newlines), before any datum.
+    pub fn add_sessions(&mut self, lines: &[String]) -> Result<()> {
+        if self.count > 0 || self.record.len() > 1 {
+            return Err(Error::BadRequest(
+                "checkpoint sessions come before the datums".into(),
+            ));
+        }
+        let mut rec = vec![KIND_SESSIONS];
+        for line in lines {
+            rec.extend_from_slice(line.as_bytes());
+            rec.push(b'\n');
+            if rec.len() >= RECORD_BYTES {
+                self.put(&frame(&rec))?;
+                rec.truncate(1);
+            }
+        }
+        if rec.len() > 1 {
+            self.put(&frame(&rec))?;
+        }
+        Ok(())
     }
 
     /// Adds a datum; datums must come in strictly increasing key order.
@@ -252,11 +280,11 @@ fn open_at(path: &Path) -> Result<Option<(BufReader<File>, u64)>> {
         return Err(corrupt(path, offset, "bad header record"));
     }
     let version = u32::from_le_bytes(header[1..5].try_into().expect("4 bytes"));
-    if version != VERSION {
+    if !(1..=VERSION).contains(&version) {
         return Err(corrupt(
             path,
             offset,
-            format!("format version {version}; this build reads version {VERSION}"),
+            format!("format version {version}; this build reads versions 1 to {VERSION}"),
         ));
     }
     Ok(Some((
@@ -281,6 +309,7 @@ pub fn read_at(path: &Path) -> Result<Option<Checkpoint>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 8));
     let (tx, rx) = mpsc::sync_channel::<(usize, u64, Vec<u8>)>(threads * 2);
     let rx = Mutex::new(rx);
+    let mut sessions: Vec<String> = Vec::new();
     let (tail, parsed) = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
@@ -301,6 +330,17 @@ pub fn read_at(path: &Path) -> Result<Option<Checkpoint>> {
         let mut seq = 0usize;
         loop {
             match next_record(&mut r, path, offset) {
+                Ok(Some(rec)) if rec[0] == KIND_SESSIONS && seq == 0 => {
+                    let len = rec.len() as u64;
+                    match std::str::from_utf8(&rec[1..]) {
+                        Ok(text) => sessions.extend(text.lines().map(str::to_string)),
+                        Err(_) => {
+                            tail = Err(corrupt(path, offset, "sessions record is not text"));
+                            break;
+                        }
+                    }
+                    offset += 8 + len;
+                }
                 Ok(Some(rec)) if rec[0] == KIND_DATUMS => {
                     let len = rec.len() as u64;
                     if tx.send((seq, offset, rec)).is_err() {
@@ -363,7 +403,12 @@ pub fn read_at(path: &Path) -> Result<Option<Checkpoint>> {
             ),
         ));
     }
-    Ok(Some(Checkpoint { base, end, datums }))
+    Ok(Some(Checkpoint {
+        base,
+        end,
+        datums,
+        sessions,
+    }))
 }
 
 #[cfg(test)]
@@ -405,6 +450,31 @@ mod tests {
         remove(dir.path()).unwrap();
         remove(dir.path()).unwrap();
         assert!(read(dir.path()).unwrap().is_none());
+    }
+
+    #[test]
+    fn sessions_come_back_and_version_1_files_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = CheckpointWriter::create(dir.path(), 9).unwrap();
+        let lines: Vec<String> = (0..3).map(|i| format!(r#"{{"client":"c{i}"}}"#)).collect();
+        w.add_sessions(&lines).unwrap();
+        w.add(&datum(1)).unwrap();
+        assert!(w.add_sessions(&lines).is_err(), "sessions after datums");
+        w.finish(9).unwrap();
+        let c = read(dir.path()).unwrap().unwrap();
+        assert_eq!((c.sessions, c.datums.len()), (lines, 1));
+        // A version-1 file: the same layout without sessions.
+        write(dir.path(), 3);
+        let path = checkpoint_path(dir.path());
+        let mut bytes = fs::read(&path).unwrap();
+        let at = MAGIC.len() + 8 + 1;
+        bytes[at..at + 4].copy_from_slice(&1u32.to_le_bytes());
+        let payload_end = MAGIC.len() + 8 + 13;
+        let crc = crc32fast::hash(&bytes[MAGIC.len() + 8..payload_end]);
+        bytes[MAGIC.len() + 4..MAGIC.len() + 8].copy_from_slice(&crc.to_le_bytes());
+        fs::write(&path, bytes).unwrap();
+        let c = read(dir.path()).unwrap().unwrap();
+        assert_eq!((c.datums.len(), c.sessions.len()), (3, 0));
     }
 
     fn read(dir: &Path) -> Result<Option<Checkpoint>> {

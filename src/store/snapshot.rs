@@ -85,6 +85,12 @@ impl SnapshotWriter {
         Ok(())
     }
 
+    /// Stages the snapshot's sessions file (`name` in the staged datum dir), as sent.
+    pub fn add_file(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        let path = staging(&self.data_dir).join(name);
+        fs::write(&path, bytes).map_err(|e| Error::store(&path, e))
+    }
+
     /// Makes the staged datums durable and decides the install (step 2).
     pub fn commit(self, point: LogId) -> Result<()> {
         decide_install(&self.data_dir, point)
