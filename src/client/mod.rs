@@ -1,8 +1,9 @@
 //! Typed, blocking HTTP client of a node's `/v1` API (docs/http-api.md), shared by `nacosctl`
 //! and the end-to-end tests.
 //!
-//! It owns endpoint failover and the time bound of every call. It does not print, retry a
-//! write whose outcome is unknown, or decide exit policy beyond [`ClientError::exit_code`].
+//! It owns endpoint failover, the time bound of every call, and exactly-once writes: each
+//! write carries a request id and is retried with it until the deadline. It does not print,
+//! or decide exit policy beyond [`ClientError::exit_code`].
 
 use std::error::Error as _;
 use std::io;
@@ -125,9 +126,12 @@ struct Req<'a> {
     path: &'static str,
     query: Vec<(&'static str, &'a str)>,
     body: Option<PublishRequest>,
-    /// Safe to send again to another endpoint after the first may have received it. Writes
-    /// are not: a retried publish would bump the timestamp twice.
+    /// Safe to send again to another endpoint after the first may have received it: reads,
+    /// and writes that carry a request id (the cluster applies one id once).
     idempotent: bool,
+    /// A write's `X-Request-Id`: it is sent again, with the same id, after a lost
+    /// connection or a `504`, on any member, until the deadline.
+    request_id: Option<String>,
     /// The key, to name it in [`ClientError::NotFound`].
     key: Option<&'a str>,
 }
@@ -154,14 +158,13 @@ pub struct Client {
     /// Connects within `connect_cap`, so an address that silently drops packets cannot
     /// use up the whole deadline while other endpoints are left to try.
     capped: ureq::Agent,
-    /// The same two for writes, without a connection pool. A write sent on a pooled
-    /// connection that the server had closed (it restarted, say) fails after sending, which
-    /// must be reported as "may have been applied"; and ureq silently resends a DELETE on a
-    /// fresh connection when a recycled one fails, which can delete twice or report a
-    /// delivered delete as never sent. On a fresh connection, a failure to connect means the
-    /// write reached no node (safe to try the next), and any later failure is honest.
-    write_agent: ureq::Agent,
-    write_capped: ureq::Agent,
+    /// Request-id sessions for writes not in flight: a call takes one (or makes one), sends
+    /// its write under the session's next seq, and gives it back. So each session has at
+    /// most one write outstanding, as the cluster's session table expects, however many
+    /// threads share this client.
+    sessions: std::sync::Arc<std::sync::Mutex<Vec<(String, u64)>>>,
+    /// The base of this client's session ids (random per client).
+    client_id: String,
     connect_cap: Duration,
     /// The endpoint that answered last: calls start there. After one `503 shutting_down`
     /// (or a refused connection) a client stops going to that member first, which matters
@@ -181,18 +184,13 @@ impl Client {
         let capped = ureq::AgentBuilder::new()
             .timeout_connect(connect_cap)
             .build();
-        let write_agent = ureq::AgentBuilder::new().max_idle_connections(0).build();
-        let write_capped = ureq::AgentBuilder::new()
-            .max_idle_connections(0)
-            .timeout_connect(connect_cap)
-            .build();
         Client {
             endpoints,
             timeout,
             agent,
             capped,
-            write_agent,
-            write_capped,
+            sessions: Default::default(),
+            client_id: random_client_id(),
             connect_cap,
             pinned: Default::default(),
         }
@@ -207,8 +205,11 @@ impl Client {
     }
 
     /// Publishes `value` under `key` (`POST /v1/datum`). Answers once the write is committed
-    /// and applied. Never sent twice: a write with no answer is reported as
-    /// [`UnavailableKind::TimedOut`], and it may still have been applied.
+    /// and applied. The write carries a request id (`X-Request-Id`): after a lost
+    /// connection or a `504` it is sent again with the same id, to any member, until the
+    /// deadline, and the cluster applies it once and answers a repeat as the first time.
+    /// Only when no member confirmed it in time is the outcome unknown
+    /// ([`UnavailableKind::TimedOut`] and the like, saying so).
     pub fn put(&self, key: &str, value: Value) -> Result<PutResult, ClientError> {
         self.put_if(key, value, None)
     }
@@ -221,21 +222,49 @@ impl Client {
         value: Value,
         if_timestamp: Option<u64>,
     ) -> Result<PutResult, ClientError> {
-        self.call(
-            &Req {
-                method: "POST",
-                path: "/v1/datum",
-                query: vec![],
-                body: Some(PublishRequest {
-                    key: key.to_string(),
-                    value,
-                    if_timestamp,
-                }),
-                idempotent: false,
-                key: Some(key),
-            },
-            |_: &PutResult| true,
-        )
+        let body = PublishRequest {
+            key: key.to_string(),
+            value,
+            if_timestamp,
+        };
+        self.with_request_id(|id| {
+            self.call(
+                &Req {
+                    method: "POST",
+                    path: "/v1/datum",
+                    query: vec![],
+                    body: Some(body),
+                    idempotent: true,
+                    request_id: Some(id),
+                    key: Some(key),
+                },
+                |_: &PutResult| true,
+            )
+        })
+    }
+
+    /// Runs one write under a request id of its own: the next seq of a session no other
+    /// call of this client is using (a session has one write outstanding at most).
+    fn with_request_id<T>(&self, write: impl FnOnce(String) -> T) -> T {
+        let (session, seq) = {
+            let mut idle = self.sessions.lock().expect("client sessions lock");
+            match idle.pop() {
+                Some((s, last)) => (s, last + 1),
+                None => {
+                    let n = SESSION_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    (format!("{}-{n}", self.client_id), 1)
+                }
+            }
+        };
+        let out = write(format!("{session}:{seq}"));
+        // Back to the pool whatever happened: the next write of the session gets a higher
+        // seq, and a late copy of this one is then never applied (the cluster refuses a
+        // request older than its client's newest).
+        self.sessions
+            .lock()
+            .expect("client sessions lock")
+            .push((session, seq));
+        out
     }
 
     /// Reads `key` (`GET /v1/datum`): linearizable, or from the answering node's replica
@@ -252,6 +281,7 @@ impl Client {
                 query,
                 body: None,
                 idempotent: true,
+                request_id: None,
                 key: Some(key),
             },
             |_: &GetResult| true,
@@ -274,19 +304,20 @@ impl Client {
         if let Some(t) = &cond {
             query.push(("if_timestamp", t.as_str()));
         }
-        self.call(
-            &Req {
-                method: "DELETE",
-                path: "/v1/datum",
-                query,
-                body: None,
-                // A second DELETE after an unanswered first one would report a not-found
-                // that hides the delete that did happen.
-                idempotent: false,
-                key: Some(key),
-            },
-            |_: &DeleteResult| true,
-        )
+        self.with_request_id(|id| {
+            self.call(
+                &Req {
+                    method: "DELETE",
+                    path: "/v1/datum",
+                    query,
+                    body: None,
+                    idempotent: true,
+                    request_id: Some(id),
+                    key: Some(key),
+                },
+                |_: &DeleteResult| true,
+            )
+        })
     }
 
     /// Keys starting with `prefix` (every key when it is empty), sorted by key.
@@ -305,6 +336,7 @@ impl Client {
                 query,
                 body: None,
                 idempotent: true,
+                request_id: None,
                 key: None,
             },
             |_: &Vec<ListEntry>| true,
@@ -322,6 +354,7 @@ impl Client {
                 query: vec![],
                 body: None,
                 idempotent: true,
+                request_id: None,
                 key: None,
             },
             |l: &LeaderInfo| l.leader.is_some(),
@@ -342,6 +375,7 @@ impl Client {
                 query: vec![],
                 body: None,
                 idempotent: true,
+                request_id: None,
                 key: None,
             },
             |_: &Status| true,
@@ -502,6 +536,7 @@ impl Client {
             // None of these change data: a timeout is reported as such, without the warning
             // that a write may still apply.
             idempotent: true,
+            request_id: None,
             key: None,
         };
         match self.attempt(&self.agent, endpoint, &req, self.timeout) {
@@ -526,45 +561,106 @@ impl Client {
         }
         let deadline = Instant::now() + self.timeout;
         let mut passed_over: Option<T> = None;
-        let mut failures: Vec<ClientError> = Vec::new();
+        // The latest failure of each endpoint (a write goes round them until the deadline),
+        // and the first that left a write's outcome unknown.
+        let mut failures: Vec<Option<ClientError>> = vec![None; self.endpoints.len()];
+        let mut first_unknown: Option<ClientError> = None;
         use std::sync::atomic::Ordering;
         let n = self.endpoints.len();
         let first = self.pinned.load(Ordering::Relaxed) % n;
-        for step in 0..n {
-            let i = (first + step) % n;
-            let endpoint = &self.endpoints[i];
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                break;
+        // A write with a request id goes round the members until one answers or the time
+        // is up; anything else makes one pass.
+        let passes = if req.request_id.is_some() {
+            usize::MAX
+        } else {
+            1
+        };
+        'passes: for pass in 0..passes {
+            if pass > 0 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                // Leadership moves take a few heartbeats: do not spin meanwhile.
+                std::thread::sleep(left.min(Duration::from_millis(50)));
             }
-            let others_left = step + 1 < n;
-            let capped = others_left && remaining > self.connect_cap;
-            let agent = match (req.idempotent, capped) {
-                (true, true) => &self.capped,
-                (true, false) => &self.agent,
-                (false, true) => &self.write_capped,
-                (false, false) => &self.write_agent,
-            };
-            match self.attempt::<T>(agent, endpoint, req, remaining) {
-                Attempt::Done(v) if accept(&v) => {
-                    self.pinned.store(i, Ordering::Relaxed);
-                    return Ok(v);
+            for step in 0..n {
+                let i = (first + step) % n;
+                let endpoint = &self.endpoints[i];
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if remaining.is_zero() {
+                    break 'passes;
                 }
-                Attempt::Done(v) => passed_over = Some(v),
-                Attempt::Fail(e) => {
-                    if matches!(e, ClientError::NotFound { .. }) {
-                        // It answered: a live member.
+                let others_left = step + 1 < n;
+                let capped = others_left && remaining > self.connect_cap;
+                let agent = if capped { &self.capped } else { &self.agent };
+                match self.attempt::<T>(agent, endpoint, req, remaining) {
+                    Attempt::Done(v) if accept(&v) => {
                         self.pinned.store(i, Ordering::Relaxed);
+                        return Ok(v);
                     }
-                    return Err(e);
+                    Attempt::Done(v) => passed_over = Some(v),
+                    Attempt::Fail(e) => {
+                        if matches!(e, ClientError::NotFound { .. }) {
+                            // It answered: a live member.
+                            self.pinned.store(i, Ordering::Relaxed);
+                        }
+                        return Err(e);
+                    }
+                    Attempt::Next(e) => {
+                        if first_unknown.is_none() && leaves_write_unknown(&e) {
+                            first_unknown = Some(e.clone());
+                        }
+                        failures[i] = Some(e);
+                    }
                 }
-                Attempt::Next(e) => failures.push(e),
             }
         }
         if let Some(v) = passed_over {
             return Ok(v);
         }
-        Err(combine(failures, self.timeout))
+        // A write asked again after an attempt that may have reached a leader stays "may
+        // have been applied", whatever the later attempts said: a later 503 only says that
+        // member did not take it.
+        let failures: Vec<ClientError> = failures.into_iter().flatten().collect();
+        let mut err = match (req.request_id.is_some(), first_unknown) {
+            (
+                true,
+                Some(ClientError::Unavailable {
+                    endpoint,
+                    kind,
+                    message,
+                    leader,
+                }),
+            ) => ClientError::Unavailable {
+                endpoint,
+                kind,
+                message: format!(
+                    "{message}; asked again until the deadline: {}",
+                    combine(failures, self.timeout)
+                ),
+                leader,
+            },
+            _ => combine(failures, self.timeout),
+        };
+        if req.request_id.is_some() {
+            // Every member was asked again until the deadline: only now is the outcome
+            // unknown, and only if some attempt may have reached a leader.
+            if let ClientError::Unavailable { kind, message, .. } = &mut err {
+                if matches!(
+                    kind,
+                    UnavailableKind::TimedOut
+                        | UnavailableKind::ConnectionLost
+                        | UnavailableKind::WriteTimeout
+                ) && !message.contains("may still")
+                {
+                    message.push_str(
+                        "; the write may still be applied (no member confirmed it in time): read the key before retrying",
+                    );
+                }
+            }
+        }
+        Err(err)
     }
 
     /// One request to one endpoint, bounded by `budget`.
@@ -579,6 +675,9 @@ impl Client {
         let mut request = agent.request(req.method, &url).timeout(budget);
         for (k, v) in &req.query {
             request = request.query(k, v);
+        }
+        if let Some(id) = &req.request_id {
+            request = request.set(crate::node::REQUEST_ID_HEADER, id);
         }
         let result = match &req.body {
             Some(body) => request.send_json(body),
@@ -603,11 +702,56 @@ impl Client {
             },
             Err(ureq::Error::Status(status, resp)) => {
                 let text = resp.into_string().unwrap_or_default();
-                classify_status(name, status, &text, req.key)
+                match classify_status(name, status, &text, req.key) {
+                    // Not confirmed in time, and the same id may be asked again: its
+                    // answer (or its first application) is then what comes back.
+                    Attempt::Fail(e @ ClientError::Unavailable { .. })
+                        if req.request_id.is_some() =>
+                    {
+                        Attempt::Next(e)
+                    }
+                    other => other,
+                }
             }
             Err(ureq::Error::Transport(t)) => classify_transport(name, &t, budget, req.idempotent),
         }
     }
+}
+
+/// Whether a failed attempt may have reached a leader with a write (so its outcome is
+/// unknown until the same request id is answered).
+fn leaves_write_unknown(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Unavailable {
+            kind: UnavailableKind::TimedOut
+                | UnavailableKind::ConnectionLost
+                | UnavailableKind::WriteTimeout,
+            ..
+        }
+    )
+}
+
+/// Numbers the sessions of every client of this process, so their ids differ.
+static SESSION_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A client id unlikely to meet another's: 16 hex digits from the system's randomness
+/// (falling back to the time and the process id), so that two processes never share
+/// sessions.
+fn random_client_id() -> String {
+    let mut bytes = [0u8; 8];
+    let from_os = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut bytes))
+        .is_ok();
+    let n = if from_os {
+        u64::from_le_bytes(bytes)
+    } else {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        t ^ (u64::from(std::process::id()) << 32)
+    };
+    format!("{n:016x}")
 }
 
 /// An open watch: JSON lines from one node. See [`Client::watch`].

@@ -140,18 +140,46 @@ fn no_leader_503_tries_the_next_endpoint_even_for_writes() {
 }
 
 #[test]
-fn gateway_timeout_is_final_and_unavailable() {
+fn a_gateway_timeout_is_retried_until_the_deadline_then_reported_as_unknown() {
     let (a, _ha) = serve_once(504, r#"{"error":"timeout","message":"may still commit"}"#);
     let b = dead_addr();
     let e = client(&[&a, &b]).put("k", Value::Null).unwrap_err();
     match &e {
-        ClientError::Unavailable { endpoint, kind, .. } => {
+        ClientError::Unavailable {
+            endpoint,
+            kind,
+            message,
+            ..
+        } => {
             assert_eq!(endpoint, &a);
             assert_eq!(*kind, UnavailableKind::WriteTimeout);
+            assert!(message.contains("may still"), "{message}");
         }
         other => panic!("{other:?}"),
     }
     assert_eq!(e.exit_code(), 4);
+}
+
+/// A write whose answer was a 504 is sent again, with the same request id, to another
+/// member, whose answer is the write's.
+#[test]
+fn a_write_is_retried_with_the_same_request_id() {
+    let (a, ha) = serve_once(504, r#"{"error":"timeout","message":"may still commit"}"#);
+    let (b, hb) = serve_once(200, r#"{"key":"k","timestamp":1,"term":2,"index":9}"#);
+    let r = client(&[&a, &b]).put("k", Value::Null).unwrap();
+    assert_eq!(r.index, 9);
+    let id = |req: String| {
+        req.lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .starts_with("x-request-id:")
+                    .then(|| l[13..].trim().to_string())
+            })
+            .expect("the write carries a request id")
+    };
+    let (first, second) = (id(ha.join().unwrap()), id(hb.join().unwrap()));
+    assert_eq!(first, second);
+    assert!(first.ends_with(":1"), "{first}");
 }
 
 #[test]
