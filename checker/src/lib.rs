@@ -86,5 +86,7 @@ pub use budget::Budget;
 pub use history::{HistoryError, KeyedOperation, Operation};
 pub use model::Model;
 pub use outcome::{overall_verdict, Counterexample, Outcome, Verdict};
-pub use register::{KeyedRegisterOp, RegisterInput, RegisterModel, RegisterOp, RegisterOutput};
+pub use register::{
+    KeyedRegisterOp, Register, RegisterInput, RegisterModel, RegisterOp, RegisterOutput,
+};
 pub use search::{check, check_per_key, PerKeyOutcomes};

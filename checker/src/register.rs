@@ -1,6 +1,7 @@
-//! The register model: one key of a key/value store, holding `Option<String>`, with read,
-//! write, delete and compare-and-set as the Jepsen etcd histories and the chaos suite record
-//! them.
+//! The register model: one key of a key/value store, holding `Option<String>` and its
+//! version, with read, write, delete, and compare-and-set on the value (as the Jepsen etcd
+//! histories record it) or on the version (as the chaos suite records nacos-raft's
+//! `if_timestamp`).
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +25,10 @@ pub enum RegisterInput {
         /// The value to store if it does.
         new: String,
     },
+    /// Set the value to `new` if the register's version is `expect` (0 = absent). The
+    /// version is Nacos's `timestamp`: 1 when the key is created, one more on each write,
+    /// gone with a delete.
+    CasVersion { expect: u64, new: String },
 }
 
 /// A register's reply, one variant per [`RegisterInput`] variant.
@@ -46,6 +51,27 @@ pub enum RegisterOutput {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RegisterModel;
 
+/// A register's state: its value, and its version (0 when absent).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Register {
+    pub value: Option<String>,
+    pub version: u64,
+}
+
+impl Register {
+    /// After a write of `v`: a new key starts at version 1.
+    fn written(&self, v: &str) -> Register {
+        Register {
+            value: Some(v.to_string()),
+            version: if self.value.is_some() {
+                self.version + 1
+            } else {
+                1
+            },
+        }
+    }
+}
+
 /// One operation on a single register.
 pub type RegisterOp = Operation<RegisterInput, RegisterOutput>;
 
@@ -54,44 +80,45 @@ pub type RegisterOp = Operation<RegisterInput, RegisterOutput>;
 pub type KeyedRegisterOp<K = String> = KeyedOperation<K, RegisterInput, RegisterOutput>;
 
 impl Model for RegisterModel {
-    type State = Option<String>;
+    type State = Register;
     type Input = RegisterInput;
     type Output = RegisterOutput;
 
-    fn init(&self) -> Option<String> {
-        None
+    fn init(&self) -> Register {
+        Register::default()
     }
 
     fn step(
         &self,
-        state: &Option<String>,
+        state: &Register,
         input: &RegisterInput,
         output: Option<&RegisterOutput>,
-    ) -> Option<Option<String>> {
+    ) -> Option<Register> {
         use RegisterInput as In;
         use RegisterOutput as Out;
+        // A compare-and-set: whether its condition holds now, and the state if it takes
+        // effect.
+        let conditional = |matches: bool, new: &str| match output {
+            // Unknown outcome: it did whatever it would have done.
+            None => Some(if matches {
+                state.written(new)
+            } else {
+                state.clone()
+            }),
+            Some(Out::Cas(true)) => matches.then(|| state.written(new)),
+            Some(Out::Cas(false)) => (!matches).then(|| state.clone()),
+            Some(_) => None,
+        };
         match (input, output) {
             (In::Read, None) => Some(state.clone()),
-            (In::Read, Some(Out::Read(seen))) => (seen == state).then(|| state.clone()),
-            (In::Write(v), None | Some(Out::Write)) => Some(Some(v.clone())),
-            (In::Delete, None | Some(Out::Delete(None))) => Some(None),
+            (In::Read, Some(Out::Read(seen))) => (*seen == state.value).then(|| state.clone()),
+            (In::Write(v), None | Some(Out::Write)) => Some(state.written(v)),
+            (In::Delete, None | Some(Out::Delete(None))) => Some(Register::default()),
             (In::Delete, Some(Out::Delete(Some(existed)))) => {
-                (*existed == state.is_some()).then_some(None)
+                (*existed == state.value.is_some()).then(Register::default)
             }
-            (In::Cas { expect, new }, output) => {
-                let matches = expect == state;
-                match output {
-                    // Unknown outcome: it did whatever it would have done.
-                    None => Some(if matches {
-                        Some(new.clone())
-                    } else {
-                        state.clone()
-                    }),
-                    Some(Out::Cas(true)) => matches.then(|| Some(new.clone())),
-                    Some(Out::Cas(false)) => (!matches).then(|| state.clone()),
-                    Some(_) => None,
-                }
-            }
+            (In::Cas { expect, new }, _) => conditional(*expect == state.value, new),
+            (In::CasVersion { expect, new }, _) => conditional(*expect == state.version, new),
             (In::Read | In::Write(_) | In::Delete, Some(_)) => None,
         }
     }
@@ -202,5 +229,32 @@ mod tests {
     fn mismatched_reply_kind_is_impossible() {
         let h = vec![Operation::completed(1, In::Read, 0, Out::Write, 1)];
         assert_eq!(verdict(&h), Verdict::NotLinearizable);
+    }
+
+    /// Compare-and-set on the version: Nacos's timestamp, 1 on creation, +1 per write, gone
+    /// with a delete (a recreated key starts at 1 again).
+    #[test]
+    fn a_version_cas_follows_the_nacos_timestamp() {
+        let m = RegisterModel;
+        let cas = |expect, new: &str| In::CasVersion {
+            expect,
+            new: new.into(),
+        };
+        let st = m.init();
+        let st = m.step(&st, &cas(0, "a"), Some(&Out::Cas(true))).unwrap();
+        assert_eq!(st.version, 1);
+        assert!(m.step(&st, &cas(0, "b"), Some(&Out::Cas(true))).is_none());
+        let st = m
+            .step(&st, &In::Write("b".into()), Some(&Out::Write))
+            .unwrap();
+        assert_eq!(st.version, 2);
+        let st = m.step(&st, &cas(2, "c"), Some(&Out::Cas(true))).unwrap();
+        let st = m
+            .step(&st, &In::Delete, Some(&Out::Delete(Some(true))))
+            .unwrap();
+        assert_eq!(st, Register::default());
+        assert!(m.step(&st, &cas(3, "d"), Some(&Out::Cas(true))).is_none());
+        let st = m.step(&st, &cas(0, "d"), Some(&Out::Cas(true))).unwrap();
+        assert_eq!((st.value.as_deref(), st.version), (Some("d"), 1));
     }
 }

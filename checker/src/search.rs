@@ -250,7 +250,7 @@ mod tests {
             panic!("stale read accepted");
         };
         assert_eq!(cx.prefix, vec![0, 1]);
-        assert_eq!(cx.state, Some(s("b")));
+        assert_eq!(cx.state.value, Some(s("b")));
         assert_eq!(cx.blocked, 2);
         assert_eq!(cx.candidates, vec![2]);
         let text = cx.render(&h);
@@ -258,7 +258,10 @@ mod tests {
             text.contains("#2 client 2 Read -> Read(Some(\"a\")) [4, 5]"),
             "{text}"
         );
-        assert!(text.contains("ending in state Some(\"b\")"), "{text}");
+        assert!(
+            text.contains("ending in state Register { value: Some(\"b\"), version: 2 }"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -514,6 +517,10 @@ mod tests {
                 expect,
                 new: new.unwrap_or_else(|| s("c")),
             }),
+            (0..3u64, arb_value()).prop_map(|(expect, new)| In::CasVersion {
+                expect,
+                new: new.unwrap_or_else(|| s("c")),
+            }),
         ];
         (input, 0..12u64, 0..6u64, any::<bool>(), 0..5u8, arb_value()).prop_map(
             |(input, call, len, flag, indeterminate, value)| {
@@ -521,7 +528,7 @@ mod tests {
                     In::Read => Out::Read(value),
                     In::Write(_) => Out::Write,
                     In::Delete => Out::Delete(if value.is_some() { Some(flag) } else { None }),
-                    In::Cas { .. } => Out::Cas(flag),
+                    In::Cas { .. } | In::CasVersion { .. } => Out::Cas(flag),
                 };
                 if indeterminate == 0 {
                     Operation::indeterminate(0, input, call)
@@ -544,21 +551,26 @@ mod tests {
                     expect,
                     new: new.unwrap_or_else(|| s("c")),
                 }),
+                (0..3u64, arb_value()).prop_map(|(expect, new)| In::CasVersion {
+                    expect,
+                    new: new.unwrap_or_else(|| s("c")),
+                }),
             ],
             0..20u64,
             0..20u64,
             0..6u8,
         );
         proptest::collection::vec(step, 0..24).prop_map(|steps| {
-            let mut state: Option<String> = None;
+            let mut state = crate::Register::default();
             let mut history = Vec::new();
             for (k, (input, before, after, lost)) in steps.into_iter().enumerate() {
                 let at = 20 * k as u64 + 20;
                 let output = match &input {
-                    In::Read => Out::Read(state.clone()),
+                    In::Read => Out::Read(state.value.clone()),
                     In::Write(_) => Out::Write,
-                    In::Delete => Out::Delete(Some(state.is_some())),
-                    In::Cas { expect, .. } => Out::Cas(*expect == state),
+                    In::Delete => Out::Delete(Some(state.value.is_some())),
+                    In::Cas { expect, .. } => Out::Cas(*expect == state.value),
+                    In::CasVersion { expect, .. } => Out::Cas(*expect == state.version),
                 };
                 state = RegisterModel.step(&state, &input, Some(&output)).unwrap();
                 if lost == 0 {

@@ -35,7 +35,7 @@ pub(crate) fn delete(client: u64, existed: Option<bool>, call: u64, ret: u64) ->
     Operation::completed(client, In::Delete, call, Out::Delete(existed), ret)
 }
 
-pub(crate) fn run(history: &[RegisterOp]) -> Outcome<Option<String>> {
+pub(crate) fn run(history: &[RegisterOp]) -> Outcome<crate::Register> {
     let outcome = check(&RegisterModel, history, Budget::UNLIMITED).expect("well-formed");
     if let Outcome::Linearizable { order } = &outcome {
         assert_valid_witness(&RegisterModel, history, order);

@@ -29,6 +29,8 @@ pub enum Kind {
     Write,
     Read,
     Delete,
+    /// A write conditioned on the key's timestamp (`if_timestamp`), read just before.
+    Cas,
 }
 
 /// What an answer proves about a request.
@@ -57,6 +59,12 @@ pub struct Record {
     /// A completed delete: whether the key existed (200) or not (404).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub existed: Option<bool>,
+    /// A compare-and-set: the timestamp it was conditioned on, and, completed, whether it
+    /// took effect (200) or its condition failed (412).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<bool>,
     /// Nanoseconds since the run's epoch, taken just before sending.
     pub call_ns: u64,
     /// Nanoseconds since the run's epoch, taken when the answer (or the failure) arrived.
@@ -102,6 +110,10 @@ pub fn to_checker(records: &[Record]) -> (Vec<KeyedRegisterOp<String>>, Vec<usiz
             Kind::Write => RegisterInput::Write(r.value.clone().expect("a write has a value")),
             Kind::Read => RegisterInput::Read,
             Kind::Delete => RegisterInput::Delete,
+            Kind::Cas => RegisterInput::CasVersion {
+                expect: r.expect.expect("a compare-and-set has a condition"),
+                new: r.value.clone().expect("a compare-and-set has a value"),
+            },
         };
         let op = match (r.outcome, r.kind) {
             (Outcome::Fail, _) | (Outcome::Indeterminate, Kind::Read) => continue,
@@ -113,6 +125,7 @@ pub fn to_checker(records: &[Record]) -> (Vec<KeyedRegisterOp<String>>, Vec<usiz
                     Kind::Write => RegisterOutput::Write,
                     Kind::Read => RegisterOutput::Read(r.value.clone()),
                     Kind::Delete => RegisterOutput::Delete(r.existed),
+                    Kind::Cas => RegisterOutput::Cas(r.applied == Some(true)),
                 };
                 Operation::completed(
                     r.client,
@@ -200,7 +213,7 @@ pub fn index_violations(records: &[Record]) -> Vec<String> {
         .filter(|r| {
             r.outcome == Outcome::Ok
                 && r.index.is_some()
-                && (r.kind == Kind::Write || (r.kind == Kind::Delete && r.existed == Some(true)))
+                && (writes(r) || (r.kind == Kind::Delete && r.existed == Some(true)))
         })
         .collect();
 
@@ -249,7 +262,7 @@ pub fn index_violations(records: &[Record]) -> Vec<String> {
 
     let written: HashMap<(&str, &str), &Record> = acked
         .iter()
-        .filter(|r| r.kind == Kind::Write)
+        .filter(|r| writes(r))
         .map(|r| ((r.key.as_str(), r.value.as_deref().unwrap_or("")), *r))
         .collect();
     let mut found = 0;
@@ -269,6 +282,12 @@ pub fn index_violations(records: &[Record]) -> Vec<String> {
         }
     }
     out
+}
+
+/// A request that published its value: a write, or a compare-and-set that took effect (or
+/// may have).
+fn writes(r: &Record) -> bool {
+    r.kind == Kind::Write || (r.kind == Kind::Cas && r.applied != Some(false))
 }
 
 /// One line naming a record.
@@ -303,7 +322,7 @@ pub fn counts(records: &[Record]) -> BTreeMap<Kind, BTreeMap<Outcome, usize>> {
 pub fn render_counts(records: &[Record]) -> String {
     let c = counts(records);
     let mut s = String::new();
-    for kind in [Kind::Write, Kind::Read, Kind::Delete] {
+    for kind in [Kind::Write, Kind::Read, Kind::Delete, Kind::Cas] {
         let m = c.get(&kind).cloned().unwrap_or_default();
         let get = |o| m.get(&o).copied().unwrap_or(0);
         let extra = if kind == Kind::Delete {
@@ -370,7 +389,7 @@ pub fn log_violations(records: &[Record], log: &NodeLog) -> Vec<String> {
     for r in records.iter().filter(|r| r.outcome == Outcome::Ok) {
         match (r.kind, r.index) {
             (_, Some(i)) if i <= log.start => {}
-            (Kind::Write, Some(i)) => {
+            (Kind::Write | Kind::Cas, Some(i)) => {
                 let v = r.value.as_deref().unwrap_or_default();
                 let found = log.at(i).is_some_and(|e| {
                     matches!(&e.command, Command::Publish { key, value, .. }
@@ -419,7 +438,10 @@ pub fn log_violations(records: &[Record], log: &NodeLog) -> Vec<String> {
         }
     }
     let mut sent: HashMap<(&str, &str), &Record> = HashMap::new();
-    for r in records.iter().filter(|r| r.kind == Kind::Write) {
+    for r in records
+        .iter()
+        .filter(|r| matches!(r.kind, Kind::Write | Kind::Cas))
+    {
         sent.insert((r.key.as_str(), r.value.as_deref().unwrap_or_default()), r);
     }
     for ((key, value), index) in &published {
@@ -467,10 +489,9 @@ pub fn settle_indeterminate_writes(records: &mut [Record], log: &NodeLog) -> Set
     }
     let published = published_values(&log.entries);
     let (mut took, mut not) = (0, 0);
-    for r in records
-        .iter_mut()
-        .filter(|r| r.kind == Kind::Write && r.outcome == Outcome::Indeterminate)
-    {
+    for r in records.iter_mut().filter(|r| {
+        matches!(r.kind, Kind::Write | Kind::Cas) && r.outcome == Outcome::Indeterminate
+    }) {
         let v = r.value.clone().unwrap_or_default();
         if published.contains_key(&(r.key.clone(), v)) {
             took += 1;
@@ -516,6 +537,8 @@ mod tests {
             key: key.into(),
             value: value.map(str::to_string),
             existed: None,
+            expect: None,
+            applied: None,
             call_ns: t.0,
             return_ns: t.1,
             outcome: Outcome::Ok,

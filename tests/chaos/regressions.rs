@@ -654,6 +654,7 @@ fn a_full_cluster_restart_keeps_every_acknowledged_write() {
         timeout,
         write_pct: 60,
         delete_pct: 10,
+        cas_pct: 0,
         any_pct: 20,
         think: Duration::ZERO,
     };

@@ -138,6 +138,7 @@ pub fn run(cfg: &ChaosConfig) {
         timeout: request_timeout(&cluster),
         write_pct: 50,
         delete_pct: 10,
+        cas_pct: 10,
         any_pct: 20,
         think: Duration::from_millis(cfg.think_ms),
     };

@@ -66,6 +66,8 @@ impl Sender {
             key: key.to_string(),
             value: None,
             existed: None,
+            expect: None,
+            applied: None,
             call_ns,
             return_ns: since(epoch),
             outcome: Outcome::Indeterminate,
@@ -95,15 +97,38 @@ impl Sender {
         r
     }
 
-    /// Deletes `key`.
-    pub fn delete(&self, key: &str, epoch: Instant) -> Record {
-        // A client of its own with no pooled connection: ureq resends a DELETE (idempotent in
-        // HTTP) on a fresh connection when a pooled one closes before the answer, and then a
-        // "connection refused" would hide that the first attempt was delivered. On a fresh
-        // connection there is no resend, so a refusal means nothing was sent.
-        let client = Client::new(self.client.endpoints().to_vec(), self.client.timeout());
+    /// Publishes `value` under `key` if the key's timestamp is `expect` (0: absent).
+    pub fn cas(&self, key: &str, expect: u64, value: &str, epoch: Instant) -> Record {
         let call = since(epoch);
-        let result = client.delete(key);
+        let result = self
+            .client
+            .put_if(key, Value::String(value.to_string()), Some(expect));
+        let mut r = self.record(Kind::Cas, key, call, epoch);
+        r.value = Some(value.to_string());
+        r.expect = Some(expect);
+        match result {
+            Ok(p) => {
+                r.outcome = Outcome::Ok;
+                r.applied = Some(true);
+                r.timestamp = Some(p.timestamp);
+                r.index = Some(p.index);
+                r.term = Some(p.term);
+            }
+            Err(ClientError::PreconditionFailed { current, .. }) => {
+                r.outcome = Outcome::Ok;
+                r.applied = Some(false);
+                r.timestamp = Some(current);
+            }
+            Err(e) => failed_write(&mut r, &e),
+        }
+        r
+    }
+
+    /// Deletes `key`. (Sent again under the same request id if its answer is lost, as every
+    /// write of the client is: applied once.)
+    pub fn delete(&self, key: &str, epoch: Instant) -> Record {
+        let call = since(epoch);
+        let result = self.client.delete(key);
         let mut r = self.record(Kind::Delete, key, call, epoch);
         match result {
             Ok(d) => {
@@ -217,9 +242,11 @@ pub struct WorkloadConfig {
     pub keys: Vec<String>,
     /// Bound of every request.
     pub timeout: Duration,
-    /// Percent of writes and of deletes; the rest are reads.
+    /// Percent of writes, of deletes and of compare-and-sets (each a read, then a write
+    /// conditioned on the timestamp read); the rest are reads.
     pub write_pct: u64,
     pub delete_pct: u64,
+    pub cas_pct: u64,
     /// Percent of requests sent through a failover client of all nodes rather than one node.
     pub any_pct: u64,
     /// Pause of each client between requests: caps the request rate, and with it the size of
@@ -269,6 +296,19 @@ pub fn spawn(
                             sender.write(&key, &format!("c{client_id}-{seq}"), epoch)
                         } else if roll < cfg.write_pct + cfg.delete_pct {
                             sender.delete(&key, epoch)
+                        } else if roll < cfg.write_pct + cfg.delete_pct + cfg.cas_pct {
+                            let read = sender.read(&key, epoch);
+                            match read.outcome {
+                                Outcome::Ok => {
+                                    let seen = read.timestamp.unwrap_or(0);
+                                    records.push(read);
+                                    seq += 1;
+                                    let v = format!("c{client_id}-{seq}");
+                                    sender.cas(&key, seen, &v, epoch)
+                                }
+                                // The read failed: it stands for this turn.
+                                _ => read,
+                            }
                         } else {
                             sender.read(&key, epoch)
                         };
