@@ -158,6 +158,12 @@ pub struct Client {
     /// Connects within `connect_cap`, so an address that silently drops packets cannot
     /// use up the whole deadline while other endpoints are left to try.
     capped: ureq::Agent,
+    /// The same two without pooled connections, for deletes. ureq sends a bodiless DELETE
+    /// again on a fresh connection when a pooled one closes before the answer; if that
+    /// second connection is refused, the error hides that the first attempt was delivered,
+    /// and a delete that may have been applied would be reported as not sent.
+    unpooled: ureq::Agent,
+    unpooled_capped: ureq::Agent,
     /// Request-id sessions for writes not in flight: a call takes one (or makes one), sends
     /// its write under the session's next seq, and gives it back. So each session has at
     /// most one write outstanding, as the cluster's session table expects, however many
@@ -184,11 +190,18 @@ impl Client {
         let capped = ureq::AgentBuilder::new()
             .timeout_connect(connect_cap)
             .build();
+        let unpooled = ureq::AgentBuilder::new().max_idle_connections(0).build();
+        let unpooled_capped = ureq::AgentBuilder::new()
+            .max_idle_connections(0)
+            .timeout_connect(connect_cap)
+            .build();
         Client {
             endpoints,
             timeout,
             agent,
             capped,
+            unpooled,
+            unpooled_capped,
             sessions: Default::default(),
             client_id: random_client_id(),
             connect_cap,
@@ -593,7 +606,12 @@ impl Client {
                 }
                 let others_left = step + 1 < n;
                 let capped = others_left && remaining > self.connect_cap;
-                let agent = if capped { &self.capped } else { &self.agent };
+                let agent = match (capped, req.method == "DELETE") {
+                    (false, false) => &self.agent,
+                    (true, false) => &self.capped,
+                    (false, true) => &self.unpooled,
+                    (true, true) => &self.unpooled_capped,
+                };
                 match self.attempt::<T>(agent, endpoint, req, remaining) {
                     Attempt::Done(v) if accept(&v) => {
                         self.pinned.store(i, Ordering::Relaxed);
@@ -643,17 +661,11 @@ impl Client {
             },
             _ => combine(failures, self.timeout),
         };
-        if req.request_id.is_some() {
+        if req.request_id.is_some() && leaves_write_unknown(&err) {
             // Every member was asked again until the deadline: only now is the outcome
-            // unknown, and only if some attempt may have reached a leader.
-            if let ClientError::Unavailable { kind, message, .. } = &mut err {
-                if matches!(
-                    kind,
-                    UnavailableKind::TimedOut
-                        | UnavailableKind::ConnectionLost
-                        | UnavailableKind::WriteTimeout
-                ) && !message.contains("may still")
-                {
+            // unknown, and only because some attempt may have reached a leader.
+            if let ClientError::Unavailable { message, .. } = &mut err {
+                if !message.contains("may still") {
                     message.push_str(
                         "; the write may still be applied (no member confirmed it in time): read the key before retrying",
                     );
@@ -719,18 +731,24 @@ impl Client {
 }
 
 /// Whether a failed attempt may have reached a leader with a write (so its outcome is
-/// unknown until the same request id is answered).
+/// unknown until the same request id is answered). A connection that never opened sent
+/// nothing, even when it timed out.
 fn leaves_write_unknown(e: &ClientError) -> bool {
-    matches!(
-        e,
-        ClientError::Unavailable {
-            kind: UnavailableKind::TimedOut
-                | UnavailableKind::ConnectionLost
-                | UnavailableKind::WriteTimeout,
-            ..
+    match e {
+        ClientError::Unavailable { kind, message, .. } => {
+            matches!(
+                kind,
+                UnavailableKind::TimedOut
+                    | UnavailableKind::ConnectionLost
+                    | UnavailableKind::WriteTimeout
+            ) && !message.starts_with(COULD_NOT_CONNECT)
         }
-    )
+        _ => false,
+    }
 }
+
+/// How a connection that never opened is reported (the start of its message).
+pub const COULD_NOT_CONNECT: &str = "could not connect";
 
 /// Numbers the sessions of every client of this process, so their ids differ.
 static SESSION_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -907,8 +925,8 @@ fn classify_transport<T>(
             let message = match (t.kind(), io) {
                 (K::Dns, _) => "cannot resolve the host name".to_string(),
                 (_, Some(io::ErrorKind::ConnectionRefused)) => "connection refused".to_string(),
-                _ if timed_out_kind => "could not connect: timed out".to_string(),
-                _ => format!("could not connect: {}", cause(t)),
+                _ if timed_out_kind => format!("{COULD_NOT_CONNECT}: timed out"),
+                _ => format!("{COULD_NOT_CONNECT}: {}", cause(t)),
             };
             let kind = if timed_out_kind {
                 UnavailableKind::TimedOut

@@ -182,6 +182,63 @@ fn a_write_is_retried_with_the_same_request_id() {
     assert!(first.ends_with(":1"), "{first}");
 }
 
+/// A delete whose connection closes after the request was read, at a member that then
+/// refuses connections, is reported as possibly applied: had it gone on a pooled
+/// connection, ureq's resend would be refused and hide that the first was delivered.
+#[test]
+fn a_delete_whose_connection_closes_unanswered_is_reported_as_unknown() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = thread::spawn(move || {
+        let read_head = |s: &mut std::net::TcpStream| {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            got
+        };
+        let body = r#"{"key":"k","deleted":true,"term":2,"index":9}"#;
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut listener = Some(listener);
+        let mut answered = false;
+        loop {
+            let (mut s, _) = listener.as_ref().unwrap().accept().unwrap();
+            loop {
+                let req = read_head(&mut s);
+                if req.is_empty() {
+                    break; // the client closed this connection: take the next one
+                }
+                if !answered {
+                    s.write_all(reply.as_bytes()).unwrap();
+                    answered = true;
+                    continue;
+                }
+                // The second delete (on the kept connection if the client pooled it):
+                // stop listening, and close without answering.
+                drop(listener.take());
+                return req;
+            }
+        }
+    });
+    let c = Client::new(vec![addr], Duration::from_millis(800));
+    c.delete("k").unwrap();
+    let e = c.delete("k").unwrap_err();
+    let second = server.join().unwrap();
+    assert!(
+        second.starts_with(b"DELETE "),
+        "the second delete was delivered"
+    );
+    assert!(e.to_string().contains("may still"), "{e}");
+}
+
 #[test]
 fn all_refused_names_every_endpoint() {
     let (a, b) = (dead_addr(), dead_addr());
