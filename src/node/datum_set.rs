@@ -600,8 +600,16 @@ impl DatumSet {
         // either in this round's batch or was written by an earlier round.
         let upto = self.applied_index();
         let batch = std::mem::take(&mut *self.dirty.lock().expect("dirty lock"));
+        // With a checkpoint on disk, restarts read it and the log, never the files, so a
+        // file may be rewritten in place (a crash can tear it; the check after an unclean
+        // stop repairs it). Without one (a new node, just after a snapshot install) a
+        // restart loads the files, so each is replaced atomically.
+        let in_place = self.checkpoints().newest.is_some();
         for (key, d) in batch {
             match d {
+                Some(d) if in_place => {
+                    datum_dir::overwrite_datum(&self.data_dir, &d)?;
+                }
                 Some(d) => {
                     datum_dir::write_datum(&self.data_dir, &d)?;
                 }

@@ -48,6 +48,39 @@ pub fn write_datum_under(root: &Path, datum: &Datum) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Writes `datum` to its file in place: an existing file is overwritten (and cut to the new
+/// length), a missing one created, with no temp file and no rename. A rewrite then costs no
+/// inode and no directory change, which is what the per-second flush spent most of its CPU
+/// and journal on (docs/benchmarks.md). Not atomic: a reader racing the write, or a crash in
+/// it, can see a torn file. Use it only where nothing depends on the file's content: the
+/// node does once a checkpoint exists (restarts read the checkpoint and the log), and the
+/// check after an unclean stop rewrites every file that is torn or stale.
+pub fn overwrite_datum(data_dir: &Path, datum: &Datum) -> Result<PathBuf> {
+    let path = datum_path(data_dir, &datum.key);
+    let body = serde_json::to_vec(datum).expect("a datum always serialises");
+    let open = |path: &Path| {
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+    };
+    let mut f = match open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir = path.parent().expect("datum path has a parent");
+            fs::create_dir_all(dir).map_err(|e| Error::store(dir, e))?;
+            open(&path).map_err(|e| Error::store(&path, e))?
+        }
+        Err(e) => return Err(Error::store(&path, e)),
+    };
+    f.write_all(&body).map_err(|e| Error::store(&path, e))?;
+    // Only a shorter body leaves old bytes behind; cutting a file to its length is free.
+    f.set_len(body.len() as u64)
+        .map_err(|e| Error::store(&path, e))?;
+    Ok(path)
+}
+
 /// Removes a key's datum file; a missing file is fine (the delete is replayed on restart).
 pub fn remove_datum(data_dir: &Path, key: &str) -> Result<()> {
     remove_file_if_present(&datum_path(data_dir, key)).map(|_| ())
@@ -295,6 +328,27 @@ mod tests {
             timestamp: ts,
             index: ts,
         }
+    }
+
+    #[test]
+    fn an_overwrite_in_place_keeps_the_inode_and_cuts_a_longer_old_body() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        // A missing file (and its namespace directory) is created.
+        let mut long = datum("ns##k", 1);
+        long.value = json!("x".repeat(500));
+        let path = overwrite_datum(dir.path(), &long).unwrap();
+        let inode = fs::metadata(&path).unwrap().ino();
+        let short = datum("ns##k", 2);
+        overwrite_datum(dir.path(), &short).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().ino(),
+            inode,
+            "rewritten in place"
+        );
+        let all = read_datum_dir(dir.path()).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].0, short, "no byte of the longer body is left");
     }
 
     #[test]
