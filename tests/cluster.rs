@@ -252,3 +252,40 @@ fn a_returning_member_does_not_disrupt_the_leader() {
         c.logs()
     );
 }
+
+/// A follower forwards writes over pooled connections to the leader. One the leader closed
+/// while it sat idle (here: evicted to make room, as a full leader does) must not turn a
+/// write into a `504 timeout` or apply it twice. (A connection closed before it is reused
+/// is dropped by the pool; one that breaks after the write was sent is sent again under
+/// the same request id, which `chaos::known_bugs` covers with a dying leader.)
+#[test]
+fn a_forwarded_write_survives_a_pooled_connection_the_leader_closed() {
+    let mut c = TestCluster::start(3, &["--max-connections", "16"]);
+    let leader = c.wait_for_leader(LEADER_DEADLINE);
+    let follower = (leader + 1) % 3;
+    let url = format!("http://{}/v1/datum", c.nodes[follower].addr);
+    let post = |value: &str| {
+        ureq::post(&url)
+            .set("Content-Type", "application/json")
+            .send_string(&json!({"key": "pooled", "value": value}).to_string())
+            .map_err(|e| e.to_string())
+    };
+    let first: serde_json::Value = post("one").expect("first write").into_json().unwrap();
+    assert_eq!(first["timestamp"], 1);
+    // Fill the leader with idle connections: it closes the longest-idle ones to make
+    // room, the follower's pooled connection first.
+    let leader_addr = c.nodes[leader].addr.clone();
+    let idle: Vec<std::net::TcpStream> = (0..24)
+        .filter_map(|_| std::net::TcpStream::connect(&leader_addr).ok())
+        .collect();
+    assert!(
+        idle.len() >= 16,
+        "could not fill the leader's connection slots"
+    );
+    drop(idle);
+    let second = post("two").expect("a forwarded write over a closed pooled connection");
+    assert_eq!(second.status(), 200);
+    let got = c.client(T).get("pooled", false).unwrap();
+    assert_eq!(got.value, json!("two"));
+    assert_eq!(got.timestamp, 2, "applied exactly once");
+}

@@ -5,6 +5,9 @@
 //! write carries a request id and is retried with it until the deadline. It does not print,
 //! or decide exit policy beyond [`ClientError::exit_code`].
 
+mod session_pool;
+pub use session_pool::{Lease, SessionPool};
+
 use std::error::Error as _;
 use std::io;
 use std::time::{Duration, Instant};
@@ -168,9 +171,7 @@ pub struct Client {
     /// its write under the session's next seq, and gives it back. So each session has at
     /// most one write outstanding, as the cluster's session table expects, however many
     /// threads share this client.
-    sessions: std::sync::Arc<std::sync::Mutex<Vec<(String, u64)>>>,
-    /// The base of this client's session ids (random per client).
-    client_id: String,
+    sessions: std::sync::Arc<SessionPool>,
     connect_cap: Duration,
     /// The endpoint that answered last: calls start there. After one `503 shutting_down`
     /// (or a refused connection) a client stops going to that member first, which matters
@@ -203,7 +204,6 @@ impl Client {
             unpooled,
             unpooled_capped,
             sessions: Default::default(),
-            client_id: random_client_id(),
             connect_cap,
             pinned: Default::default(),
         }
@@ -259,25 +259,8 @@ impl Client {
     /// Runs one write under a request id of its own: the next seq of a session no other
     /// call of this client is using (a session has one write outstanding at most).
     fn with_request_id<T>(&self, write: impl FnOnce(String) -> T) -> T {
-        let (session, seq) = {
-            let mut idle = self.sessions.lock().expect("client sessions lock");
-            match idle.pop() {
-                Some((s, last)) => (s, last + 1),
-                None => {
-                    let n = SESSION_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    (format!("{}-{n}", self.client_id), 1)
-                }
-            }
-        };
-        let out = write(format!("{session}:{seq}"));
-        // Back to the pool whatever happened: the next write of the session gets a higher
-        // seq, and a late copy of this one is then never applied (the cluster refuses a
-        // request older than its client's newest).
-        self.sessions
-            .lock()
-            .expect("client sessions lock")
-            .push((session, seq));
-        out
+        let lease = self.sessions.take();
+        write(lease.id())
     }
 
     /// Reads `key` (`GET /v1/datum`): linearizable, or from the answering node's replica
@@ -749,28 +732,6 @@ fn leaves_write_unknown(e: &ClientError) -> bool {
 
 /// How a connection that never opened is reported (the start of its message).
 pub const COULD_NOT_CONNECT: &str = "could not connect";
-
-/// Numbers the sessions of every client of this process, so their ids differ.
-static SESSION_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// A client id unlikely to meet another's: 16 hex digits from the system's randomness
-/// (falling back to the time and the process id), so that two processes never share
-/// sessions.
-fn random_client_id() -> String {
-    let mut bytes = [0u8; 8];
-    let from_os = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| io::Read::read_exact(&mut f, &mut bytes))
-        .is_ok();
-    let n = if from_os {
-        u64::from_le_bytes(bytes)
-    } else {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        t ^ (u64::from(std::process::id()) << 32)
-    };
-    format!("{n:016x}")
-}
 
 /// An open watch: JSON lines from one node. See [`Client::watch`].
 pub struct WatchStream {

@@ -167,6 +167,14 @@ fn write(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
         if_timestamp(req)?;
         None
     };
+    // Forwarded writes go over pooled connections, and are sent again after a connection
+    // lost mid-request, so each carries a request id: the client's, or one of this member's
+    // sessions, kept across every attempt (also to a later leader). The leader applies it
+    // once and answers a repeat as the first time.
+    let mut lease = None;
+    // Set once an attempt may have reached a leader: from then on only an answer proves
+    // what happened, and failing to get one is a timeout, never "not taken".
+    let mut maybe_sent = false;
     loop {
         let leader = node.wait_for_leader(deadline).ok_or(Error::NoLeader {
             waited_ms: node.config().publish_timeout_ms,
@@ -178,7 +186,13 @@ fn write(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
                     leader: Some(leader.0),
                 });
             }
-            forward(node, &leader, req, deadline)
+            let id = match &req.request_id {
+                Some(id) => id.clone(),
+                None => lease
+                    .get_or_insert_with(|| forwarder().sessions.take())
+                    .id(),
+            };
+            forward(node, &leader, req, &id, deadline, &mut maybe_sent)
         } else {
             match &publish {
                 Some(b) => {
@@ -237,6 +251,11 @@ fn write(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
             thread::sleep(Duration::from_millis(10));
             continue;
         }
+        if not_taken && maybe_sent {
+            return Err(Error::Timeout {
+                waited_ms: node.config().publish_timeout_ms,
+            });
+        }
         return outcome;
     }
 }
@@ -252,53 +271,90 @@ fn if_timestamp(req: &Request) -> Result<Option<u64>> {
         .transpose()
 }
 
-/// Sends a client write to the leader and relays its answer.
-fn forward(node: &Node, leader: &PeerAddr, req: &Request, deadline: Instant) -> Result<Response> {
-    let timeout = deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_millis(1));
-    let agent = ureq::AgentBuilder::new().timeout(timeout).build();
+/// What every forwarded write of this process shares: keep-alive connections to the leader
+/// (a fresh connection per write cost the leader a connection thread each, and held
+/// forwarded writes to a third of the leader's rate), and the sessions of writes that came
+/// without a request id. Process-wide, like a client's pool: one node runs per process.
+struct Forwarder {
+    agent: ureq::Agent,
+    sessions: crate::client::SessionPool,
+}
+
+fn forwarder() -> &'static Forwarder {
+    static FORWARDER: std::sync::OnceLock<Forwarder> = std::sync::OnceLock::new();
+    FORWARDER.get_or_init(|| Forwarder {
+        // As many idle connections as writes can be in flight at once, within reason.
+        agent: ureq::AgentBuilder::new()
+            .max_idle_connections(1024)
+            .max_idle_connections_per_host(256)
+            .build(),
+        sessions: crate::client::SessionPool::new(),
+    })
+}
+
+/// Sends a client write to the leader under request id `id` and relays its answer. A
+/// connection lost after sending (a pooled connection the leader had closed, or a leader
+/// dying) is retried with the same id until the deadline; a refused connection proves this
+/// attempt never arrived and answers `not_leader`, so the caller looks for the leader again.
+fn forward(
+    node: &Node,
+    leader: &PeerAddr,
+    req: &Request,
+    id: &str,
+    deadline: Instant,
+    maybe_sent: &mut bool,
+) -> Result<Response> {
     let query: String = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(req.query.iter())
         .finish();
     let url = format!("http://{leader}{}?{query}", req.path);
-    let mut r = agent
-        .request(&req.method, &url)
-        .set(PROXIED_HEADER, "1")
-        .set("Content-Type", "application/json");
-    if let Some(id) = &req.request_id {
-        r = r.set(REQUEST_ID_HEADER, id);
+    let timeout = || Error::Timeout {
+        waited_ms: node.config().publish_timeout_ms,
+    };
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timeout());
+        }
+        let mut r = forwarder()
+            .agent
+            .request(&req.method, &url)
+            .timeout(left)
+            .set(PROXIED_HEADER, "1")
+            .set(REQUEST_ID_HEADER, id)
+            .set("Content-Type", "application/json");
+        if let Some(t) = &node.config().cluster_token {
+            r = r.set(TOKEN_HEADER, t);
+        }
+        let resp = match r.send_bytes(&req.body) {
+            Ok(resp) => resp,
+            Err(ureq::Error::Status(_, resp)) => resp,
+            Err(e) if e.kind() == ureq::ErrorKind::ConnectionFailed => {
+                return Err(Error::NotLeader {
+                    leader: Some(leader.0.clone()),
+                })
+            }
+            Err(_) => {
+                // Sent, perhaps applied: only the same id sent again can tell.
+                *maybe_sent = true;
+                thread::sleep(Duration::from_millis(5).min(left));
+                continue;
+            }
+        };
+        let status = resp.status();
+        let mut body = Vec::new();
+        if resp
+            .into_reader()
+            .take(MAX_BODY_BYTES as u64)
+            .read_to_end(&mut body)
+            .is_err()
+        {
+            // The answer was cut short: ask again.
+            *maybe_sent = true;
+            continue;
+        }
+        return Ok(Response { status, body });
     }
-    let r = match &node.config().cluster_token {
-        Some(t) => r.set(TOKEN_HEADER, t),
-        None => r,
-    };
-    let resp = match r.send_bytes(&req.body) {
-        Ok(resp) => resp,
-        Err(ureq::Error::Status(_, resp)) => resp,
-        // Only a failed connect proves the leader never saw the write (the agent is fresh,
-        // so no pooled connection can fail after sending). Any later failure leaves the
-        // outcome unknown: the leader may have committed it before dying.
-        Err(e) if e.kind() == ureq::ErrorKind::ConnectionFailed => {
-            return Err(Error::NotLeader {
-                leader: Some(leader.0.clone()),
-            })
-        }
-        Err(_) => {
-            return Err(Error::Timeout {
-                waited_ms: node.config().publish_timeout_ms,
-            })
-        }
-    };
-    let status = resp.status();
-    let mut body = Vec::new();
-    resp.into_reader()
-        .take(MAX_BODY_BYTES as u64)
-        .read_to_end(&mut body)
-        .map_err(|_| Error::Timeout {
-            waited_ms: node.config().publish_timeout_ms,
-        })?;
-    Ok(Response { status, body })
 }
 
 fn get(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
