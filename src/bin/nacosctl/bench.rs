@@ -58,9 +58,13 @@ pub fn run(client: &Client, output: Output, out: &mut dyn Write, a: &BenchArgs) 
         let value = value.clone();
         let (op, keys, stale) = (a.op, a.keys, a.stale);
         handles.push(thread::spawn(move || {
+            let began_at = Instant::now();
             let mut lat = Vec::with_capacity(per_client);
             let mut errors = 0usize;
             start.wait();
+            // The longest this client waited for an answer: a starved connection shows here
+            // even when the totals look fine.
+            let mut longest = Duration::ZERO;
             for i in 0..per_client {
                 let key = format!("bench/{}", (c * per_client + i) % keys);
                 let t = Instant::now();
@@ -68,26 +72,32 @@ pub fn run(client: &Client, output: Output, out: &mut dyn Write, a: &BenchArgs) 
                     BenchOp::Put => client.put(&key, value.clone()).is_ok(),
                     BenchOp::Get => client.get(&key, stale).is_ok(),
                 };
+                longest = longest.max(t.elapsed());
                 if ok {
                     lat.push(t.elapsed());
                 } else {
                     errors += 1;
                 }
             }
-            (lat, errors)
+            (lat, errors, longest, began_at.elapsed())
         }));
     }
     start.wait();
     let began = Instant::now();
     let mut lat = Vec::new();
     let mut errors = 0;
+    let mut rates = Vec::new();
+    let mut longest = Duration::ZERO;
     for h in handles {
-        let (l, e) = h
+        let (l, e, wait, took) = h
             .join()
             .map_err(|_| anyhow::anyhow!("a bench client panicked"))?;
+        rates.push(l.len() as f64 / took.as_secs_f64().max(1e-9));
+        longest = longest.max(wait);
         lat.extend(l);
         errors += e;
     }
+    let spread = Spread::of(&mut rates);
     let wall = began.elapsed();
     lat.sort_unstable();
     let ok = lat.len();
@@ -105,12 +115,31 @@ pub fn run(client: &Client, output: Output, out: &mut dyn Write, a: &BenchArgs) 
             "p99": ms(percentile(&lat, 99.0)),
             "max": ms(lat.last().copied().unwrap_or_default()),
         },
+        // Each client's own rate (answers per second while it ran): equal shares mean no
+        // connection was starved.
+        "per_client_per_second": {
+            "min": spread.min.round(),
+            "median": spread.median.round(),
+            "max": spread.max.round(),
+        },
+        "longest_wait_ms": ms(longest),
     });
     match output {
         Output::Json => render::json(out, &report)?,
         Output::Table => render::table(
             out,
-            &["OP", "CLIENTS", "OK", "ERRORS", "PER SEC", "P50 MS", "P90 MS", "P99 MS", "MAX MS"],
+            &[
+                "OP",
+                "CLIENTS",
+                "OK",
+                "ERRORS",
+                "PER SEC",
+                "P50 MS",
+                "P90 MS",
+                "P99 MS",
+                "MAX MS",
+                "PER CLIENT MIN/MED/MAX",
+            ],
             vec![vec![
                 report["op"].as_str().unwrap_or_default().to_string(),
                 a.clients.to_string(),
@@ -121,11 +150,12 @@ pub fn run(client: &Client, output: Output, out: &mut dyn Write, a: &BenchArgs) 
                 report["latency_ms"]["p90"].to_string(),
                 report["latency_ms"]["p99"].to_string(),
                 report["latency_ms"]["max"].to_string(),
+                format!("{:.0}/{:.0}/{:.0}", spread.min, spread.median, spread.max),
             ]],
         )?,
         Output::Text => writeln!(
             out,
-            "{} x{}: {ok} ok, {errors} errors in {:.2}s = {} per second; latency ms p50 {} p90 {} p99 {} max {}",
+            "{} x{}: {ok} ok, {errors} errors in {:.2}s = {} per second; latency ms p50 {} p90 {} p99 {} max {}; per client {:.0}/{:.0}/{:.0} per second (min/median/max)",
             report["op"].as_str().unwrap_or_default(),
             a.clients,
             wall.as_secs_f64(),
@@ -134,14 +164,44 @@ pub fn run(client: &Client, output: Output, out: &mut dyn Write, a: &BenchArgs) 
             report["latency_ms"]["p90"],
             report["latency_ms"]["p99"],
             report["latency_ms"]["max"],
+            spread.min,
+            spread.median,
+            spread.max,
         )?,
     }
     Ok(if errors == 0 { Exit::Ok } else { Exit::Error })
 }
 
+/// Minimum, median and maximum of per-client rates.
+struct Spread {
+    min: f64,
+    median: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(rates: &mut [f64]) -> Spread {
+        rates.sort_by(f64::total_cmp);
+        let at = |i: usize| rates.get(i).copied().unwrap_or(0.0);
+        Spread {
+            min: at(0),
+            median: at(rates.len() / 2),
+            max: at(rates.len().saturating_sub(1)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_spread_of_client_rates() {
+        let s = Spread::of(&mut [30.0, 10.0, 20.0]);
+        assert_eq!((s.min, s.median, s.max), (10.0, 20.0, 30.0));
+        let none = Spread::of(&mut []);
+        assert_eq!((none.min, none.median, none.max), (0.0, 0.0, 0.0));
+    }
 
     #[test]
     fn nearest_rank_percentiles() {
