@@ -194,6 +194,11 @@ fn write(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
             };
             forward(node, &leader, req, &id, deadline, &mut maybe_sent)
         } else {
+            // Leading now, after forwarding under a session of ours: propose under the same
+            // id, since the earlier attempt may have been applied by the old leader.
+            let request = request
+                .clone()
+                .or_else(|| lease.as_ref().and_then(|l| RequestId::parse(&l.id()).ok()));
             match &publish {
                 Some(b) => {
                     let opts = WriteOptions {
