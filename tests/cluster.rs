@@ -289,3 +289,43 @@ fn a_forwarded_write_survives_a_pooled_connection_the_leader_closed() {
     assert_eq!(got.value, json!("two"));
     assert_eq!(got.timestamp, 2, "applied exactly once");
 }
+
+/// Writes a follower forwards are batched, many per request to the leader: concurrent
+/// writes without request ids all arrive, each applied exactly once and answered with its
+/// own result.
+#[test]
+fn concurrent_writes_through_a_follower_are_each_applied_once() {
+    const WRITERS: usize = 16;
+    const WRITES: u64 = 40;
+    let mut c = TestCluster::start(3, &[]);
+    let leader = c.wait_for_leader(LEADER_DEADLINE);
+    let url = format!("http://{}/v1/datum", c.nodes[(leader + 1) % 3].addr);
+    let handles: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let agent = ureq::AgentBuilder::new().timeout(T).build();
+                for i in 1..=WRITES {
+                    let body = json!({"key": format!("fwd/{w}"), "value": i}).to_string();
+                    let r: serde_json::Value = agent
+                        .post(&url)
+                        .set("Content-Type", "application/json")
+                        .send_string(&body)
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.into_json().map_err(|e| e.to_string()))
+                        .unwrap_or_else(|e| panic!("write {i} of writer {w}: {e}"));
+                    assert_eq!(r["key"], json!(format!("fwd/{w}")), "its own answer");
+                    assert_eq!(r["timestamp"], json!(i), "applied once, in order");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("a writer failed");
+    }
+    let client = c.client(T);
+    for w in 0..WRITERS {
+        let got = client.get(&format!("fwd/{w}"), false).unwrap();
+        assert_eq!((got.value, got.timestamp), (json!(WRITES), WRITES));
+    }
+}

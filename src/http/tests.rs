@@ -36,6 +36,7 @@ fn only_client_requests_are_drained() {
     for p in [
         "/v1/raft/messages",
         "/v1/raft/snapshot",
+        "/v1/raft/forward",
         "/v1/status",
         "/v1/health",
     ] {
@@ -390,6 +391,86 @@ fn a_standalone_member_takes_no_peer_traffic() {
     assert!(b.message.contains("standalone"), "{}", b.message);
     let r = n.call("POST", "/v1/raft/snapshot", &[], b"[]");
     refused(&r, 403, ErrorCode::Forbidden);
+    let r = n.call("POST", "/v1/raft/forward", &[], b"[]");
+    refused(&r, 403, ErrorCode::Forbidden);
+}
+
+#[test]
+fn a_forwarded_batch_is_answered_write_by_write_as_the_client_api_would() {
+    use crate::wire::peer::{ForwardedAnswer, ForwardedWrite, MAX_FORWARD_BATCH};
+    let n = Standalone::with(|c| c.cluster_token = Some("test-secret-0123456789".into()));
+    let publish = |body: Value, id: &str| ForwardedWrite {
+        method: "POST".into(),
+        query: vec![],
+        body: body.to_string(),
+        request_id: id.into(),
+    };
+    let delete = |key: &str, id: &str| ForwardedWrite {
+        method: "DELETE".into(),
+        query: vec![("key".into(), key.into())],
+        body: String::new(),
+        request_id: id.into(),
+    };
+    let batch = vec![
+        publish(json!({"key": "k", "value": 1}), "a:1"),
+        publish(json!({"key": "", "value": 1}), "b:1"),
+        delete("absent", "c:1"),
+        publish(json!({"key": "k", "value": 2, "if_timestamp": 5}), "d:1"),
+        // The first write again, as after a lost connection: answered as the first time.
+        publish(json!({"key": "k", "value": 1}), "a:1"),
+        publish(json!({"key": "k", "value": 3}), "not an id"),
+    ];
+    let r = n.call(
+        "POST",
+        "/v1/raft/forward",
+        &[],
+        &serde_json::to_vec(&batch).unwrap(),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let answers: Vec<ForwardedAnswer> = serde_json::from_slice(&r.body).unwrap();
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, vec![200, 400, 404, 412, 200, 400]);
+    let first: Value = serde_json::from_str(&answers[0].body).unwrap();
+    let again: Value = serde_json::from_str(&answers[4].body).unwrap();
+    assert_eq!(first, again, "a repeat is answered as the first time");
+    assert_eq!(first["timestamp"], 1);
+    let cas: Value = serde_json::from_str(&answers[3].body).unwrap();
+    assert_eq!(cas["error"], "precondition_failed");
+    assert_eq!(cas["timestamp"], 1);
+    let got = json_of(&n.get("/v1/datum", &[("key", "k")]));
+    assert_eq!(
+        (got["value"].clone(), got["timestamp"].clone()),
+        (json!(1), json!(1))
+    );
+
+    // Not a batch, a batch too large, a method that is no write: refused whole.
+    let r = n.call("POST", "/v1/raft/forward", &[], b"{\"method\":");
+    refused(&r, 400, ErrorCode::BadRequest);
+    let many = vec![delete("k", "e:1"); MAX_FORWARD_BATCH + 1];
+    let r = n.call(
+        "POST",
+        "/v1/raft/forward",
+        &[],
+        &serde_json::to_vec(&many).unwrap(),
+    );
+    refused(&r, 400, ErrorCode::BadRequest);
+    let get = vec![ForwardedWrite {
+        method: "GET".into(),
+        ..delete("k", "f:1")
+    }];
+    let r = n.call(
+        "POST",
+        "/v1/raft/forward",
+        &[],
+        &serde_json::to_vec(&get).unwrap(),
+    );
+    let answers: Vec<ForwardedAnswer> = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(answers[0].status, 400);
+    assert_eq!(
+        json_of(&n.get("/v1/datum", &[("key", "k")]))["timestamp"],
+        json!(1),
+        "nothing refused was applied"
+    );
 }
 
 #[test]

@@ -45,7 +45,7 @@ pub use datum_set::{Applied, DatumSet};
 pub use driver::DriverEvent;
 use driver::{Driver, Waiters};
 pub use notifier::{Event, EventKind};
-use sessions::Outcome;
+pub use sessions::Outcome;
 
 /// Header on requests a follower forwards to the leader, so they are never forwarded again.
 pub const PROXIED_HEADER: &str = "X-Nacos-Proxied";
@@ -470,6 +470,39 @@ impl Node {
             .send(DriverEvent::Propose { command, reply: tx })
             .map_err(|_| Error::ShuttingDown)?;
         wait_reply(&rx, deadline, self.shared.cfg.publish_timeout_ms)?
+    }
+
+    /// Proposes a batch of writes (what a follower forwarded in one message): every command
+    /// is queued to the driver before any answer is awaited, so they share driver turns and
+    /// fsyncs as concurrent client writes do. Answers in the order given, each as
+    /// [`Node::publish`] and [`Node::delete`] would (keys and values are checked by the
+    /// caller, as the client API checks them).
+    pub fn write_many(
+        &self,
+        writes: Vec<(String, Command)>,
+        deadline: Instant,
+    ) -> Vec<Result<(Outcome, LogId)>> {
+        let waiting: Vec<(String, Result<Receiver<_>>)> = writes
+            .into_iter()
+            .map(|(key, command)| {
+                let (tx, rx) = mpsc::channel();
+                let sent = self
+                    .shared
+                    .driver
+                    .send(DriverEvent::Propose { command, reply: tx })
+                    .map(|()| rx)
+                    .map_err(|_| Error::ShuttingDown);
+                (key, sent)
+            })
+            .collect();
+        waiting
+            .into_iter()
+            .map(|(key, rx)| {
+                let (applied, term, index) =
+                    wait_reply(&rx?, deadline, self.shared.cfg.publish_timeout_ms)??;
+                answer(&key, applied, LogId::new(index, term))
+            })
+            .collect()
     }
 
     /// Publishes `value` under `key`: only when the key's timestamp is

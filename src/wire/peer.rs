@@ -62,6 +62,34 @@ fn check_command(c: &Command) -> Result<(), String> {
     }
 }
 
+/// Most client writes one `POST /v1/raft/forward` carries.
+pub const MAX_FORWARD_BATCH: usize = 1024;
+
+/// Most bytes of answers a forwarding member reads back for one batch.
+pub const MAX_FORWARD_ANSWER_BYTES: u64 = 64 << 20;
+
+/// One client write a follower forwards to the leader, as the client sent it: the leader
+/// checks it as the client API does and answers it as it would have answered the client.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ForwardedWrite {
+    pub method: String,
+    #[serde(default)]
+    pub query: Vec<(String, String)>,
+    /// The request body (JSON text for a publish, empty for a delete).
+    #[serde(default)]
+    pub body: String,
+    /// Always set: the client's, or one of the forwarding member's sessions, so a batch
+    /// sent again after a lost connection is applied once.
+    pub request_id: String,
+}
+
+/// The leader's answer to one forwarded write: the status and body it would have sent.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ForwardedAnswer {
+    pub status: u16,
+    pub body: String,
+}
+
 /// Encodes a snapshot chunk.
 pub fn encode_chunk(datums: &[Datum]) -> Vec<u8> {
     serde_json::to_vec(datums).expect("datums serialise")
