@@ -272,9 +272,7 @@ fn write(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
                 .request
                 .clone()
                 .or_else(|| lease.as_ref().and_then(|l| RequestId::parse(&l.id()).ok()));
-            let command = parsed.command(request);
-            let mut answers = node.write_many(vec![(parsed.key.clone(), command)], deadline);
-            parsed.answer(answers.pop().unwrap_or(Err(Error::ShuttingDown)))
+            parsed.answer(node.write_one(&parsed.key, parsed.command(request), deadline))
         };
         // The write was not taken: leadership moved between our check and the proposal,
         // or the leader we forwarded to answered 503 (handing over, stopping: every 503 of

@@ -22,7 +22,10 @@ use super::datum_set::Applied;
 use super::{log_event, Shared};
 
 /// A client's answer once its entry is applied (or why it never will be).
-pub type ProposeReply = Sender<Result<(Applied, u64, u64), Error>>;
+pub type ProposeReply = Sender<ProposeResult>;
+
+/// What applying a proposed command did, with its term and index.
+pub type ProposeResult = Result<(Applied, u64, u64), Error>;
 
 pub enum DriverEvent {
     Step(Vec<Envelope>),

@@ -44,7 +44,7 @@ use crate::store::{self, LogStore};
 
 pub use datum_set::{Applied, DatumSet};
 pub use driver::DriverEvent;
-use driver::{Driver, Waiters};
+use driver::{Driver, ProposeResult, Waiters};
 pub use notifier::{Event, EventKind};
 pub use sessions::Outcome;
 
@@ -462,39 +462,37 @@ impl Node {
             .map_err(|_| Error::ShuttingDown)
     }
 
-    /// Appends a command on this node (which must lead) and waits until it is applied here.
-    /// Returns what applying it did, with its term and index.
-    pub fn propose(&self, command: Command, deadline: Instant) -> Result<(Applied, u64, u64)> {
+    /// Queues a command for the driver to append (this node must lead); the receiver gets
+    /// what applying it did, with its term and index.
+    fn send_propose(&self, command: Command) -> Result<Receiver<ProposeResult>> {
         let (tx, rx) = mpsc::channel();
         self.shared
             .driver
             .send(DriverEvent::Propose { command, reply: tx })
             .map_err(|_| Error::ShuttingDown)?;
+        Ok(rx)
+    }
+
+    /// Appends a command on this node (which must lead) and waits until it is applied here.
+    /// Returns what applying it did, with its term and index.
+    pub fn propose(&self, command: Command, deadline: Instant) -> Result<(Applied, u64, u64)> {
+        let rx = self.send_propose(command)?;
         wait_reply(&rx, deadline, self.shared.cfg.publish_timeout_ms)?
     }
 
     /// Proposes a batch of writes (what a follower forwarded in one message): every command
     /// is queued to the driver before any answer is awaited, so they share driver turns and
-    /// fsyncs as concurrent client writes do. Answers in the order given, each as
-    /// [`Node::publish`] and [`Node::delete`] would (keys and values are checked by the
-    /// caller, as the client API checks them).
+    /// fsyncs as concurrent client writes do. Answers in the order given, as
+    /// [`Node::write_one`] would (keys and values are checked by the caller, as the client
+    /// API checks them).
     pub fn write_many(
         &self,
         writes: Vec<(String, Command)>,
         deadline: Instant,
     ) -> Vec<Result<(Outcome, LogId)>> {
-        let waiting: Vec<(String, Result<Receiver<_>>)> = writes
+        let waiting: Vec<(String, Result<Receiver<ProposeResult>>)> = writes
             .into_iter()
-            .map(|(key, command)| {
-                let (tx, rx) = mpsc::channel();
-                let sent = self
-                    .shared
-                    .driver
-                    .send(DriverEvent::Propose { command, reply: tx })
-                    .map(|()| rx)
-                    .map_err(|_| Error::ShuttingDown);
-                (key, sent)
-            })
+            .map(|(key, command)| (key, self.send_propose(command)))
             .collect();
         waiting
             .into_iter()
@@ -504,6 +502,18 @@ impl Node {
                 answer(&key, applied, LogId::new(index, term))
             })
             .collect()
+    }
+
+    /// Proposes one write to `key` and waits for what it did: a refused compare-and-set is
+    /// `Error::PreconditionFailed`, a repeated request gets its first answer.
+    pub fn write_one(
+        &self,
+        key: &str,
+        command: Command,
+        deadline: Instant,
+    ) -> Result<(Outcome, LogId)> {
+        let (applied, term, index) = self.propose(command, deadline)?;
+        answer(key, applied, LogId::new(index, term))
     }
 
     /// Publishes `value` under `key`: only when the key's timestamp is
@@ -524,8 +534,7 @@ impl Node {
             if_timestamp: opts.if_timestamp,
             request: opts.request,
         };
-        let (applied, term, index) = self.propose(command, deadline)?;
-        match answer(key, applied, LogId::new(index, term))? {
+        match self.write_one(key, command, deadline)? {
             (Outcome::Published { timestamp }, at) => Ok((timestamp, at.term, at.index)),
             (other, _) => unreachable!("a publish applied as {other:?}"),
         }
@@ -545,8 +554,7 @@ impl Node {
             if_timestamp: opts.if_timestamp,
             request: opts.request,
         };
-        let (applied, term, index) = self.propose(command, deadline)?;
-        match answer(key, applied, LogId::new(index, term))? {
+        match self.write_one(key, command, deadline)? {
             (Outcome::Deleted { existed }, at) => Ok((existed, at.term, at.index)),
             (other, _) => unreachable!("a delete applied as {other:?}"),
         }
