@@ -58,10 +58,11 @@ pub fn run(client: &Client, output: Output, out: &mut dyn Write, a: &BenchArgs) 
         let value = value.clone();
         let (op, keys, stale) = (a.op, a.keys, a.stale);
         handles.push(thread::spawn(move || {
-            let began_at = Instant::now();
             let mut lat = Vec::with_capacity(per_client);
             let mut errors = 0usize;
             start.wait();
+            // From the common start, so each rate leaves out the wait for the other threads.
+            let began_at = Instant::now();
             // The longest this client waited for an answer: a starved connection shows here
             // even when the totals look fine.
             let mut longest = Duration::ZERO;
