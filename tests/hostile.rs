@@ -816,12 +816,35 @@ fn a_value_nested_64_deep_replicates_and_65_is_refused() {
 
 // ================================================================== file descriptors
 
-/// Opens `n` connections that send nothing.
-fn idle_connections(addr: &str, n: usize) -> Vec<TcpStream> {
+/// Raises this test process's soft open-file limit to its hard one: the flood tests hold
+/// hundreds of sockets each, in parallel, and a CI runner's soft limit may be 1,024.
+fn raise_own_open_file_limit() {
+    // SAFETY: getrlimit/setrlimit on a stack struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// Opens up to `n` connections that send nothing; also returns the first connect error,
+/// so a short count says why.
+fn idle_connections(addr: &str, n: usize) -> (Vec<TcpStream>, Option<std::io::Error>) {
+    raise_own_open_file_limit();
     let sa: SocketAddr = addr.parse().unwrap();
-    (0..n)
-        .filter_map(|_| TcpStream::connect_timeout(&sa, Duration::from_secs(2)).ok())
-        .collect()
+    let mut held = Vec::new();
+    let mut first_error = None;
+    for _ in 0..n {
+        match TcpStream::connect_timeout(&sa, Duration::from_secs(2)) {
+            Ok(s) => held.push(s),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    (held, first_error)
 }
 
 // Row 18: running out of descriptors once stopped a member from ever accepting again.
@@ -831,8 +854,13 @@ fn accept_survives_running_out_of_file_descriptors() {
     let mut args = FAST.to_vec();
     args.extend(["--max-connections", "1000"]);
     let node = TestNode::standalone_with_open_file_limit(256, &args);
-    let held = idle_connections(&node.addr, 300);
-    assert!(held.len() >= 256, "only {} connections opened", held.len());
+    let (held, error) = idle_connections(&node.addr, 300);
+    assert!(
+        held.len() >= 256,
+        "only {} connections opened (first error: {error:?})\n{}",
+        held.len(),
+        node.log_excerpt()
+    );
     wait_log(&node, "cannot accept connections");
     drop(held);
     let client = node.client(Duration::from_millis(500));
@@ -855,8 +883,12 @@ fn idle_connections_cannot_lock_out_clients_at_a_low_file_limit() {
     // The limit at 256 descriptors is 96 connections; under load the kernel's accept queue
     // may time a few of the 300 connects out, which does not matter as long as far more
     // than the limit are held.
-    let held = idle_connections(&node.addr, 300);
-    assert!(held.len() > 200, "only {} connections opened", held.len());
+    let (held, error) = idle_connections(&node.addr, 300);
+    assert!(
+        held.len() > 200,
+        "only {} connections opened (first error: {error:?})",
+        held.len()
+    );
     // nacosctl's own timeout (5 s) bounds each call: exit 0 means it was served in time.
     let endpoint = node.addr.clone();
     assert_code(&nacosctl_at(&endpoint, &["put", "during", "idle-flood"]), 0);
