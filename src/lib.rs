@@ -4,8 +4,10 @@
 //! Layout: `raft` is the pure consensus core (no clock, no I/O, no threads); `store` owns the
 //! bytes on disk; `node` is the shell that drives the core with threads, disk and network;
 //! `http` maps requests and errors; `client` is the typed HTTP client of `nacosctl` and tests;
-//! `wire` holds the JSON shapes the two exchange.
+//! `wire` holds the JSON shapes the two exchange; `auth` is access control (users, roles,
+//! tokens), applied by `node` and enforced by `http`.
 
+pub mod auth;
 pub mod client;
 pub mod datum;
 pub mod error;
