@@ -257,6 +257,57 @@ fn mac(key: &str) -> HmacSha256 {
     HmacSha256::new_from_slice(key.as_bytes()).expect("HMAC takes any key length")
 }
 
+/// Longest PHC hash string accepted in a change (argon2's are about 100 bytes).
+const MAX_HASH: usize = 512;
+
+impl AuthChange {
+    /// The client path's rules for a change, also applied to what a peer says was logged.
+    pub fn validate(&self) -> Result<(), String> {
+        let hash_ok = |h: &str| {
+            if h.len() <= MAX_HASH && h.starts_with('$') {
+                Ok(())
+            } else {
+                Err("a password hash is not a PHC string".to_string())
+            }
+        };
+        match self {
+            AuthChange::Enable { token_key } => {
+                if token_key.len() < 16 || token_key.len() > 256 {
+                    return Err("a token key is 16 to 256 bytes".into());
+                }
+                Ok(())
+            }
+            AuthChange::Disable => Ok(()),
+            AuthChange::UserAdd { name, hash } | AuthChange::UserPassword { name, hash } => {
+                validate_name("user", name)?;
+                hash_ok(hash)
+            }
+            AuthChange::UserDelete { name } | AuthChange::RoleAdd { name } => {
+                validate_name("user or role", name)
+            }
+            AuthChange::RoleDelete { name } => validate_name("role", name),
+            AuthChange::UserGrantRole { name, role }
+            | AuthChange::UserRevokeRole { name, role } => {
+                validate_name("user", name)?;
+                validate_name("role", role)
+            }
+            AuthChange::RoleGrant { name, prefix, .. }
+            | AuthChange::RoleRevoke { name, prefix } => {
+                validate_name("role", name)?;
+                validate_prefix(prefix)
+            }
+        }
+    }
+}
+
+/// A grant's prefix: empty (every key) or what a key may be.
+pub fn validate_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    crate::datum::validate_key(prefix).map_err(|e| format!("the prefix is not a key: {e}"))
+}
+
 impl AuthTable {
     pub fn enabled(&self) -> bool {
         self.enabled
@@ -427,26 +478,29 @@ impl AuthTable {
         )))
     }
 
-    /// Checks a user's password (slow by design: argon2).
-    pub fn login(&self, user: &str, password: &str) -> Result<(), Refusal> {
-        // The same answer for an unknown user and a wrong password, so names cannot be
-        // probed; an unknown user is still hashed against, so the time does not tell either.
-        let hash = self.users.get(user).map(|u| u.hash.as_str());
-        let ok = verify_password(password, hash.unwrap_or(DUMMY_HASH)) && hash.is_some();
-        if ok {
-            Ok(())
-        } else {
-            Err(Refusal::Unauthenticated(
-                "wrong user name or password".into(),
-            ))
-        }
+    /// What a login checks a password against: the user's hash and `password_index`. Taken
+    /// out of the table so the slow check runs without holding it.
+    pub fn password_of(&self, user: &str) -> Option<(String, u64)> {
+        self.users
+            .get(user)
+            .map(|u| (u.hash.clone(), u.password_index))
     }
 
-    /// A token for `user`, valid for `ttl_s` seconds from `now_s` (Unix time), or `None`
-    /// when access control is off or the user does not exist.
-    pub fn issue_token(&self, user: &str, now_s: u64, ttl_s: u64) -> Option<String> {
+    /// A token for `user`, valid for `ttl_s` seconds from `now_s` (Unix time), if the user
+    /// still has the password set at `password_index` (the one a login checked) and access
+    /// control is on.
+    pub fn issue_token(
+        &self,
+        user: &str,
+        password_index: u64,
+        now_s: u64,
+        ttl_s: u64,
+    ) -> Option<String> {
         let key = self.token_key.as_ref().filter(|_| self.enabled)?;
-        let u = self.users.get(user)?;
+        let u = self
+            .users
+            .get(user)
+            .filter(|u| u.password_index == password_index)?;
         let claims = Claims {
             u: u.name.clone(),
             p: u.password_index,
@@ -531,6 +585,20 @@ impl AuthTable {
             }
         }
         t
+    }
+}
+
+/// Checks a login's password against what [`AuthTable::password_of`] found (slow by
+/// design: argon2). An unknown user and a wrong password get the same answer, and an
+/// unknown user is still hashed against, so neither the answer nor its time tells names.
+pub fn check_password(found: Option<&(String, u64)>, password: &str) -> Result<(), Refusal> {
+    let hash = found.map(|(h, _)| h.as_str());
+    if verify_password(password, hash.unwrap_or(DUMMY_HASH)) && hash.is_some() {
+        Ok(())
+    } else {
+        Err(Refusal::Unauthenticated(
+            "wrong user name or password".into(),
+        ))
     }
 }
 
@@ -707,7 +775,12 @@ mod tests {
     #[test]
     fn tokens_expire_and_die_with_a_new_password_a_deleted_user_or_a_new_key() {
         let mut t = table_with(&[user(ROOT, "r"), user("app", "a")]);
-        assert_eq!(t.issue_token("app", 1000, 60), None, "access control off");
+        let pi = |t: &AuthTable, u: &str| t.password_of(u).unwrap().1;
+        assert_eq!(
+            t.issue_token("app", 2, 1000, 60),
+            None,
+            "access control off"
+        );
         t.apply(
             &AuthChange::Enable {
                 token_key: new_token_key().unwrap(),
@@ -715,7 +788,7 @@ mod tests {
             3,
         )
         .unwrap();
-        let tok = t.issue_token("app", 1000, 60).unwrap();
+        let tok = t.issue_token("app", pi(&t, "app"), 1000, 60).unwrap();
         assert_eq!(t.authenticate(&tok, 1059), Ok("app".to_string()));
         let expired = t.authenticate(&tok, 1060).unwrap_err();
         assert!(format!("{expired}").contains("expired"), "{expired}");
@@ -743,7 +816,9 @@ mod tests {
         .unwrap();
         let e = t.authenticate(&tok, 1000).unwrap_err();
         assert!(format!("{e}").contains("password"), "{e}");
-        let tok = t.issue_token("app", 1000, 60).unwrap();
+        // A login that checked the old password gets no token.
+        assert_eq!(t.issue_token("app", 2, 1000, 60), None);
+        let tok = t.issue_token("app", pi(&t, "app"), 1000, 60).unwrap();
         assert!(t.authenticate(&tok, 1000).is_ok());
         // A deleted user, even if added again under the same name.
         t.apply(&AuthChange::UserDelete { name: "app".into() }, 5)
@@ -752,7 +827,7 @@ mod tests {
         t.apply(&user("app", "b"), 6).unwrap();
         assert!(t.authenticate(&tok, 1000).is_err());
         // Off and on again: a new key.
-        let tok = t.issue_token(ROOT, 1000, 60).unwrap();
+        let tok = t.issue_token(ROOT, pi(&t, ROOT), 1000, 60).unwrap();
         t.apply(&AuthChange::Disable, 7).unwrap();
         assert!(t.authenticate(&tok, 1000).is_err());
         t.apply(
@@ -768,9 +843,10 @@ mod tests {
     #[test]
     fn login_checks_the_password_and_does_not_tell_unknown_users_apart() {
         let t = table_with(&[user("app", "right")]);
-        assert!(t.login("app", "right").is_ok());
-        let wrong = t.login("app", "wrong").unwrap_err();
-        let unknown = t.login("ghost", "right").unwrap_err();
+        let found = t.password_of("app");
+        assert!(check_password(found.as_ref(), "right").is_ok());
+        let wrong = check_password(found.as_ref(), "wrong").unwrap_err();
+        let unknown = check_password(t.password_of("ghost").as_ref(), "right").unwrap_err();
         assert_eq!(wrong, unknown);
     }
 

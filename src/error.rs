@@ -65,6 +65,32 @@ pub enum Error {
     /// The node is shutting down and no longer accepts work.
     #[error("the node is shutting down")]
     ShuttingDown,
+
+    /// Access control is on and the request has no valid token, or a login failed.
+    #[error("{0}")]
+    Unauthenticated(String),
+
+    /// The request's user lacks the permission it needs.
+    #[error("{0}")]
+    PermissionDenied(String),
+
+    /// An access-control change that does not fit the current table (the user exists, no
+    /// such role, no `root` user yet); nothing changed.
+    #[error("{0}")]
+    Conflict(String),
+
+    /// A login while access control is off: requests need no token.
+    #[error("access control is off, so requests need no token (nacosctl auth enable turns it on)")]
+    AuthDisabled,
+}
+
+impl From<crate::auth::Refusal> for Error {
+    fn from(r: crate::auth::Refusal) -> Error {
+        match r {
+            crate::auth::Refusal::Unauthenticated(m) => Error::Unauthenticated(m),
+            crate::auth::Refusal::PermissionDenied(m) => Error::PermissionDenied(m),
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -25,6 +25,10 @@ pub fn error_response(e: &Error) -> (u16, ErrorBody) {
         Error::Store { .. } | Error::Corrupt { .. } | Error::Unrecoverable { .. } => {
             (ErrorCode::Internal, None)
         }
+        Error::Unauthenticated(_) => (ErrorCode::Unauthenticated, None),
+        Error::PermissionDenied(_) => (ErrorCode::PermissionDenied, None),
+        Error::Conflict(_) => (ErrorCode::Conflict, None),
+        Error::AuthDisabled => (ErrorCode::AuthDisabled, None),
     };
     let mut body = ErrorBody::new(code, e.to_string());
     body.leader = leader;
@@ -37,7 +41,9 @@ pub fn error_response(e: &Error) -> (u16, ErrorBody) {
 pub fn status_of(code: &ErrorCode) -> u16 {
     match code {
         ErrorCode::BadRequest => 400,
-        ErrorCode::Forbidden => 403,
+        ErrorCode::Unauthenticated => 401,
+        ErrorCode::Forbidden | ErrorCode::PermissionDenied => 403,
+        ErrorCode::Conflict | ErrorCode::AuthDisabled => 409,
         ErrorCode::NotFound | ErrorCode::NoRoute => 404,
         ErrorCode::RequestTimeout => 408,
         ErrorCode::Compacted => 410,

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::auth::{AuthRecord, AuthTable};
 use crate::datum::Datum;
 use crate::error::{Error, Result};
 use crate::raft::{Command, Entry};
@@ -53,6 +54,8 @@ pub enum Applied {
     Stale {
         latest: u64,
     },
+    /// An access-control change: applied, or why it did not fit the table (nothing changed).
+    Auth(std::result::Result<(), String>),
 }
 
 impl Applied {
@@ -64,7 +67,10 @@ impl Applied {
             Applied::PreconditionFailed { current } => {
                 Some(Outcome::PreconditionFailed { current })
             }
-            Applied::Noop | Applied::Duplicate { .. } | Applied::Stale { .. } => None,
+            Applied::Noop
+            | Applied::Duplicate { .. }
+            | Applied::Stale { .. }
+            | Applied::Auth(_) => None,
         }
     }
 }
@@ -130,25 +136,59 @@ pub struct DatumSet {
     live_bytes: AtomicU64,
     /// Client sessions (exactly-once writes), updated with the map.
     sessions: Mutex<SessionState>,
+    /// Access control, updated with the map (under its lock, so a checkpoint or snapshot
+    /// taken with the map held still has it exact at the sessions' index). Read by every
+    /// client request, written only by auth changes.
+    auth: RwLock<AuthTable>,
 }
 
-/// Session records from their JSON texts.
-fn parse_sessions(lines: &[String]) -> std::result::Result<Sessions, String> {
-    let records = lines
-        .iter()
-        .map(|l| serde_json::from_str::<SessionRecord>(l))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| format!("a session record does not parse: {e}"))?;
-    Ok(Sessions::from_records(records))
+/// One line of the state kept beside the datums (client sessions and access control), as
+/// checkpoints and snapshots hold it.
+pub enum SideRecord {
+    Session(SessionRecord),
+    Auth(AuthRecord),
 }
 
-/// The sessions a snapshot install left beside its datum files (`data/.sessions`), exact at
-/// the snapshot's point: used when start-up loads the datum files (no checkpoint yet).
-pub fn read_sessions_file(data_dir: &std::path::Path) -> Result<Sessions> {
+/// Parses one side-state line: an access-control record (it starts with
+/// `auth::RECORD_PREFIX`) or a session record.
+pub fn parse_side_line(line: &str) -> std::result::Result<SideRecord, String> {
+    if line.starts_with(crate::auth::RECORD_PREFIX) {
+        serde_json::from_str::<AuthRecord>(line)
+            .map(SideRecord::Auth)
+            .map_err(|e| format!("an access-control record does not parse: {e}"))
+    } else {
+        serde_json::from_str::<SessionRecord>(line)
+            .map(SideRecord::Session)
+            .map_err(|e| format!("a session record does not parse: {e}"))
+    }
+}
+
+/// Session records and the access-control table from their JSON texts.
+fn parse_sessions(lines: &[String]) -> std::result::Result<(Sessions, AuthTable), String> {
+    let mut sessions = Vec::new();
+    let mut auth = Vec::new();
+    for l in lines {
+        match parse_side_line(l)? {
+            SideRecord::Session(r) => sessions.push(r),
+            SideRecord::Auth(r) => auth.push(r),
+        }
+    }
+    Ok((
+        Sessions::from_records(sessions),
+        AuthTable::from_records(auth),
+    ))
+}
+
+/// The sessions and access control a snapshot install left beside its datum files
+/// (`data/.sessions`), exact at the snapshot's point: used when start-up loads the datum
+/// files (no checkpoint yet).
+pub fn read_sessions_file(data_dir: &std::path::Path) -> Result<(Sessions, AuthTable)> {
     let path = datum_dir::datum_root(data_dir).join(SESSIONS_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Sessions::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((Sessions::default(), AuthTable::default()))
+        }
         Err(e) => return Err(Error::store(&path, e)),
     };
     let lines: Vec<String> = text.lines().map(str::to_string).collect();
@@ -184,9 +224,10 @@ impl DatumSet {
             .into_iter()
             .map(|(d, _)| d)
             .collect();
-        let sessions = read_sessions_file(&data_dir)?;
+        let (sessions, auth) = read_sessions_file(&data_dir)?;
         let sm = DatumSet::with_datums(data_dir, datums, 0);
         sm.sessions.lock().expect("sessions lock").table = sessions;
+        *sm.auth.write().expect("auth lock") = auth;
         Ok(sm)
     }
 
@@ -271,7 +312,7 @@ impl DatumSet {
             ));
         }
         let base = c.base;
-        let sessions = parse_sessions(&c.sessions).map_err(|why| Error::Corrupt {
+        let (sessions, auth) = parse_sessions(&c.sessions).map_err(|why| Error::Corrupt {
             path: if from_previous {
                 previous.clone()
             } else {
@@ -282,6 +323,7 @@ impl DatumSet {
         })?;
         let sm = DatumSet::with_datums(data_dir, c.datums, c.end);
         sm.sessions.lock().expect("sessions lock").table = sessions;
+        *sm.auth.write().expect("auth lock") = auth;
         let previous_base = if from_previous {
             None
         } else {
@@ -345,6 +387,7 @@ impl DatumSet {
             applied_bytes: AtomicU64::new(0),
             live_bytes: AtomicU64::new(live),
             sessions: Mutex::new(SessionState::default()),
+            auth: RwLock::new(AuthTable::default()),
         }
     }
 
@@ -457,7 +500,7 @@ impl DatumSet {
                     Command::Publish { request, .. } | Command::Delete { request, .. } => {
                         request.as_ref()
                     }
-                    Command::Noop => None,
+                    Command::Noop | Command::Auth { .. } => None,
                 };
                 if let Some(req) = request {
                     let answered = match sessions.table.decide(req) {
@@ -504,6 +547,9 @@ impl DatumSet {
                         current: failed.unwrap_or(0),
                     },
                     Command::Noop => Applied::Noop,
+                    Command::Auth { change } => {
+                        Applied::Auth(self.auth.write().expect("auth lock").apply(change, e.index))
+                    }
                     Command::Publish { key, value, .. } => {
                         let prev = datums.get(key);
                         if prev.is_some_and(|d| d.index >= e.index) {
@@ -631,12 +677,8 @@ impl DatumSet {
         // The base is where the sessions are exact: taken with the map held still, so
         // every effect up to it is in the map the datums are read from next. (The datum
         // files may trail it; the check at start-up repairs any a crash leaves stale.)
-        let (base, sessions) = self.capture_sessions();
+        let (base, lines) = self.capture_sessions();
         let mut w = checkpoint::CheckpointWriter::create(&self.data_dir, base)?;
-        let lines: Vec<String> = sessions
-            .iter()
-            .map(|r| serde_json::to_string(r).expect("sessions serialise"))
-            .collect();
         w.add_sessions(&lines)?;
         let mut after: Option<String> = None;
         loop {
@@ -756,7 +798,7 @@ impl DatumSet {
         // newest of them the map is not the exact state at any one index, so no digest is
         // recorded and no watch may resume before it (as after a restart).
         let newest = loaded.values().map(|d| d.index).max().unwrap_or(0);
-        let sessions = read_sessions_file(&self.data_dir)?;
+        let (sessions, auth) = read_sessions_file(&self.data_dir)?;
         {
             let mut map = self.datums.write().expect("datums lock");
             *map = loaded;
@@ -764,6 +806,7 @@ impl DatumSet {
                 table: sessions,
                 index,
             };
+            *self.auth.write().expect("auth lock") = auth;
         }
         self.dirty.lock().expect("dirty lock").clear();
         {
@@ -795,12 +838,30 @@ impl DatumSet {
         (d.recent.back().map_or(0, |(i, _)| *i), d.current)
     }
 
-    /// The sessions and the index they are exact at, taken with the map held still (a
-    /// checkpoint's or a snapshot's base).
-    pub fn capture_sessions(&self) -> (u64, Vec<SessionRecord>) {
+    /// The side state (client sessions and access control) as JSON lines, and the index
+    /// they are exact at, taken with the map held still (a checkpoint's or a snapshot's
+    /// base).
+    pub fn capture_sessions(&self) -> (u64, Vec<String>) {
         let _map = self.datums.read().expect("datums lock");
         let s = self.sessions.lock().expect("sessions lock");
-        (s.index, s.table.records())
+        let auth = self.auth.read().expect("auth lock");
+        let mut lines: Vec<String> = s
+            .table
+            .records()
+            .iter()
+            .map(|r| serde_json::to_string(r).expect("sessions serialise"))
+            .collect();
+        lines.extend(
+            auth.records()
+                .iter()
+                .map(|r| serde_json::to_string(r).expect("auth records serialise")),
+        );
+        (s.index, lines)
+    }
+
+    /// The access-control table as applied here.
+    pub fn auth(&self) -> std::sync::RwLockReadGuard<'_, AuthTable> {
+        self.auth.read().expect("auth lock")
     }
 
     /// Sessions held now.

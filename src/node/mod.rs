@@ -560,6 +560,18 @@ impl Node {
         }
     }
 
+    /// Proposes an access-control change (this node must lead) and waits until it is
+    /// applied here; a change that does not fit the table is `Error::Conflict`.
+    pub fn change_auth(&self, change: crate::auth::AuthChange, deadline: Instant) -> Result<LogId> {
+        change.validate().map_err(Error::BadRequest)?;
+        let (applied, term, index) = self.propose(Command::Auth { change }, deadline)?;
+        match applied {
+            Applied::Auth(Ok(())) => Ok(LogId::new(index, term)),
+            Applied::Auth(Err(why)) => Err(Error::Conflict(why)),
+            other => unreachable!("an auth change applied as {other:?}"),
+        }
+    }
+
     /// Waits until this node's datum set reflects every write committed before the call
     /// (ReadIndex, Raft thesis §6.4): the leader confirms it still leads with a heartbeat
     /// round; a follower asks the leader for the index and waits to apply it.
@@ -745,7 +757,9 @@ fn answer(key: &str, applied: Applied, at: LogId) -> Result<(Outcome, LogId)> {
                 "this client's request {latest} was applied already, so this older one was not; a client sends its requests in order, one at a time"
             )))
         }
-        Applied::Noop => unreachable!("a write applied as a no-op"),
+        Applied::Noop | Applied::Auth(_) => {
+            unreachable!("a datum write applied as a no-op or an auth change")
+        }
     };
     match outcome {
         Outcome::PreconditionFailed { current } => Err(Error::PreconditionFailed {

@@ -11,7 +11,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::datum_set::SESSIONS_FILE;
-use super::sessions::SessionRecord;
 use crate::error::{Error, Result};
 use crate::raft::{LogId, PeerAddr};
 use crate::store::snapshot::SnapshotWriter;
@@ -57,7 +56,7 @@ pub fn send(
     index: u64,
     snap_term: u64,
     term: u64,
-    sessions: Vec<SessionRecord>,
+    sessions: Vec<String>,
 ) {
     let result = stream(&shared, &peer, index, snap_term, term, &sessions);
     shared
@@ -92,7 +91,7 @@ fn stream(
     index: u64,
     snap_term: u64,
     term: u64,
-    sessions: &[SessionRecord],
+    sessions: &[String],
 ) -> std::result::Result<u64, String> {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(30))
@@ -125,10 +124,11 @@ fn stream(
             ureq::Error::Transport(t) => format!("chunk {} not delivered: {t}", h.seq),
         })
     };
-    // Chunk 0: the sessions, one JSON text per line (as the checkpoint holds them).
+    // Chunk 0: the sessions and access control, one JSON text per line (as the
+    // checkpoint holds them).
     let mut lines = Vec::new();
     for r in sessions {
-        serde_json::to_writer(&mut lines, r).map_err(|e| e.to_string())?;
+        lines.extend_from_slice(r.as_bytes());
         lines.push(b'\n');
     }
     post(&header(0, false, true), &lines)?;
@@ -254,9 +254,8 @@ pub fn receive(shared: &Shared, header: ChunkHeader, body: &[u8]) -> Result<()> 
         let text = std::str::from_utf8(body)
             .map_err(|_| Error::BadRequest("snapshot sessions are not text".into()))?;
         for line in text.lines() {
-            serde_json::from_str::<SessionRecord>(line).map_err(|e| {
-                Error::BadRequest(format!("a snapshot session does not parse: {e}"))
-            })?;
+            super::datum_set::parse_side_line(line)
+                .map_err(|e| Error::BadRequest(format!("in a snapshot: {e}")))?;
         }
         writer.add_file(SESSIONS_FILE, body)?;
     } else {

@@ -50,6 +50,9 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request: Option<RequestId>,
     },
+    /// A change to access control (users, roles, on/off), applied to the auth table in log
+    /// order like any write, so every member holds the same table at the same index.
+    Auth { change: crate::auth::AuthChange },
 }
 
 /// A client's request: its id and the request's sequence number, `<client>:<seq>` on the

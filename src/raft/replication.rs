@@ -18,6 +18,8 @@ pub(super) fn approx_json_size(e: &Entry) -> usize {
         Command::Noop => 0,
         Command::Publish { key, value, .. } => key.len() + crate::datum::approx_json_size(value),
         Command::Delete { key, .. } => key.len(),
+        // Names, a prefix and a hash: each bounded by `AuthChange::validate`.
+        Command::Auth { .. } => 1024,
     }
 }
 

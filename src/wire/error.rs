@@ -47,6 +47,14 @@ pub enum ErrorCode {
     Unhealthy,
     /// A compare-and-set whose condition did not hold; the body's `timestamp` is the key's.
     PreconditionFailed,
+    /// Access control is on and the request has no valid token (or a login failed).
+    Unauthenticated,
+    /// The request's user lacks a permission it needs; the message names it.
+    PermissionDenied,
+    /// An access-control change that does not fit (the user exists, no such role, ...).
+    Conflict,
+    /// A login while access control is off.
+    AuthDisabled,
     /// A code this build does not know, exactly as the node sent it (a newer node may add
     /// codes); empty when the body had no `error`. Never sent by this build's nodes.
     Unknown(String),
@@ -54,7 +62,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code this build's nodes send.
-    pub const KNOWN: [ErrorCode; 17] = [
+    pub const KNOWN: [ErrorCode; 21] = [
         ErrorCode::BadRequest,
         ErrorCode::NotFound,
         ErrorCode::NoRoute,
@@ -72,6 +80,10 @@ impl ErrorCode {
         ErrorCode::Busy,
         ErrorCode::Unhealthy,
         ErrorCode::PreconditionFailed,
+        ErrorCode::Unauthenticated,
+        ErrorCode::PermissionDenied,
+        ErrorCode::Conflict,
+        ErrorCode::AuthDisabled,
     ];
 
     /// The wire name.
@@ -94,6 +106,10 @@ impl ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::Unhealthy => "unhealthy",
             ErrorCode::PreconditionFailed => "precondition_failed",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::AuthDisabled => "auth_disabled",
             ErrorCode::Unknown(code) => code,
         }
     }

@@ -7,6 +7,7 @@
 //! core's own messages (`raft::Envelope`), decoded and checked one at a time.
 
 pub mod api;
+pub mod auth;
 pub mod error;
 pub mod nacos;
 pub mod peer;

@@ -59,6 +59,7 @@ fn check_command(c: &Command) -> Result<(), String> {
             .and_then(|()| validate_value(value))
             .map_err(|e| e.to_string()),
         Command::Delete { key, .. } => validate_key(key).map_err(|e| e.to_string()),
+        Command::Auth { change } => change.validate(),
     }
 }
 
