@@ -44,7 +44,8 @@ fn value_word(v: &serde_json::Value) -> u64 {
 impl Datums {
     pub fn apply(&mut self, e: &Entry) {
         let key = match &e.command {
-            Command::Noop => return,
+            // The simulated clients write datums only.
+            Command::Noop | Command::Auth { .. } => return,
             Command::Publish { key, .. } | Command::Delete { key, .. } => key,
         };
         // Nacos timestamp rule: 1 for a new key, previous + 1 otherwise.
@@ -70,7 +71,7 @@ impl Datums {
 
 pub fn key_of(c: &Command) -> Option<&str> {
     match c {
-        Command::Noop => None,
+        Command::Noop | Command::Auth { .. } => None,
         Command::Publish { key, .. } | Command::Delete { key, .. } => Some(key),
     }
 }
