@@ -79,6 +79,10 @@ pub enum Error {
     #[error("{0}")]
     Conflict(String),
 
+    /// The member is at a limit for this kind of work (say, logins at once); try again.
+    #[error("{0}")]
+    Busy(String),
+
     /// A login while access control is off: requests need no token.
     #[error("access control is off, so requests need no token (nacosctl auth enable turns it on)")]
     AuthDisabled,

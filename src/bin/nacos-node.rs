@@ -78,6 +78,9 @@ struct Args {
     /// follower further behind catches up with a snapshot.
     #[arg(long, default_value_t = node::DEFAULT_LOG_RETAIN_ENTRIES)]
     log_retain_entries: u64,
+    /// How long a login's token is valid (access control, `nacosctl auth enable`).
+    #[arg(long, default_value_t = nacos_raft::auth::DEFAULT_TOKEN_TTL_S)]
+    auth_token_ttl_s: u64,
     /// Log more (one line per election event and peer problem is always logged).
     #[arg(short, long)]
     verbose: bool,
@@ -139,6 +142,7 @@ fn config(args: &Args) -> anyhow::Result<NodeConfig> {
         checkpoint_entries: args.checkpoint_entries.max(1),
         log_retain_entries: args.log_retain_entries,
         max_watchers: args.max_watchers.max(1),
+        auth_token_ttl_s: args.auth_token_ttl_s.max(1),
     };
     cfg.validate()?;
     Ok(cfg)

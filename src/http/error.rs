@@ -29,6 +29,7 @@ pub fn error_response(e: &Error) -> (u16, ErrorBody) {
         Error::PermissionDenied(_) => (ErrorCode::PermissionDenied, None),
         Error::Conflict(_) => (ErrorCode::Conflict, None),
         Error::AuthDisabled => (ErrorCode::AuthDisabled, None),
+        Error::Busy(_) => (ErrorCode::Busy, None),
     };
     let mut body = ErrorBody::new(code, e.to_string());
     body.leader = leader;
@@ -117,6 +118,10 @@ mod tests {
             (ErrorCode::Busy, 503),
             (ErrorCode::Unhealthy, 503),
             (ErrorCode::PreconditionFailed, 412),
+            (ErrorCode::Unauthenticated, 401),
+            (ErrorCode::PermissionDenied, 403),
+            (ErrorCode::Conflict, 409),
+            (ErrorCode::AuthDisabled, 409),
         ];
         assert_eq!(documented.len(), ErrorCode::KNOWN.len());
         for (code, status) in documented {

@@ -278,6 +278,8 @@ pub(super) fn peer_forward(node: &Node, req: &Request) -> Result<Response> {
                 query: w.query,
                 proxied: true,
                 token: None,
+                // The forwarding member checked the client's token and permission.
+                access_token: None,
                 request_id: Some(w.request_id),
                 body: w.body.into_bytes(),
             })

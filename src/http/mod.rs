@@ -5,6 +5,7 @@
 //! sockets (`tests`); `serve` is the thin socket glue. Every body is a `wire` type; a
 //! library error gets its code, and every code its status, only in `error`.
 
+mod auth;
 pub mod error;
 mod forward;
 pub mod server;
@@ -45,6 +46,9 @@ pub struct Request {
     pub token: Option<String>,
     /// `X-Request-Id`, as sent.
     pub request_id: Option<String>,
+    /// The access-control token: `Authorization: Bearer <token>`, or Nacos's `accessToken`
+    /// query parameter.
+    pub access_token: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -129,19 +133,25 @@ pub fn route(node: &Node, req: &Request) -> Response {
         ("POST", "/v1/raft/snapshot") => peer_snapshot(node, req),
         ("POST", "/v1/raft/forward") => peer_forward(node, req),
         ("POST", "/v1/transfer-leader") => transfer_leader(node, req),
+        ("GET", "/nacos/v1/ns/raft/listeners") => (|| {
+            auth::caller(node, req)?.check_root(node, "listing the listened keys")?;
+            Ok(Response::json(
+                200,
+                &NacosListeners {
+                    listeners: node.datums().notifier().keys(),
+                },
+            ))
+        })(),
         ("GET", "/nacos/v1/ns/raft/state") => Ok(nacos_state(node)),
         ("GET", "/nacos/v1/ns/raft/leader") => Ok(nacos_leader(node)),
         ("GET", "/nacos/v1/ns/raft/peer") => Ok(Response::json(200, &nacos_self_peer(node))),
-        ("GET", "/nacos/v1/ns/raft/listeners") => Ok(Response::json(
-            200,
-            &NacosListeners {
-                listeners: node.datums().notifier().keys(),
-            },
-        )),
-        (m, p) => Ok(Response::refusal(
-            ErrorCode::NoRoute,
-            format!("no route for {m} {p}; see docs/http-api.md for the API"),
-        )),
+        (m, p) => match auth::route(node, req, deadline) {
+            Some(r) => r,
+            None => Ok(Response::refusal(
+                ErrorCode::NoRoute,
+                format!("no route for {m} {p}; see docs/http-api.md for the API"),
+            )),
+        },
     };
     result.unwrap_or_else(|e| Response::error(&e))
 }
@@ -237,8 +247,10 @@ impl ParsedWrite {
 
 /// Publish or delete: on the leader, propose; on a follower, forward once to the leader.
 fn write(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
-    // Validate before forwarding, so bad input never costs the leader anything.
+    // Validate before forwarding, so bad input never costs the leader anything; the
+    // permission is checked here too (the leader trusts a forwarding member's check).
     let parsed = ParsedWrite::parse(req)?;
+    auth::caller(node, req)?.check(node, crate::auth::Access::Write, &parsed.key)?;
     // Forwarded writes are batched with others and sent again after a connection lost
     // mid-request, so each carries a request id: the client's, or one of this member's
     // sessions, kept across every attempt (also to a later leader). The leader applies it
@@ -309,6 +321,7 @@ fn if_timestamp(req: &Request) -> Result<Option<u64>> {
 
 fn get(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
     let key = req.required("key")?;
+    auth::caller(node, req)?.check(node, crate::auth::Access::Read, key)?;
     match node.get(key, req.flag("stale"), deadline)? {
         Some(d) => Ok(Response::json(
             200,
@@ -325,9 +338,12 @@ fn get(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
 
 fn list(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
     let prefix = req.param("prefix").unwrap_or("");
+    // Only what the caller may read.
+    let caller = auth::caller(node, req)?;
     let items: Vec<ListEntry> = node
         .list(prefix, req.flag("stale"), deadline)?
         .into_iter()
+        .filter(|d| caller.may_read(node, &d.key))
         .map(|d| ListEntry {
             key: d.key,
             timestamp: d.timestamp,
@@ -339,6 +355,8 @@ fn list(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
 
 /// The datum-set digest at an applied index (default: the latest), for `nacosctl check`.
 fn digest(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
+    // Any user: a digest tells nothing of the datums.
+    auth::caller(node, req)?;
     let state = node.datums();
     let (index, digest) = match req.param("index") {
         None => state.digest(),
@@ -516,6 +534,7 @@ fn refuse_stranger(node: &Node, req: &Request, from: Option<&PeerAddr>) -> Optio
 }
 
 fn transfer_leader(node: &Node, req: &Request) -> Result<Response> {
+    auth::caller(node, req)?.check_root(node, "moving leadership")?;
     let target = req.param("to").filter(|t| !t.is_empty()).map(PeerAddr::new);
     if let Some(t) = &target {
         if !node.config().peers.contains(t) || *t == node.config().advertise {
@@ -712,6 +731,7 @@ impl NodeHandler {
             proxied: head.header(PROXIED_HEADER).is_some(),
             token: head.header(TOKEN_HEADER).map(str::to_string),
             request_id: head.header(REQUEST_ID_HEADER).map(str::to_string),
+            access_token: access_token(&head, &query),
             method: head.method,
             path: head.path,
             query,
@@ -728,6 +748,23 @@ impl NodeHandler {
         }
         server::Reply::Full(guarded(|| route(&self.node, &req)))
     }
+}
+
+/// The token of `Authorization: Bearer <token>`, else of an `accessToken` query parameter
+/// (Nacos clients send it so).
+fn access_token(head: &server::Head, query: &[(String, String)]) -> Option<String> {
+    head.header("Authorization")
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|t| t.trim().to_string())
+        .or_else(|| {
+            query
+                .iter()
+                .find(|(k, _)| k == "accessToken")
+                .map(|(_, v)| v.clone())
+        })
 }
 
 /// Decodes a query string strictly: a parameter that is not UTF-8 once percent-decoded is

@@ -633,3 +633,260 @@ fn a_failed_condition_is_412_with_the_current_timestamp_and_changes_nothing() {
         Some(0)
     );
 }
+
+// ------------------------------------------------------------------ access control
+
+impl Standalone {
+    /// Calls a route with a bearer token (or none).
+    fn as_user(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Value,
+    ) -> Response {
+        let body = if body.is_null() {
+            Vec::new()
+        } else {
+            body.to_string().into_bytes()
+        };
+        let mut req = request(method, path, query, &body);
+        req.access_token = token.map(str::to_string);
+        route(&self.node, &req)
+    }
+
+    fn login(&self, user: &str, password: &str) -> String {
+        let r = self.as_user(
+            None,
+            "POST",
+            "/v1/auth/login",
+            &[],
+            json!({"user": user, "password": password}),
+        );
+        let l: crate::wire::auth::LoginResult = ok(&r);
+        assert_eq!(l.ttl_s, crate::auth::DEFAULT_TOKEN_TTL_S);
+        l.token
+    }
+}
+
+#[test]
+fn access_control_flow_users_roles_tokens_and_refusals() {
+    use crate::wire::auth::{AuthStatus, NacosLoginResult, RoleInfo, UserInfo};
+    let n = Standalone::start();
+    let none = Value::Null;
+    // Off: everyone may do everything, and a login says there is nothing to log in to.
+    let st: AuthStatus = ok(&n.get("/v1/auth/status", &[]));
+    assert!(!st.enabled);
+    let _: PutResult = ok(&n.publish(json!({"key": "cfg/a", "value": 1})));
+    let r = n.as_user(
+        None,
+        "POST",
+        "/v1/auth/login",
+        &[],
+        json!({"user": "root", "password": "x"}),
+    );
+    refused(&r, 409, ErrorCode::AuthDisabled);
+    // Enabling without a root user is refused, so nobody locks themselves out.
+    let r = n.as_user(None, "POST", "/v1/auth/enable", &[], none.clone());
+    assert!(refused(&r, 409, ErrorCode::Conflict)
+        .message
+        .contains("user add root"));
+    for (user, pw) in [("root", "root-pw"), ("app", "app-pw")] {
+        let r = n.as_user(
+            None,
+            "POST",
+            "/v1/auth/users",
+            &[],
+            json!({"name": user, "password": pw}),
+        );
+        let _: crate::wire::auth::AuthChanged = ok(&r);
+    }
+    let r = n.as_user(
+        None,
+        "POST",
+        "/v1/auth/users",
+        &[],
+        json!({"name": "app", "password": "again"}),
+    );
+    refused(&r, 409, ErrorCode::Conflict);
+    let r = n.as_user(
+        None,
+        "POST",
+        "/v1/auth/users",
+        &[],
+        json!({"name": "bad name", "password": "x"}),
+    );
+    refused(&r, 400, ErrorCode::BadRequest);
+    for (path, body) in [
+        ("/v1/auth/roles", json!({"name": "cfg-reader"})),
+        (
+            "/v1/auth/roles/grants",
+            json!({"name": "cfg-reader", "prefix": "cfg/", "perm": "read"}),
+        ),
+        (
+            "/v1/auth/users/roles",
+            json!({"name": "app", "role": "cfg-reader"}),
+        ),
+    ] {
+        let _: crate::wire::auth::AuthChanged = ok(&n.as_user(None, "POST", path, &[], body));
+    }
+    let _: crate::wire::auth::AuthChanged =
+        ok(&n.as_user(None, "POST", "/v1/auth/enable", &[], none.clone()));
+
+    // On: no token, a bad token.
+    let r = n.get("/v1/datum", &[("key", "cfg/a")]);
+    assert!(refused(&r, 401, ErrorCode::Unauthenticated)
+        .message
+        .contains("log in"));
+    let r = n.as_user(
+        Some("junk"),
+        "GET",
+        "/v1/datum",
+        &[("key", "cfg/a")],
+        none.clone(),
+    );
+    refused(&r, 401, ErrorCode::Unauthenticated);
+    let r = n.as_user(
+        None,
+        "POST",
+        "/v1/auth/login",
+        &[],
+        json!({"user": "app", "password": "wrong"}),
+    );
+    refused(&r, 401, ErrorCode::Unauthenticated);
+    // Status and health stay open.
+    let _: Health = ok(&n.get("/v1/health", &[]));
+
+    let app = n.login("app", "app-pw");
+    let root = n.login("root", "root-pw");
+    let got: GetResult = ok(&n.as_user(
+        Some(&app),
+        "GET",
+        "/v1/datum",
+        &[("key", "cfg/a")],
+        none.clone(),
+    ));
+    assert_eq!(got.value, json!(1));
+    let r = n.as_user(
+        Some(&app),
+        "POST",
+        "/v1/datum",
+        &[],
+        json!({"key": "cfg/a", "value": 2}),
+    );
+    assert!(refused(&r, 403, ErrorCode::PermissionDenied)
+        .message
+        .contains("may not write"));
+    let _: PutResult = ok(&n.as_user(
+        Some(&root),
+        "POST",
+        "/v1/datum",
+        &[],
+        json!({"key": "other", "value": 3}),
+    ));
+    let r = n.as_user(
+        Some(&app),
+        "GET",
+        "/v1/datum",
+        &[("key", "other")],
+        none.clone(),
+    );
+    refused(&r, 403, ErrorCode::PermissionDenied);
+    let r = n.as_user(
+        Some(&app),
+        "DELETE",
+        "/v1/datum",
+        &[("key", "cfg/a")],
+        none.clone(),
+    );
+    refused(&r, 403, ErrorCode::PermissionDenied);
+    // A list shows only what the user may read.
+    let rows: Vec<ListEntry> = ok(&n.as_user(Some(&app), "GET", "/v1/datums", &[], none.clone()));
+    assert_eq!(
+        rows.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+        ["cfg/a"]
+    );
+    let rows: Vec<ListEntry> = ok(&n.as_user(Some(&root), "GET", "/v1/datums", &[], none.clone()));
+    assert_eq!(rows.len(), 2);
+    // Administration is root's.
+    for (method, path, body) in [
+        ("GET", "/v1/auth/users", none.clone()),
+        ("POST", "/v1/auth/disable", none.clone()),
+        ("POST", "/v1/transfer-leader", none.clone()),
+        ("POST", "/v1/auth/roles", json!({"name": "x"})),
+    ] {
+        let r = n.as_user(Some(&app), method, path, &[], body);
+        refused(&r, 403, ErrorCode::PermissionDenied);
+    }
+    let users: Vec<UserInfo> =
+        ok(&n.as_user(Some(&root), "GET", "/v1/auth/users", &[], none.clone()));
+    assert_eq!(
+        serde_json::to_value(&users).unwrap(),
+        json!([{"name": "app", "roles": ["cfg-reader"]}, {"name": "root", "roles": []}])
+    );
+    let roles: Vec<RoleInfo> =
+        ok(&n.as_user(Some(&root), "GET", "/v1/auth/roles", &[], none.clone()));
+    assert_eq!(
+        serde_json::to_value(&roles).unwrap(),
+        json!([{"name": "cfg-reader", "grants": [{"prefix": "cfg/", "perm": "read"}]}])
+    );
+    // Nacos's login and its accessToken parameter.
+    let mut req = request(
+        "POST",
+        "/nacos/v1/auth/users/login",
+        &[],
+        b"username=app&password=app-pw",
+    );
+    req.access_token = None;
+    let nacos: NacosLoginResult = ok(&route(&n.node, &req));
+    assert!(!nacos.global_admin);
+    let mut req = request("GET", "/v1/datum", &[("key", "cfg/a")], b"");
+    req.access_token = Some(nacos.access_token.clone());
+    let _: GetResult = ok(&route(&n.node, &req));
+    // A user changes their own password: their old tokens die, root's live on.
+    let _: crate::wire::auth::AuthChanged = ok(&n.as_user(
+        Some(&app),
+        "POST",
+        "/v1/auth/users/password",
+        &[],
+        json!({"name": "app", "password": "new-pw"}),
+    ));
+    let r = n.as_user(
+        Some(&app),
+        "GET",
+        "/v1/datum",
+        &[("key", "cfg/a")],
+        none.clone(),
+    );
+    assert!(refused(&r, 401, ErrorCode::Unauthenticated)
+        .message
+        .contains("password"));
+    let r = n.as_user(
+        Some(&n.login("app", "new-pw")),
+        "POST",
+        "/v1/auth/users/password",
+        &[],
+        json!({"name": "root", "password": "mine-now"}),
+    );
+    refused(&r, 403, ErrorCode::PermissionDenied);
+    let _: GetResult = ok(&n.as_user(
+        Some(&root),
+        "GET",
+        "/v1/datum",
+        &[("key", "other")],
+        none.clone(),
+    ));
+    // Root cannot be deleted while on; off again, everything is open.
+    let r = n.as_user(
+        Some(&root),
+        "DELETE",
+        "/v1/auth/users",
+        &[("name", "root")],
+        none.clone(),
+    );
+    refused(&r, 409, ErrorCode::Conflict);
+    let _: crate::wire::auth::AuthChanged =
+        ok(&n.as_user(Some(&root), "POST", "/v1/auth/disable", &[], none.clone()));
+    let _: GetResult = ok(&n.get("/v1/datum", &[("key", "other")]));
+}

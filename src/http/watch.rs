@@ -22,6 +22,9 @@ pub struct Watch {
     key: String,
     prefix: bool,
     sub: Subscription,
+    /// With access control on, events of keys the caller may not read are left out
+    /// (checked per event, so a revoked permission takes effect mid-stream).
+    caller: super::auth::Caller,
 }
 
 /// Validates the request and subscribes; an error is an ordinary JSON error response.
@@ -35,6 +38,12 @@ pub fn start(node: &Node, req: &Request) -> Result<Watch, Response> {
         (None, Some(p)) => (p, true),
         _ => return Err(bad("give exactly one of `key` or `prefix`".into())),
     };
+    let caller = super::auth::caller(node, req).map_err(|e| Response::error(&e))?;
+    if !prefix {
+        caller
+            .check(node, crate::auth::Access::Read, key)
+            .map_err(|e| Response::error(&e))?;
+    }
     let from = match req.param("from_index") {
         None => None,
         Some(i) => Some(
@@ -47,6 +56,7 @@ pub fn start(node: &Node, req: &Request) -> Result<Watch, Response> {
             key: key.to_string(),
             prefix,
             sub,
+            caller,
         }),
         Err(WatchRefused::Compacted { floor }) => Err(Response::refusal(
             ErrorCode::Compacted,
@@ -92,6 +102,13 @@ const REPLAY_PAGE: usize = 256;
 pub fn stream(node: &Node, out: &mut dyn Write, w: Watch) {
     let notifier = node.datums().notifier();
     let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n";
+    let event = |out: &mut dyn Write, e: &Event| {
+        if w.caller.may_read(node, &e.key) {
+            line(out, &event_line(e))
+        } else {
+            Ok(())
+        }
+    };
     let result = (|| -> std::io::Result<()> {
         out.write_all(head.as_bytes())?;
         if let Some((mut from, upto)) = w.sub.replay {
@@ -102,21 +119,21 @@ pub fn stream(node: &Node, out: &mut dyn Write, w: Watch) {
                     return Ok(());
                 };
                 for e in &page {
-                    line(out, &event_line(e))?;
+                    event(out, e)?;
                 }
                 from = next;
             }
         }
         loop {
             match w.sub.rx.recv_timeout(PROGRESS_INTERVAL) {
-                Ok(e) => line(out, &event_line(&e))?,
+                Ok(e) => event(out, &e)?,
                 Err(RecvTimeoutError::Timeout) => {
                     // Every event up to `notified` is already in our channel (they are
                     // queued under the same lock that moves it), so after draining it the
                     // PROGRESS line never runs ahead of an event it covers.
                     let notified = notifier.notified();
                     for e in w.sub.rx.try_iter() {
-                        line(out, &event_line(&e))?;
+                        event(out, &e)?;
                     }
                     line(out, &WatchLine::Progress { index: notified })?;
                 }

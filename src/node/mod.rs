@@ -133,6 +133,8 @@ pub struct NodeConfig {
     pub log_retain_entries: u64,
     /// Most watch streams (listeners) at once.
     pub max_watchers: usize,
+    /// How long a login's token is valid, in seconds.
+    pub auth_token_ttl_s: u64,
 }
 
 impl NodeConfig {
@@ -149,6 +151,7 @@ impl NodeConfig {
             checkpoint_entries: DEFAULT_CHECKPOINT_ENTRIES,
             log_retain_entries: DEFAULT_LOG_RETAIN_ENTRIES,
             max_watchers: notifier::DEFAULT_MAX_LISTENERS,
+            auth_token_ttl_s: crate::auth::DEFAULT_TOKEN_TTL_S,
         }
     }
 

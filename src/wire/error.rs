@@ -206,6 +206,10 @@ mod tests {
                 "busy",
                 "unhealthy",
                 "precondition_failed",
+                "unauthenticated",
+                "permission_denied",
+                "conflict",
+                "auth_disabled",
             ]
         );
         for code in ErrorCode::KNOWN {
