@@ -5,6 +5,7 @@
 //! write carries a request id and is retried with it until the deadline. It does not print,
 //! or decide exit policy beyond [`ClientError::exit_code`].
 
+mod auth;
 mod session_pool;
 mod watch;
 pub use session_pool::{Lease, SessionPool};
@@ -111,13 +112,26 @@ impl ClientError {
         matches!(self, ClientError::Server { status: 410, .. })
     }
 
+    /// A refusal by access control: no valid token (401), or a permission the user lacks
+    /// (403); nacosctl exits 7.
+    pub fn is_denied(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Server {
+                error: ErrorCode::Unauthenticated | ErrorCode::PermissionDenied,
+                ..
+            }
+        )
+    }
+
     /// The `nacosctl` exit code for this error (DESIGN §4): 3 not found, 4 unavailable,
-    /// 6 precondition failed, 1 for everything else.
+    /// 6 precondition failed, 7 refused by access control, 1 for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
             ClientError::NotFound { .. } => 3,
             ClientError::PreconditionFailed { .. } => 6,
             ClientError::Unavailable { .. } => 4,
+            e if e.is_denied() => 7,
             ClientError::Server { .. }
             | ClientError::BadResponse { .. }
             | ClientError::InvalidEndpoint { .. } => 1,
@@ -130,7 +144,7 @@ struct Req<'a> {
     method: &'static str,
     path: &'static str,
     query: Vec<(&'static str, &'a str)>,
-    body: Option<PublishRequest>,
+    body: Option<Value>,
     /// Safe to send again to another endpoint after the first may have received it: reads,
     /// and writes that carry a request id (the cluster applies one id once).
     idempotent: bool,
@@ -180,6 +194,8 @@ pub struct Client {
     /// in a rolling restart: a member that keeps receiving new connections while it stops
     /// cannot close its listener without resetting one of them.
     pinned: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The access-control token every request carries, once logged in (`auth`).
+    token: std::sync::Arc<std::sync::RwLock<Option<String>>>,
 }
 
 impl Client {
@@ -208,6 +224,7 @@ impl Client {
             sessions: Default::default(),
             connect_cap,
             pinned: Default::default(),
+            token: Default::default(),
         }
     }
 
@@ -237,11 +254,12 @@ impl Client {
         value: Value,
         if_timestamp: Option<u64>,
     ) -> Result<PutResult, ClientError> {
-        let body = PublishRequest {
+        let body = serde_json::to_value(PublishRequest {
             key: key.to_string(),
             value,
             if_timestamp,
-        };
+        })
+        .expect("a publish serialises");
         self.with_request_id(|id| {
             self.call(
                 &Req {
@@ -487,6 +505,9 @@ impl Client {
             if let Some(f) = &from {
                 request = request.query("from_index", f);
             }
+            if let Some(t) = self.bearer() {
+                request = request.set("Authorization", &t);
+            }
             let name = display_name(endpoint);
             let attempt: Attempt<()> = match request.call() {
                 Ok(resp) => {
@@ -675,6 +696,9 @@ impl Client {
         }
         if let Some(id) = &req.request_id {
             request = request.set(crate::node::REQUEST_ID_HEADER, id);
+        }
+        if let Some(t) = self.bearer() {
+            request = request.set("Authorization", &t);
         }
         let result = match &req.body {
             Some(body) => request.send_json(body),

@@ -27,27 +27,54 @@ fn now_s() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Runs an access-control judgement, and once more after this member has caught up with
+/// the leader if it refused: a change made through another member a moment ago (a new
+/// user, a grant, access control turned off) then counts here too. Only refusals pay for
+/// the round, and they are rare. (A revoked permission takes effect on each member as it
+/// applies the revocation, within a heartbeat or two.)
+fn judged<T>(node: &Node, deadline: Instant, judge: impl Fn() -> Result<T>) -> Result<T> {
+    match judge() {
+        Err(e @ (Error::Unauthenticated(_) | Error::PermissionDenied(_))) => {
+            match node.linearizable_barrier(deadline) {
+                Ok(()) => judge(),
+                Err(_) => Err(e),
+            }
+        }
+        other => other,
+    }
+}
+
 /// The caller of a request: with access control on, the user its token was issued to; no
 /// token, or one that is not valid now, is `Error::Unauthenticated`.
-pub(super) fn caller(node: &Node, req: &Request) -> Result<Caller> {
-    let auth = node.datums().auth();
-    if !auth.enabled() {
-        return Ok(Caller(None));
-    }
-    let Some(token) = req.access_token.as_deref() else {
-        return Err(Error::Unauthenticated(
-            "access control is on and the request has no token: log in (POST /v1/auth/login, or nacosctl --user NAME) and send Authorization: Bearer <token>".into(),
-        ));
-    };
-    Ok(Caller(Some(auth.authenticate(token, now_s())?)))
+pub(super) fn caller(node: &Node, req: &Request, deadline: Instant) -> Result<Caller> {
+    judged(node, deadline, || {
+        let auth = node.datums().auth();
+        if !auth.enabled() {
+            return Ok(Caller(None));
+        }
+        let Some(token) = req.access_token.as_deref() else {
+            return Err(Error::Unauthenticated(
+                "access control is on and the request has no token: log in (POST /v1/auth/login, or nacosctl --user NAME) and send Authorization: Bearer <token>".into(),
+            ));
+        };
+        Ok(Caller(Some(auth.authenticate(token, now_s())?)))
+    })
 }
 
 impl Caller {
     /// Refused unless the caller may `access` `key`.
-    pub(super) fn check(&self, node: &Node, access: Access, key: &str) -> Result<()> {
+    pub(super) fn check(
+        &self,
+        node: &Node,
+        access: Access,
+        key: &str,
+        deadline: Instant,
+    ) -> Result<()> {
         match &self.0 {
             None => Ok(()),
-            Some(user) => Ok(node.datums().auth().check(user, access, key)?),
+            Some(user) => judged(node, deadline, || {
+                Ok(node.datums().auth().check(user, access, key)?)
+            }),
         }
     }
 
@@ -63,6 +90,7 @@ impl Caller {
     pub(super) fn check_root(&self, node: &Node, what: &str) -> Result<()> {
         match &self.0 {
             None => Ok(()),
+            // Being root does not depend on the table: nothing to catch up on.
             Some(user) => Ok(node.datums().auth().check_root(user, what)?),
         }
     }
@@ -156,81 +184,33 @@ fn json_body<T: serde::de::DeserializeOwned>(req: &Request, shape: &str) -> Resu
 
 /// The access-control routes; `None` when the path is not one of them.
 pub(super) fn route(node: &Node, req: &Request, deadline: Instant) -> Option<Result<Response>> {
-    let r =
+    let route: fn(&Node, &Request, Instant) -> Result<Response> =
         match (req.method.as_str(), req.path.as_str()) {
-            ("POST", "/v1/auth/login") => (|| {
-                let b: LoginRequest = json_body(req, r#"{"user": "...", "password": "..."}"#)?;
-                let (token, ttl_s) = login(node, &b.user, &b.password, deadline)?;
-                Ok(Response::json(200, &LoginResult { token, ttl_s }))
-            })(),
+            ("POST", "/v1/auth/login") => login_route,
             ("POST", "/nacos/v1/auth/users/login") | ("POST", "/nacos/v1/auth/login") => {
-                nacos_login(node, req, deadline)
+                nacos_login
             }
-            ("GET", "/v1/auth/status") => {
-                let a = node.datums().auth();
-                Ok(Response::json(
-                    200,
-                    &AuthStatus {
-                        enabled: a.enabled(),
-                        users: a.users().count() as u64,
-                        roles: a.roles().count() as u64,
-                    },
-                ))
+            ("GET", "/v1/auth/status") => status,
+            ("POST", "/v1/auth/enable") => enable,
+            ("POST", "/v1/auth/disable") => {
+                |node, req, deadline| admin_change(node, req, deadline, AuthChange::Disable)
             }
-            ("POST", "/v1/auth/enable") => auth::new_token_key()
-                .map_err(Error::BadRequest)
-                .and_then(|token_key| {
-                    admin_change(node, req, deadline, AuthChange::Enable { token_key })
-                }),
-            ("POST", "/v1/auth/disable") => admin_change(node, req, deadline, AuthChange::Disable),
-            ("GET", "/v1/auth/users") => list_users(node, req, deadline),
-            ("POST", "/v1/auth/users") => (|| {
-                let b: UserRequest = json_body(req, r#"{"name": "...", "password": "..."}"#)?;
-                auth::validate_name("user", &b.name).map_err(Error::BadRequest)?;
-                check_password_length(&b.password)?;
-                // Refused before the slow hash when the caller may not.
-                caller(node, req)?.check_root(node, "adding a user")?;
-                let hash = hash(&b.password, deadline)?;
-                admin_change(
-                    node,
-                    req,
-                    deadline,
-                    AuthChange::UserAdd { name: b.name, hash },
-                )
-            })(),
-            ("DELETE", "/v1/auth/users") => (|| {
+            ("GET", "/v1/auth/users") => list_users,
+            ("POST", "/v1/auth/users") => add_user,
+            ("DELETE", "/v1/auth/users") => |node, req, deadline| {
                 let name = req.required("name")?.to_string();
                 admin_change(node, req, deadline, AuthChange::UserDelete { name })
-            })(),
-            ("POST", "/v1/auth/users/password") => (|| {
-                let b: UserRequest = json_body(req, r#"{"name": "...", "password": "..."}"#)?;
-                auth::validate_name("user", &b.name).map_err(Error::BadRequest)?;
-                check_password_length(&b.password)?;
-                // A user may change their own password; anyone else's needs root.
-                let who = caller(node, req)?;
-                if who.user() != Some(b.name.as_str()) {
-                    who.check_root(node, "changing another user's password")?;
-                }
-                let hash = hash(&b.password, deadline)?;
-                propose_change(
-                    node,
-                    deadline,
-                    AuthChange::UserPassword { name: b.name, hash },
-                )
-            })(),
-            ("POST", "/v1/auth/users/roles") => (|| {
+            },
+            ("POST", "/v1/auth/users/password") => change_password,
+            ("POST", "/v1/auth/users/roles") => |node, req, deadline| {
                 let b: UserRoleRequest = json_body(req, r#"{"name": "...", "role": "..."}"#)?;
-                admin_change(
-                    node,
-                    req,
-                    deadline,
-                    AuthChange::UserGrantRole {
-                        name: b.name,
-                        role: b.role,
-                    },
-                )
-            })(),
-            ("DELETE", "/v1/auth/users/roles") => (|| {
+                let change = AuthChange::UserGrantRole {
+                    name: b.name,
+                    role: b.role,
+                };
+                admin_change(node, req, deadline, change)
+            },
+            ("DELETE", "/v1/auth/users/roles") => |node, req, deadline| {
                 let name = req.required("name")?.to_string();
                 let role = req.required("role")?.to_string();
                 admin_change(
@@ -239,41 +219,97 @@ pub(super) fn route(node: &Node, req: &Request, deadline: Instant) -> Option<Res
                     deadline,
                     AuthChange::UserRevokeRole { name, role },
                 )
-            })(),
-            ("GET", "/v1/auth/roles") => list_roles(node, req, deadline),
-            ("POST", "/v1/auth/roles") => (|| {
+            },
+            ("GET", "/v1/auth/roles") => list_roles,
+            ("POST", "/v1/auth/roles") => |node, req, deadline| {
                 let b: RoleRequest = json_body(req, r#"{"name": "..."}"#)?;
                 auth::validate_name("role", &b.name).map_err(Error::BadRequest)?;
                 admin_change(node, req, deadline, AuthChange::RoleAdd { name: b.name })
-            })(),
-            ("DELETE", "/v1/auth/roles") => (|| {
+            },
+            ("DELETE", "/v1/auth/roles") => |node, req, deadline| {
                 let name = req.required("name")?.to_string();
                 admin_change(node, req, deadline, AuthChange::RoleDelete { name })
-            })(),
-            ("POST", "/v1/auth/roles/grants") => (|| {
+            },
+            ("POST", "/v1/auth/roles/grants") => |node, req, deadline| {
                 let b: GrantRequest = json_body(
                     req,
                     r#"{"name": "...", "prefix": "...", "perm": "read|write|readwrite"}"#,
                 )?;
-                admin_change(
-                    node,
-                    req,
-                    deadline,
-                    AuthChange::RoleGrant {
-                        name: b.name,
-                        prefix: b.prefix,
-                        perm: b.perm,
-                    },
-                )
-            })(),
-            ("DELETE", "/v1/auth/roles/grants") => (|| {
+                let change = AuthChange::RoleGrant {
+                    name: b.name,
+                    prefix: b.prefix,
+                    perm: b.perm,
+                };
+                admin_change(node, req, deadline, change)
+            },
+            ("DELETE", "/v1/auth/roles/grants") => |node, req, deadline| {
                 let name = req.required("name")?.to_string();
                 let prefix = req.param("prefix").unwrap_or("").to_string();
                 admin_change(node, req, deadline, AuthChange::RoleRevoke { name, prefix })
-            })(),
+            },
             _ => return None,
         };
-    Some(r)
+    Some(route(node, req, deadline))
+}
+
+fn login_route(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
+    let b: LoginRequest = json_body(req, r#"{"user": "...", "password": "..."}"#)?;
+    let (token, ttl_s) = login(node, &b.user, &b.password, deadline)?;
+    Ok(Response::json(200, &LoginResult { token, ttl_s }))
+}
+
+/// Whether access control is on (linearizable unless `stale`: it may have just changed
+/// through another member).
+fn status(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
+    if !req.flag("stale") {
+        node.linearizable_barrier(deadline)?;
+    }
+    let a = node.datums().auth();
+    Ok(Response::json(
+        200,
+        &AuthStatus {
+            enabled: a.enabled(),
+            users: a.users().count() as u64,
+            roles: a.roles().count() as u64,
+        },
+    ))
+}
+
+fn enable(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
+    let token_key = auth::new_token_key().map_err(Error::BadRequest)?;
+    admin_change(node, req, deadline, AuthChange::Enable { token_key })
+}
+
+fn add_user(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
+    let b: UserRequest = json_body(req, r#"{"name": "...", "password": "..."}"#)?;
+    auth::validate_name("user", &b.name).map_err(Error::BadRequest)?;
+    check_password_length(&b.password)?;
+    // Refused before the slow hash when the caller may not.
+    caller(node, req, deadline)?.check_root(node, "adding a user")?;
+    let hash = hash(&b.password, deadline)?;
+    admin_change(
+        node,
+        req,
+        deadline,
+        AuthChange::UserAdd { name: b.name, hash },
+    )
+}
+
+/// A user may change their own password; anyone else's needs root.
+fn change_password(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
+    let b: UserRequest = json_body(req, r#"{"name": "...", "password": "..."}"#)?;
+    auth::validate_name("user", &b.name).map_err(Error::BadRequest)?;
+    check_password_length(&b.password)?;
+    let who = caller(node, req, deadline)?;
+    if who.user() != Some(b.name.as_str()) {
+        who.check_root(node, "changing another user's password")?;
+    }
+    let hash = hash(&b.password, deadline)?;
+    propose_change(
+        node,
+        deadline,
+        AuthChange::UserPassword { name: b.name, hash },
+    )
 }
 
 fn hash(password: &str, deadline: Instant) -> Result<String> {
@@ -292,7 +328,7 @@ fn admin_change(
         AuthChange::Disable => "turning access control off",
         _ => "managing users and roles",
     };
-    caller(node, req)?.check_root(node, what)?;
+    caller(node, req, deadline)?.check_root(node, what)?;
     propose_change(node, deadline, change)
 }
 
@@ -320,7 +356,7 @@ fn propose_change(node: &Node, deadline: Instant, change: AuthChange) -> Result<
 }
 
 fn list_users(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
-    caller(node, req)?.check_root(node, "listing users")?;
+    caller(node, req, deadline)?.check_root(node, "listing users")?;
     if !req.flag("stale") {
         node.linearizable_barrier(deadline)?;
     }
@@ -337,7 +373,7 @@ fn list_users(node: &Node, req: &Request, deadline: Instant) -> Result<Response>
 }
 
 fn list_roles(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
-    caller(node, req)?.check_root(node, "listing roles")?;
+    caller(node, req, deadline)?.check_root(node, "listing roles")?;
     if !req.flag("stale") {
         node.linearizable_barrier(deadline)?;
     }

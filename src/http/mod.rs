@@ -132,9 +132,9 @@ pub fn route(node: &Node, req: &Request) -> Response {
         ("POST", "/v1/raft/messages") => peer_messages(node, req),
         ("POST", "/v1/raft/snapshot") => peer_snapshot(node, req),
         ("POST", "/v1/raft/forward") => peer_forward(node, req),
-        ("POST", "/v1/transfer-leader") => transfer_leader(node, req),
+        ("POST", "/v1/transfer-leader") => transfer_leader(node, req, deadline),
         ("GET", "/nacos/v1/ns/raft/listeners") => (|| {
-            auth::caller(node, req)?.check_root(node, "listing the listened keys")?;
+            auth::caller(node, req, deadline)?.check_root(node, "listing the listened keys")?;
             Ok(Response::json(
                 200,
                 &NacosListeners {
@@ -250,7 +250,12 @@ fn write(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
     // Validate before forwarding, so bad input never costs the leader anything; the
     // permission is checked here too (the leader trusts a forwarding member's check).
     let parsed = ParsedWrite::parse(req)?;
-    auth::caller(node, req)?.check(node, crate::auth::Access::Write, &parsed.key)?;
+    auth::caller(node, req, deadline)?.check(
+        node,
+        crate::auth::Access::Write,
+        &parsed.key,
+        deadline,
+    )?;
     // Forwarded writes are batched with others and sent again after a connection lost
     // mid-request, so each carries a request id: the client's, or one of this member's
     // sessions, kept across every attempt (also to a later leader). The leader applies it
@@ -321,7 +326,7 @@ fn if_timestamp(req: &Request) -> Result<Option<u64>> {
 
 fn get(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
     let key = req.required("key")?;
-    auth::caller(node, req)?.check(node, crate::auth::Access::Read, key)?;
+    auth::caller(node, req, deadline)?.check(node, crate::auth::Access::Read, key, deadline)?;
     match node.get(key, req.flag("stale"), deadline)? {
         Some(d) => Ok(Response::json(
             200,
@@ -339,7 +344,7 @@ fn get(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
 fn list(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
     let prefix = req.param("prefix").unwrap_or("");
     // Only what the caller may read.
-    let caller = auth::caller(node, req)?;
+    let caller = auth::caller(node, req, deadline)?;
     let items: Vec<ListEntry> = node
         .list(prefix, req.flag("stale"), deadline)?
         .into_iter()
@@ -356,7 +361,7 @@ fn list(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
 /// The datum-set digest at an applied index (default: the latest), for `nacosctl check`.
 fn digest(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
     // Any user: a digest tells nothing of the datums.
-    auth::caller(node, req)?;
+    auth::caller(node, req, deadline)?;
     let state = node.datums();
     let (index, digest) = match req.param("index") {
         None => state.digest(),
@@ -533,8 +538,8 @@ fn refuse_stranger(node: &Node, req: &Request, from: Option<&PeerAddr>) -> Optio
     }
 }
 
-fn transfer_leader(node: &Node, req: &Request) -> Result<Response> {
-    auth::caller(node, req)?.check_root(node, "moving leadership")?;
+fn transfer_leader(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
+    auth::caller(node, req, deadline)?.check_root(node, "moving leadership")?;
     let target = req.param("to").filter(|t| !t.is_empty()).map(PeerAddr::new);
     if let Some(t) = &target {
         if !node.config().peers.contains(t) || *t == node.config().advertise {

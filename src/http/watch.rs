@@ -38,10 +38,11 @@ pub fn start(node: &Node, req: &Request) -> Result<Watch, Response> {
         (None, Some(p)) => (p, true),
         _ => return Err(bad("give exactly one of `key` or `prefix`".into())),
     };
-    let caller = super::auth::caller(node, req).map_err(|e| Response::error(&e))?;
+    let deadline = std::time::Instant::now() + node.publish_timeout();
+    let caller = super::auth::caller(node, req, deadline).map_err(|e| Response::error(&e))?;
     if !prefix {
         caller
-            .check(node, crate::auth::Access::Read, key)
+            .check(node, crate::auth::Access::Read, key, deadline)
             .map_err(|e| Response::error(&e))?;
     }
     let from = match req.param("from_index") {

@@ -62,6 +62,22 @@ pub struct Cli {
     )]
     pub color: ColorWhen,
 
+    /// Log in as NAME (access control): the password comes from NACOSCTL_PASSWORD, or a
+    /// prompt on a terminal; never from a flag. Logs in once per run
+    #[arg(long, global = true, env = "NACOSCTL_USER", value_name = "NAME")]
+    pub user: Option<String>,
+
+    /// A token from an earlier login (POST /v1/auth/login), instead of --user
+    #[arg(
+        long,
+        global = true,
+        env = "NACOSCTL_TOKEN",
+        value_name = "TOKEN",
+        conflicts_with = "user",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -145,6 +161,21 @@ pub enum Command {
     },
     /// Print a shell completion script
     Completion { shell: clap_complete::Shell },
+    /// Access control: turn it on (needs a user `root`) or off, or show whether it is on
+    Auth {
+        #[command(subcommand)]
+        action: AuthCmd,
+    },
+    /// Users of access control (root may do everything; others what their roles grant)
+    User {
+        #[command(subcommand)]
+        action: UserCmd,
+    },
+    /// Roles: named sets of key-prefix permissions, given to users
+    Role {
+        #[command(subcommand)]
+        action: RoleCmd,
+    },
     /// Measure throughput and latency of a running cluster (closed loop, keys bench/N)
     Bench {
         #[arg(value_enum)]
@@ -165,6 +196,78 @@ pub enum Command {
         #[arg(long)]
         stale: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCmd {
+    /// Require a login for every request; refused unless a user `root` exists
+    Enable,
+    /// Let every request through without a login (root only, while on)
+    Disable,
+    /// Whether access control is on, and how many users and roles there are
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Add a user; the password comes from --password-stdin or a prompt
+    Add {
+        name: String,
+        /// Read the password from the first line of stdin
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Delete a user; their tokens stop working
+    #[command(visible_alias = "delete")]
+    Del { name: String },
+    /// List users and their roles
+    #[command(visible_alias = "ls")]
+    List,
+    /// Change a user's password (a user may change their own); their tokens stop working
+    Passwd {
+        name: String,
+        /// Read the password from the first line of stdin
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Give a user a role
+    GrantRole { name: String, role: String },
+    /// Take a role from a user
+    RevokeRole { name: String, role: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoleCmd {
+    /// Add a role (with no permissions yet)
+    Add { name: String },
+    /// Delete a role; it is taken from every user
+    #[command(visible_alias = "delete")]
+    Del { name: String },
+    /// Allow the role PERM on every key starting with PREFIX ('' for every key); replaces
+    /// an earlier grant on the same prefix
+    Grant {
+        name: String,
+        #[arg(long, value_name = "P")]
+        prefix: String,
+        #[arg(long, value_enum)]
+        perm: PermArg,
+    },
+    /// Remove the role's grant on PREFIX
+    Revoke {
+        name: String,
+        #[arg(long, value_name = "P")]
+        prefix: String,
+    },
+    /// List roles and their grants
+    #[command(visible_alias = "ls")]
+    List,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PermArg {
+    Read,
+    Write,
+    Readwrite,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

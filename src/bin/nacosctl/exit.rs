@@ -23,6 +23,9 @@ pub enum Exit {
     /// `put`/`del` with `--if-timestamp` or `--if-absent`: the condition did not hold, and
     /// nothing changed.
     PreconditionFailed,
+    /// Access control refused the request: no valid login or token, or the user lacks a
+    /// permission (the message names it).
+    Denied,
 }
 
 impl Exit {
@@ -35,6 +38,7 @@ impl Exit {
             Exit::Unavailable => 4,
             Exit::Degraded => 5,
             Exit::PreconditionFailed => 6,
+            Exit::Denied => 7,
         }
     }
 
@@ -43,6 +47,7 @@ impl Exit {
             ClientError::NotFound { .. } => Exit::NotFound,
             ClientError::Unavailable { .. } => Exit::Unavailable,
             ClientError::PreconditionFailed { .. } => Exit::PreconditionFailed,
+            e if e.is_denied() => Exit::Denied,
             ClientError::Server { .. }
             | ClientError::BadResponse { .. }
             | ClientError::InvalidEndpoint { .. } => Exit::Error,
@@ -85,7 +90,9 @@ Exit codes:
   5  degraded (status: a member unreachable, or members disagree on the leader;
      check: a member's datums differ, or a member could not be checked)
   6  precondition failed (put/del --if-timestamp or --if-absent: the key's timestamp
-     was another; nothing changed)";
+     was another; nothing changed)
+  7  refused by access control (no valid login or token, or a permission the user
+     lacks; the message names it)";
 
 #[cfg(test)]
 mod tests {
@@ -102,6 +109,7 @@ mod tests {
             (Exit::Unavailable, 4),
             (Exit::Degraded, 5),
             (Exit::PreconditionFailed, 6),
+            (Exit::Denied, 7),
         ];
         for (e, code) in all {
             assert_eq!(e.code(), code, "{e:?}");
@@ -133,6 +141,18 @@ mod tests {
                 error: "internal".into(),
                 message: "m".into(),
             },
+            ClientError::Server {
+                endpoint: "e".into(),
+                status: 401,
+                error: "unauthenticated".into(),
+                message: "m".into(),
+            },
+            ClientError::Server {
+                endpoint: "e".into(),
+                status: 403,
+                error: "permission_denied".into(),
+                message: "m".into(),
+            },
             ClientError::BadResponse {
                 endpoint: "e".into(),
                 message: "m".into(),
@@ -150,6 +170,8 @@ mod tests {
                 Exit::PreconditionFailed,
                 Exit::Unavailable,
                 Exit::Error,
+                Exit::Denied,
+                Exit::Denied,
                 Exit::Error,
                 Exit::Error
             ]

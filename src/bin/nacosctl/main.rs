@@ -4,6 +4,7 @@
 //! stdout and diagnostics on stderr (`nacosctl: ...` then a `hint:`), and exits with a code
 //! from the contract (see `exit.rs`). It never waits on the network longer than `--timeout`.
 
+mod auth;
 mod bench;
 mod check;
 mod cli;
@@ -19,7 +20,7 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use nacos_raft::client::{fmt_duration, Client, ClientError, UnavailableKind, WatchTarget};
+use nacos_raft::client::{fmt_duration, ClientError, UnavailableKind, WatchTarget};
 
 use crate::cli::{Cli, Command};
 use crate::exit::{Exit, UsageError};
@@ -39,7 +40,8 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> anyhow::Result<Exit> {
     let stdout = io::stdout();
     let mut out = stdout.lock();
-    let client = || Client::new(cli.endpoints.0.clone(), cli.timeout);
+    // Built (and logged in) only by the commands that talk to a node.
+    let client = || auth::connect(cli);
     let exit = match &cli.command {
         Command::Put {
             key,
@@ -51,25 +53,25 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
             commands::check_key(key)?;
             let value = commands::read_value(value, *json, &mut io::stdin().lock())?;
             let cond = if *if_absent { Some(0) } else { *if_timestamp };
-            commands::put(&client(), cli.output, &mut out, key, value, cond)?
+            commands::put(&client()?, cli.output, &mut out, key, value, cond)?
         }
         Command::Get { key, stale } => {
             commands::check_key(key)?;
-            commands::get(&client(), cli.output, &mut out, key, *stale)?
+            commands::get(&client()?, cli.output, &mut out, key, *stale)?
         }
         Command::Del { key, if_timestamp } => {
             commands::check_key(key)?;
-            commands::del(&client(), cli.output, &mut out, key, *if_timestamp)?
+            commands::del(&client()?, cli.output, &mut out, key, *if_timestamp)?
         }
         Command::Ls { prefix, stale } => commands::ls(
-            &client(),
+            &client()?,
             cli.output,
             &mut out,
             prefix.as_deref().unwrap_or(""),
             *stale,
         )?,
-        Command::Leader => commands::leader(&client(), cli.output, &mut out)?,
-        Command::Status => status::run(&client(), cli.output, &mut out)?,
+        Command::Leader => commands::leader(&client()?, cli.output, &mut out)?,
+        Command::Status => status::run(&client()?, cli.output, &mut out)?,
         Command::Watch {
             key,
             prefix,
@@ -84,7 +86,7 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
                 (None, None) => unreachable!("clap requires KEY or --prefix"),
             };
             watch::run(
-                &client(),
+                &client()?,
                 cli.output,
                 &mut out,
                 &watch::Args {
@@ -94,9 +96,9 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
                 },
             )?
         }
-        Command::Check => check::run(&client(), cli.output, &mut out)?,
+        Command::Check => check::run(&client()?, cli.output, &mut out)?,
         Command::TransferLeader { to } => {
-            transfer::run(&client(), cli.output, &mut out, to.as_deref())?
+            transfer::run(&client()?, cli.output, &mut out, to.as_deref())?
         }
         Command::Dump { data_dir } => commands::dump(cli.output, &mut out, data_dir)?,
         Command::Bench {
@@ -107,7 +109,7 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
             value_size,
             stale,
         } => bench::run(
-            &client(),
+            &client()?,
             cli.output,
             &mut out,
             &bench::BenchArgs {
@@ -119,6 +121,9 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
                 stale: *stale,
             },
         )?,
+        Command::Auth { action } => auth::auth(&client()?, cli.output, &mut out, action)?,
+        Command::User { action } => auth::user(&client()?, cli.output, &mut out, action)?,
+        Command::Role { action } => auth::role(&client()?, cli.output, &mut out, action)?,
         Command::Completion { shell } => {
             // Into a buffer first: `generate` panics on a write error such as a closed pipe.
             let mut script = Vec::new();
@@ -228,6 +233,18 @@ fn client_hint(e: &ClientError, cli: &Cli) -> Option<String> {
                 "see `nacosctl status` and the node's log".into()
             }
         },
+        ClientError::Server {
+            error: nacos_raft::client::ErrorCode::Unauthenticated,
+            ..
+        } => {
+            "log in with --user NAME (NACOSCTL_USER; the password from NACOSCTL_PASSWORD or a prompt), or pass --token".into()
+        }
+        ClientError::Server {
+            error: nacos_raft::client::ErrorCode::PermissionDenied,
+            ..
+        } => {
+            "ask root for the permission the message names (nacosctl role grant, nacosctl user grant-role)".into()
+        }
         ClientError::Server { status: 410, .. } => {
             "that history is gone for good: read the current values (`get`, `ls`), then watch again from the index named above".into()
         }
