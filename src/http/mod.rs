@@ -426,9 +426,12 @@ fn status(node: &Node) -> Response {
             term: r.term,
             leader: r.leader.map(|l| l.0),
             vote_for: r.vote_for.map(|l| l.0),
-            commit_index: r.commit_index,
+            // The core's view is published after its turn, the applied index as entries
+            // apply: a reader between the two could see less committed than applied. What
+            // was applied is committed, and in the log, so both are at least that.
+            commit_index: r.commit_index.max(s.applied_index),
             applied_index: s.applied_index,
-            last_log_index: r.last_log_index,
+            last_log_index: r.last_log_index.max(s.applied_index),
             datums: s.datums as u64,
             peers: node.config().peers.iter().map(|p| p.0.clone()).collect(),
             followers,
