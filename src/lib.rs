@@ -15,6 +15,7 @@ pub mod http;
 pub mod node;
 pub mod raft;
 pub mod store;
+pub mod tls;
 pub mod wire;
 
 pub use datum::{validate_key, Datum};

@@ -78,6 +78,21 @@ struct Args {
     /// follower further behind catches up with a snapshot.
     #[arg(long, default_value_t = node::DEFAULT_LOG_RETAIN_ENTRIES)]
     log_retain_entries: u64,
+    /// Serve HTTPS with this certificate (PEM, the chain leaf first); members then talk to
+    /// each other over TLS too, presenting it. Needs --tls-key
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require a client certificate signed by this CA (PEM) on the peer API: mutual TLS
+    /// between members. Clients of /v1 need none
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// The CA (PEM) that signed the other members' certificates, to verify them with
+    /// (default: --tls-client-ca, else the public web roots)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
     /// How long a login's token is valid (access control, `nacosctl auth enable`).
     #[arg(long, default_value_t = nacos_raft::auth::DEFAULT_TOKEN_TTL_S)]
     auth_token_ttl_s: u64,
@@ -143,6 +158,15 @@ fn config(args: &Args) -> anyhow::Result<NodeConfig> {
         log_retain_entries: args.log_retain_entries,
         max_watchers: args.max_watchers.max(1),
         auth_token_ttl_s: args.auth_token_ttl_s.max(1),
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(nacos_raft::tls::NodeTls::load(
+                cert,
+                key,
+                args.tls_client_ca.as_deref(),
+                args.tls_ca.as_deref().or(args.tls_client_ca.as_deref()),
+            )?),
+            _ => None,
+        },
     };
     cfg.validate()?;
     Ok(cfg)

@@ -6,12 +6,13 @@
 //! or decide exit policy beyond [`ClientError::exit_code`].
 
 mod auth;
+mod classify;
 mod session_pool;
 mod watch;
+use classify::{classify_status, classify_transport, combine, is_timeout, timed_out};
 pub use session_pool::{Lease, SessionPool};
 pub use watch::WatchStream;
 
-use std::error::Error as _;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,6 @@ pub use crate::wire::api::{
 };
 use crate::wire::nacos::{NacosLeader, NacosListeners};
 pub use crate::wire::nacos::{NacosState, RaftPeer};
-use crate::wire::ErrorBody;
 pub use crate::wire::{ErrorCode, Role};
 
 /// What a watch follows.
@@ -196,21 +196,35 @@ pub struct Client {
     pinned: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// The access-control token every request carries, once logged in (`auth`).
     token: std::sync::Arc<std::sync::RwLock<Option<String>>>,
+    /// For `https://` endpoints; watches build their own agent with it.
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Client {
     /// A client that tries `endpoints` in order, each call bounded by `timeout`.
     pub fn new(endpoints: Vec<String>, timeout: Duration) -> Client {
+        Client::with_tls(endpoints, timeout, None)
+    }
+
+    /// The same, with `tls` for `https://` endpoints (which CA to trust, and a client
+    /// certificate if the members ask for one).
+    pub fn with_tls(
+        endpoints: Vec<String>,
+        timeout: Duration,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Client {
         let n = endpoints.len().max(1) as u32;
         let connect_cap = (timeout / n).max(Duration::from_millis(1));
+        let builder = || match &tls {
+            Some(t) => ureq::AgentBuilder::new().tls_config(t.clone()),
+            None => ureq::AgentBuilder::new(),
+        };
         // No `timeout_connect` here: ureq then bounds the connect by the request deadline,
         // which is what keeps a call within `timeout`.
-        let agent = ureq::AgentBuilder::new().build();
-        let capped = ureq::AgentBuilder::new()
-            .timeout_connect(connect_cap)
-            .build();
-        let unpooled = ureq::AgentBuilder::new().max_idle_connections(0).build();
-        let unpooled_capped = ureq::AgentBuilder::new()
+        let agent = builder().build();
+        let capped = builder().timeout_connect(connect_cap).build();
+        let unpooled = builder().max_idle_connections(0).build();
+        let unpooled_capped = builder()
             .max_idle_connections(0)
             .timeout_connect(connect_cap)
             .build();
@@ -225,6 +239,7 @@ impl Client {
             connect_cap,
             pinned: Default::default(),
             token: Default::default(),
+            tls,
         }
     }
 
@@ -493,7 +508,11 @@ impl Client {
             };
             // No whole-request deadline (it would also cut the endless body): the connect is
             // bounded, and so is every read of the head and the body, by `silence`.
-            let agent = ureq::AgentBuilder::new()
+            let builder = match &self.tls {
+                Some(t) => ureq::AgentBuilder::new().tls_config(t.clone()),
+                None => ureq::AgentBuilder::new(),
+            };
+            let agent = builder
                 .timeout_connect(connect)
                 .timeout_read(silence)
                 .build();
@@ -773,223 +792,6 @@ fn base_url(endpoint: &str) -> String {
 pub fn display_name(endpoint: &str) -> String {
     let e = endpoint.trim().trim_end_matches('/');
     e.strip_prefix("http://").unwrap_or(e).to_string()
-}
-
-fn classify_status<T>(endpoint: String, status: u16, text: &str, key: Option<&str>) -> Attempt<T> {
-    let body: ErrorBody = serde_json::from_str(text).unwrap_or_else(|_| {
-        // Not our error body (a proxy, another server): keep a bounded excerpt of it.
-        ErrorBody::new(
-            ErrorCode::Unknown(String::new()),
-            text.chars().take(200).collect::<String>(),
-        )
-    });
-    let message = if body.message.is_empty() {
-        format!("HTTP {status} with no message")
-    } else {
-        body.message
-    };
-    match (status, body.error) {
-        (404, ErrorCode::NotFound) => Attempt::Fail(ClientError::NotFound {
-            key: key.unwrap_or_default().to_string(),
-        }),
-        (412, ErrorCode::PreconditionFailed) => Attempt::Fail(ClientError::PreconditionFailed {
-            key: key.unwrap_or_default().to_string(),
-            current: body.timestamp.unwrap_or(0),
-            message,
-        }),
-        (503, code) => {
-            let kind = match code {
-                ErrorCode::NoLeader => UnavailableKind::NoLeader,
-                ErrorCode::NotLeader => UnavailableKind::NotLeader,
-                _ => UnavailableKind::ServiceUnavailable,
-            };
-            // A 503 means the node did not act on the request, so another may.
-            Attempt::Next(ClientError::Unavailable {
-                endpoint,
-                kind,
-                message,
-                leader: body.leader,
-            })
-        }
-        (504, _) => Attempt::Fail(ClientError::Unavailable {
-            endpoint,
-            kind: UnavailableKind::WriteTimeout,
-            message,
-            leader: None,
-        }),
-        (status, code) => Attempt::Fail(ClientError::Server {
-            endpoint,
-            status,
-            error: match code {
-                ErrorCode::Unknown(c) if c.is_empty() => ErrorCode::Unknown("unknown".into()),
-                code => code,
-            },
-            message,
-        }),
-    }
-}
-
-fn classify_transport<T>(
-    endpoint: String,
-    t: &ureq::Transport,
-    budget: Duration,
-    idempotent: bool,
-) -> Attempt<T> {
-    use ureq::ErrorKind as K;
-    let io = io_kind(t);
-    let timed_out_kind = matches!(
-        io,
-        Some(io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
-    );
-    match t.kind() {
-        K::InvalidUrl | K::UnknownScheme => Attempt::Fail(ClientError::InvalidEndpoint {
-            endpoint,
-            message: t.to_string(),
-        }),
-        // Nothing was sent: any endpoint may be tried next, writes included.
-        K::ConnectionFailed | K::Dns => {
-            let message = match (t.kind(), io) {
-                (K::Dns, _) => "cannot resolve the host name".to_string(),
-                (_, Some(io::ErrorKind::ConnectionRefused)) => "connection refused".to_string(),
-                _ if timed_out_kind => format!("{COULD_NOT_CONNECT}: timed out"),
-                _ => format!("{COULD_NOT_CONNECT}: {}", cause(t)),
-            };
-            let kind = if timed_out_kind {
-                UnavailableKind::TimedOut
-            } else {
-                UnavailableKind::Unreachable
-            };
-            Attempt::Next(ClientError::Unavailable {
-                endpoint,
-                kind,
-                message,
-                leader: None,
-            })
-        }
-        K::Io if timed_out_kind => {
-            let err = timed_out(&endpoint, budget, idempotent);
-            if idempotent {
-                Attempt::Next(err)
-            } else {
-                Attempt::Fail(err)
-            }
-        }
-        // Reset or closed after the request went out: only a read may be sent again.
-        K::Io => {
-            let err = ClientError::Unavailable {
-                endpoint,
-                kind: UnavailableKind::ConnectionLost,
-                message: if idempotent {
-                    format!("connection lost: {}", cause(t))
-                } else {
-                    format!(
-                        "connection lost after the write was sent ({}); it may still be applied: read the key before retrying",
-                        cause(t)
-                    )
-                },
-                leader: None,
-            };
-            if idempotent {
-                Attempt::Next(err)
-            } else {
-                Attempt::Fail(err)
-            }
-        }
-        _ => Attempt::Fail(ClientError::BadResponse {
-            endpoint,
-            message: t.to_string(),
-        }),
-    }
-}
-
-fn timed_out(endpoint: &str, budget: Duration, idempotent: bool) -> ClientError {
-    let mut message = format!("no answer within {}", fmt_duration(budget));
-    if !idempotent {
-        message.push_str("; the write may still be applied: read the key before retrying");
-    }
-    ClientError::Unavailable {
-        endpoint: endpoint.to_string(),
-        kind: UnavailableKind::TimedOut,
-        message,
-        leader: None,
-    }
-}
-
-/// Reduces the failures of every endpoint to one error: a node's own answer says more than
-/// a timeout, which says more than a refused connection; the others are named after it.
-fn combine(mut failures: Vec<ClientError>, timeout: Duration) -> ClientError {
-    fn rank(e: &ClientError) -> u8 {
-        match e {
-            ClientError::Unavailable { kind, .. } => match kind {
-                UnavailableKind::NoLeader | UnavailableKind::NotLeader => 3,
-                UnavailableKind::ServiceUnavailable | UnavailableKind::WriteTimeout => 2,
-                UnavailableKind::TimedOut | UnavailableKind::ConnectionLost => 1,
-                UnavailableKind::Unreachable => 0,
-            },
-            _ => 4,
-        }
-    }
-    if failures.is_empty() {
-        // Only when the deadline passed before the first attempt (a zero timeout).
-        return ClientError::Unavailable {
-            endpoint: String::new(),
-            kind: UnavailableKind::TimedOut,
-            message: format!("no endpoint tried within {}", fmt_duration(timeout)),
-            leader: None,
-        };
-    }
-    let best = (0..failures.len())
-        .max_by_key(|&i| (rank(&failures[i]), std::cmp::Reverse(i)))
-        .expect("not empty");
-    let mut chosen = failures.remove(best);
-    if !failures.is_empty() {
-        let others: Vec<String> = failures.iter().map(|e| e.to_string()).collect();
-        if let ClientError::Unavailable { message, .. } = &mut chosen {
-            message.push_str(&format!(" (also tried {})", others.join("; ")));
-        }
-    }
-    chosen
-}
-
-/// The `io::ErrorKind` at the root of a transport error, if there is one.
-fn io_kind(t: &ureq::Transport) -> Option<io::ErrorKind> {
-    let mut source = t.source();
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            return Some(io.kind());
-        }
-        source = e.source();
-    }
-    None
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    if matches!(
-        e.kind(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-    ) {
-        return true;
-    }
-    // ureq wraps the body reader's errors; look one level down.
-    e.get_ref()
-        .and_then(|inner| inner.downcast_ref::<io::Error>())
-        .is_some_and(|inner| {
-            matches!(
-                inner.kind(),
-                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-            )
-        })
-}
-
-/// The innermost message of a transport error, without ureq's URL prefix.
-fn cause(t: &ureq::Transport) -> String {
-    let mut msg = t.message().map(str::to_string);
-    let mut source = t.source();
-    while let Some(e) = source {
-        msg = Some(e.to_string());
-        source = e.source();
-    }
-    msg.unwrap_or_else(|| t.kind().to_string())
 }
 
 /// `5s`, `500ms`, `1.5s`: how durations appear in messages.

@@ -24,6 +24,8 @@ pub(super) struct Forwarder {
     queue: std::sync::Mutex<std::collections::VecDeque<Pending>>,
     queued: std::sync::Condvar,
     agent: ureq::Agent,
+    /// `https` when the cluster runs TLS.
+    scheme: &'static str,
     pub(super) sessions: crate::client::SessionPool,
 }
 
@@ -52,15 +54,24 @@ enum Lost {
     MaybeSent,
 }
 
-pub(super) fn forwarder() -> &'static Forwarder {
+/// The process's forwarder; the first call's node gives the peer TLS settings (one node
+/// runs per process).
+pub(super) fn forwarder(node: &Node) -> &'static Forwarder {
     static FORWARDER: std::sync::OnceLock<Forwarder> = std::sync::OnceLock::new();
     static STARTED: std::sync::Once = std::sync::Once::new();
     let f = FORWARDER.get_or_init(|| Forwarder {
         queue: Default::default(),
         queued: Default::default(),
-        agent: ureq::AgentBuilder::new()
+        agent: node
+            .config()
+            .peer_agent()
             .max_idle_connections_per_host(FORWARD_SENDERS)
             .build(),
+        scheme: if node.config().tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         sessions: crate::client::SessionPool::new(),
     });
     STARTED.call_once(|| {
@@ -114,7 +125,7 @@ fn run_forwarder(f: &'static Forwarder) {
             .max()
             .unwrap_or(now)
             .saturating_duration_since(now);
-        let url = format!("http://{}/v1/raft/forward", first.leader);
+        let url = format!("{}://{}/v1/raft/forward", f.scheme, first.leader);
         let mut r = f
             .agent
             .post(&url)
@@ -195,7 +206,7 @@ pub(super) fn forward(
     deadline: Instant,
     maybe_sent: &mut bool,
 ) -> Result<Response> {
-    let f = forwarder();
+    let f = forwarder(node);
     let timeout = || Error::Timeout {
         waited_ms: node.config().publish_timeout_ms,
     };
@@ -205,6 +216,7 @@ pub(super) fn forward(
         // Checked as JSON before forwarding, so it is text.
         body: String::from_utf8_lossy(&req.body).into_owned(),
         request_id: id.to_string(),
+        access_token: req.access_token.clone(),
     };
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -272,17 +284,25 @@ pub(super) fn peer_forward(node: &Node, req: &Request) -> Result<Response> {
                     w.method
                 )));
             }
-            ParsedWrite::parse(&Request {
+            let request = Request {
                 method: w.method,
                 path: "/v1/datum".to_string(),
                 query: w.query,
                 proxied: true,
                 token: None,
-                // The forwarding member checked the client's token and permission.
-                access_token: None,
+                access_token: w.access_token,
                 request_id: Some(w.request_id),
                 body: w.body.into_bytes(),
-            })
+            };
+            let parsed = ParsedWrite::parse(&request)?;
+            // The forwarding member checked too; the leader's table may be newer.
+            super::auth::caller(node, &request, deadline)?.check(
+                node,
+                crate::auth::Access::Write,
+                &parsed.key,
+                deadline,
+            )?;
+            Ok(parsed)
         })
         .collect();
     let commands: Vec<(String, Command)> = parsed

@@ -278,7 +278,7 @@ fn write(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
             let id = match &req.request_id {
                 Some(id) => id.clone(),
                 None => lease
-                    .get_or_insert_with(|| forwarder().sessions.take())
+                    .get_or_insert_with(|| forwarder(node).sessions.take())
                     .id(),
             };
             forward(node, &leader, req, &id, deadline, &mut maybe_sent)
@@ -324,10 +324,22 @@ fn if_timestamp(req: &Request) -> Result<Option<u64>> {
         .transpose()
 }
 
+/// A linearizable read waits for the leader's commit index first, so access control is
+/// judged on a table with every change committed before the read (a read right after
+/// `auth enable` through any member is refused), as etcd judges its reads.
+fn sync_for_read(node: &Node, req: &Request, deadline: Instant) -> Result<()> {
+    if req.flag("stale") {
+        return Ok(());
+    }
+    node.linearizable_barrier(deadline)
+}
+
 fn get(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
     let key = req.required("key")?;
+    crate::validate_key(key)?;
+    sync_for_read(node, req, deadline)?;
     auth::caller(node, req, deadline)?.check(node, crate::auth::Access::Read, key, deadline)?;
-    match node.get(key, req.flag("stale"), deadline)? {
+    match node.get(key, true, deadline)? {
         Some(d) => Ok(Response::json(
             200,
             &GetResult {
@@ -343,10 +355,11 @@ fn get(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
 
 fn list(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
     let prefix = req.param("prefix").unwrap_or("");
+    sync_for_read(node, req, deadline)?;
     // Only what the caller may read.
     let caller = auth::caller(node, req, deadline)?;
     let items: Vec<ListEntry> = node
-        .list(prefix, req.flag("stale"), deadline)?
+        .list(prefix, true, deadline)?
         .into_iter()
         .filter(|d| caller.may_read(node, &d.key))
         .map(|d| ListEntry {
@@ -690,8 +703,13 @@ pub fn serve(node: Node, listen: &str, limits: server::Limits) -> Result<HttpSer
         node,
         drain: drain.clone(),
     });
-    let server = server::Server::start(listener, limits, handler).map_err(|e| cannot(&e))?;
+    let tls = node_tls_server(&handler.node);
+    let server = server::Server::start(listener, limits, handler, tls).map_err(|e| cannot(&e))?;
     Ok(HttpServer { server, drain })
+}
+
+fn node_tls_server(node: &Node) -> Option<Arc<rustls::ServerConfig>> {
+    node.config().tls.as_ref().map(|t| t.server.clone())
 }
 
 /// The routes of one node, as the server calls them.
@@ -705,6 +723,18 @@ impl server::Handler for NodeHandler {
         if head.path.starts_with("/v1/raft/") {
             // Checked before a byte of the body is read: a stranger's 64 MiB costs nothing.
             check_cluster_token(&self.node, head.header(TOKEN_HEADER))?;
+            let need_cert = self
+                .node
+                .config()
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.peers_need_certificates);
+            if need_cert && !head.peer_verified {
+                return Err(Response::refusal(
+                    ErrorCode::Forbidden,
+                    "peer traffic needs a client certificate signed by this member's --tls-client-ca; start every member with --tls-cert, --tls-key and --tls-ca",
+                ));
+            }
             return Ok(MAX_PEER_BODY_BYTES);
         }
         if is_client_request(&head.path) && self.drain.draining.load(Ordering::SeqCst) {

@@ -8,7 +8,9 @@
 //! buffered across connections stay within `body_budget`, framing is strict (RFC 9112 §6:
 //! `Content-Length` with `Transfer-Encoding` is refused, and after any error in framing or
 //! size the connection is closed, so no byte of a refused body is read as a request), and
-//! the accept loop survives running out of file descriptors. Knows nothing of the routes.
+//! the accept loop survives running out of file descriptors. With TLS configured, every
+//! connection is TLS (rustls) and plain HTTP on the port gets a plain-text `400` saying so.
+//! Knows nothing of the routes.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -77,6 +79,9 @@ pub struct Head {
     /// The `x` of `HTTP/1.x`.
     pub minor_version: u8,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The connection presented a client certificate that the configured client CA signed
+    /// (TLS with `--tls-client-ca` only).
+    pub peer_verified: bool,
 }
 
 impl Head {
@@ -147,6 +152,67 @@ struct Shared {
 }
 
 /// A running server; `stop` (or `close_listener`) ends the accept loop.
+/// A connection's bytes: plain TCP, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+
+    fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        self.tcp().set_read_timeout(d)
+    }
+
+    fn peer_verified(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            // rustls only keeps certificates its verifier accepted.
+            Stream::Tls(s) => s.conn.peer_certificates().is_some_and(|c| !c.is_empty()),
+        }
+    }
+
+    /// Ends the write side: TLS's close_notify first, so the client knows the answer is
+    /// whole, then the TCP FIN.
+    fn shutdown_write(&mut self) {
+        if let Stream::Tls(s) = self {
+            s.conn.send_close_notify();
+            let _ = s.flush();
+        }
+        let _ = self.tcp().shutdown(std::net::Shutdown::Write);
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
 pub struct Server {
     listener: TcpListener,
     local: SocketAddr,
@@ -155,17 +221,19 @@ pub struct Server {
 }
 
 impl Server {
+    /// Serves `listener`: over TLS with `tls`, else plain HTTP.
     pub fn start(
         listener: TcpListener,
         limits: Limits,
         handler: Arc<dyn Handler>,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) -> io::Result<Server> {
         let local = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
         let l2 = listener.try_clone()?;
         let s2 = shared.clone();
         let accept = crate::node::spawn_critical("http-accept", move || {
-            accept_loop(l2, limits, handler, s2)
+            accept_loop(l2, limits, handler, s2, tls)
         });
         Ok(Server {
             listener,
@@ -215,6 +283,7 @@ fn accept_loop(
     limits: Limits,
     handler: Arc<dyn Handler>,
     shared: Arc<Shared>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     let mut backoff = Duration::ZERO;
     // An episode of exhaustion lasts from an accept error to the next accept. Its start and
@@ -275,7 +344,11 @@ fn accept_loop(
                     "warning: {open} connections open, the limit (--max-connections); refused {refused_busy} so far"
                 ));
             }
-            refuse_busy(stream);
+            // Over TLS a plain-text answer would be noise to the client; the closed
+            // connection tells it to go elsewhere.
+            if tls.is_none() {
+                refuse_busy(stream);
+            }
             continue;
         }
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed) as u64;
@@ -286,10 +359,10 @@ fn accept_loop(
                 idle_since: Some(Instant::now()),
             },
         );
-        let (h, s, l) = (handler.clone(), shared.clone(), limits.clone());
+        let (h, s, l, t) = (handler.clone(), shared.clone(), limits.clone(), tls.clone());
         let spawned = thread::Builder::new()
             .name("http".into())
-            .spawn(move || serve_connection(stream, id, &l, &*h, &s));
+            .spawn(move || serve_connection(stream, id, &l, &*h, &s, t));
         if let Err(e) = spawned {
             // The stream went with the closure; only the table entry is left to undo.
             shared.conns.lock().expect("conns lock").remove(&id);
@@ -342,7 +415,7 @@ fn refusal(code: ErrorCode, msg: impl Into<String>) -> ReadError {
 
 /// Bytes read from the socket and not yet used.
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     buf: Vec<u8>,
     pos: usize,
 }
@@ -402,9 +475,20 @@ fn serve_connection(
     limits: &Limits,
     handler: &dyn Handler,
     shared: &Shared,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(limits.write_timeout));
+    let stream = match tls {
+        None => Stream::Plain(stream),
+        Some(cfg) => match start_tls(stream, cfg, limits) {
+            Some(s) => s,
+            None => {
+                shared.conns.lock().expect("conns lock").remove(&id);
+                return;
+            }
+        },
+    };
     let mut conn = Conn {
         stream,
         buf: Vec::new(),
@@ -421,7 +505,22 @@ fn serve_connection(
             set_idle(true);
             match conn.fill(Instant::now() + limits.idle_timeout) {
                 Ok(true) => {}
-                Ok(false) | Err(_) => break,
+                Ok(false) => break,
+                Err(e) => {
+                    // rustls reports a failed handshake (or a bad record) as InvalidData:
+                    // say so here too, not only on the client's side.
+                    if matches!(conn.stream, Stream::Tls(_))
+                        && e.kind() == io::ErrorKind::InvalidData
+                    {
+                        let from = conn
+                            .stream
+                            .tcp()
+                            .peer_addr()
+                            .map_or_else(|_| "?".into(), |a| a.to_string());
+                        TLS_LOG.note(&format!("TLS with {from} failed: {e}"));
+                    }
+                    break;
+                }
             }
         }
         set_idle(false);
@@ -442,6 +541,48 @@ fn serve_connection(
     drop(conn);
 }
 
+/// At most one line a second about failed TLS connections, however many arrive.
+static TLS_LOG: super::RateLimitedLog = super::RateLimitedLog::new();
+
+/// Wraps a new connection in TLS. The handshake itself runs on the first read, within the
+/// idle timeout like any wait for a first request. A client that speaks plain HTTP to the
+/// TLS port (its first byte is not a handshake record) is told so in plain text.
+fn start_tls(
+    mut tcp: TcpStream,
+    cfg: Arc<rustls::ServerConfig>,
+    limits: &Limits,
+) -> Option<Stream> {
+    let _ = tcp.set_read_timeout(Some(limits.idle_timeout));
+    let mut first = [0u8; 1];
+    match tcp.peek(&mut first) {
+        Ok(1) if first[0] == crate::tls::HANDSHAKE_BYTE => {}
+        Ok(1) => {
+            let from = tcp
+                .peer_addr()
+                .map_or_else(|_| "?".into(), |a| a.to_string());
+            TLS_LOG.note(&format!(
+                "{from} sent plain HTTP to the TLS port; answered 400 (use https://)"
+            ));
+            let r = Response::refusal(
+                ErrorCode::BadRequest,
+                "this port serves HTTPS (TLS): use https:// (nacosctl: --endpoints https://HOST:PORT and --cacert)",
+            );
+            let _ = write_response(&mut tcp, &r, false, false);
+            let mut plain = Stream::Plain(tcp);
+            linger_close(&mut plain);
+            return None;
+        }
+        _ => return None,
+    }
+    match rustls::ServerConnection::new(cfg) {
+        Ok(c) => Some(Stream::Tls(Box::new(rustls::StreamOwned::new(c, tcp)))),
+        Err(e) => {
+            log_event(&format!("warning: cannot start a TLS connection: {e}"));
+            None
+        }
+    }
+}
+
 /// Reads, answers and returns whether the connection may serve another request.
 fn serve_one(
     conn: &mut Conn,
@@ -450,7 +591,8 @@ fn serve_one(
     shared: &Shared,
 ) -> Result<bool, ReadError> {
     let head_deadline = Instant::now() + limits.head_timeout;
-    let (head, head_len) = read_head(conn, limits, head_deadline)?;
+    let (mut head, head_len) = read_head(conn, limits, head_deadline)?;
+    head.peer_verified = conn.stream.peer_verified();
     conn.consume(head_len);
     let framing = framing(&head)?;
     let limit = match handler.admit(&head) {
@@ -513,8 +655,8 @@ fn serve_one(
 /// reads it. So the write side is shut (the client sees the answer, then the end), and
 /// what still arrives is read and thrown away for a moment (nginx's lingering close).
 /// None of it is ever parsed: the connection serves no further request.
-fn linger_close(stream: &mut TcpStream) {
-    let _ = stream.shutdown(std::net::Shutdown::Write);
+fn linger_close(stream: &mut Stream) {
+    stream.shutdown_write();
     let until = Instant::now() + Duration::from_secs(2);
     let mut sink = [0u8; 16 << 10];
     while Instant::now() < until {
@@ -576,6 +718,7 @@ fn read_head(
                         .iter()
                         .map(|h| (h.name.to_string(), h.value.to_vec()))
                         .collect(),
+                    peer_verified: false,
                 };
                 let target = req.path.unwrap_or("/").to_string();
                 return Ok((with_target(head, &target)?, len));

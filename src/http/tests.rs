@@ -404,12 +404,14 @@ fn a_forwarded_batch_is_answered_write_by_write_as_the_client_api_would() {
         query: vec![],
         body: body.to_string(),
         request_id: id.into(),
+        access_token: None,
     };
     let delete = |key: &str, id: &str| ForwardedWrite {
         method: "DELETE".into(),
         query: vec![("key".into(), key.into())],
         body: String::new(),
         request_id: id.into(),
+        access_token: None,
     };
     let batch = vec![
         publish(json!({"key": "k", "value": 1}), "a:1"),

@@ -135,6 +135,8 @@ pub struct NodeConfig {
     pub max_watchers: usize,
     /// How long a login's token is valid, in seconds.
     pub auth_token_ttl_s: u64,
+    /// HTTPS on the port, and TLS to the peers (every member runs TLS or none does).
+    pub tls: Option<crate::tls::NodeTls>,
 }
 
 impl NodeConfig {
@@ -152,6 +154,23 @@ impl NodeConfig {
             log_retain_entries: DEFAULT_LOG_RETAIN_ENTRIES,
             max_watchers: notifier::DEFAULT_MAX_LISTENERS,
             auth_token_ttl_s: crate::auth::DEFAULT_TOKEN_TTL_S,
+            tls: None,
+        }
+    }
+
+    /// The URL of `path` on member `peer`: `https` when the cluster runs TLS.
+    pub fn peer_url(&self, peer: &PeerAddr, path: &str) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{peer}{path}")
+    }
+
+    /// An agent builder for peer traffic: with the cluster's TLS client configuration
+    /// (its CA, and this member's certificate to present), if any.
+    pub fn peer_agent(&self) -> ureq::AgentBuilder {
+        let b = ureq::AgentBuilder::new();
+        match &self.tls {
+            Some(t) => b.tls_config(t.client.clone()),
+            None => b,
         }
     }
 
@@ -340,8 +359,10 @@ impl Node {
             let peer = peer.clone();
             let token = cfg.cluster_token.clone();
             let timeout = Duration::from_millis(cfg.election_timeout_ms.max(200));
+            let agent = cfg.peer_agent();
+            let url = cfg.peer_url(&peer, "/v1/raft/messages");
             spawn_critical(&format!("send-{peer}"), move || {
-                sender::run_sender(peer, token, timeout, rx)
+                sender::run_sender(peer, url, agent, token, timeout, rx)
             });
         }
         let data_dir = cfg.data_dir.clone();

@@ -17,15 +17,13 @@ const MAX_PEER_POST_BYTES: usize = 16 << 20;
 /// Failed batches are dropped; Raft retransmits what matters (heartbeats, probes).
 pub(super) fn run_sender(
     peer: PeerAddr,
+    url: String,
+    agent: ureq::AgentBuilder,
     token: Option<String>,
     timeout: Duration,
     rx: Receiver<Envelope>,
 ) {
-    let agent = ureq::AgentBuilder::new()
-        .timeout_connect(timeout)
-        .timeout(timeout)
-        .build();
-    let url = format!("http://{peer}/v1/raft/messages");
+    let agent = agent.timeout_connect(timeout).timeout(timeout).build();
     let mut failing_since: Option<Instant> = None;
     let mut carried: Option<Envelope> = None;
     while let Some(first) = carried.take().or_else(|| rx.recv().ok()) {

@@ -93,7 +93,9 @@ fn stream(
     term: u64,
     sessions: &[String],
 ) -> std::result::Result<u64, String> {
-    let agent = ureq::AgentBuilder::new()
+    let agent = shared
+        .cfg
+        .peer_agent()
         .timeout(Duration::from_secs(30))
         .build();
     let header = |seq, last, sessions| ChunkHeader {
@@ -107,10 +109,11 @@ fn stream(
     };
     let post = |h: &ChunkHeader, body: &[u8]| {
         let mut req = agent
-            .post(&format!(
-                "http://{peer}/v1/raft/snapshot?{}",
-                serde_urlencoded(h)
-            ))
+            .post(
+                &shared
+                    .cfg
+                    .peer_url(peer, &format!("/v1/raft/snapshot?{}", serde_urlencoded(h))),
+            )
             .set("Content-Type", "application/json");
         if let Some(t) = &shared.cfg.cluster_token {
             req = req.set(TOKEN_HEADER, t);

@@ -82,6 +82,10 @@ pub struct ForwardedWrite {
     /// Always set: the client's, or one of the forwarding member's sessions, so a batch
     /// sent again after a lost connection is applied once.
     pub request_id: String,
+    /// The client's access-control token, checked again by the leader, whose table holds
+    /// every change it committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
 }
 
 /// The leader's answer to one forwarded write: the status and body it would have sent.

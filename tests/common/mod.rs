@@ -222,7 +222,31 @@ impl TestNode {
 
     /// A client of this node alone.
     pub fn client(&self, timeout: Duration) -> Client {
-        Client::new(vec![self.addr.clone()], timeout)
+        Client::with_tls(vec![self.endpoint()], timeout, self.tls())
+    }
+
+    /// The address a client uses: `https://ADDR` for a node started with TLS flags.
+    pub fn endpoint(&self) -> String {
+        match self.tls() {
+            Some(_) => format!("https://{}", self.addr),
+            None => self.addr.clone(),
+        }
+    }
+
+    /// The client TLS configuration for a node started with `--tls-ca` (or
+    /// `--tls-client-ca`): trusting that CA.
+    pub fn tls(&self) -> Option<std::sync::Arc<rustls::ClientConfig>> {
+        let after = |flag: &str| {
+            self.extra_args
+                .iter()
+                .position(|a| a == flag)
+                .and_then(|i| self.extra_args.get(i + 1))
+        };
+        after("--tls-cert")?;
+        let ca = after("--tls-ca").or_else(|| after("--tls-client-ca"))?;
+        let cfg = nacos_raft::tls::client_config(Some(Path::new(ca)), None)
+            .unwrap_or_else(|e| panic!("the test CA {ca}: {e}"));
+        Some(std::sync::Arc::new(cfg))
     }
 
     /// Waits until `GET /v1/health` answers 200, or panics with the node's log when the
@@ -237,6 +261,7 @@ impl TestNode {
     pub fn try_wait_ready(&mut self, deadline: Duration) -> Result<(), String> {
         let client = self.client(Duration::from_millis(500));
         let addr = self.addr.clone();
+        let endpoint = self.endpoint();
         let mut exited = None;
         let ready = poll_until(deadline, || {
             if let Some(c) = self.child.as_mut() {
@@ -245,7 +270,7 @@ impl TestNode {
                     return Some(false);
                 }
             }
-            matches!(client.health_of(&addr), Ok(h) if h.ok).then_some(true)
+            matches!(client.health_of(&endpoint), Ok(h) if h.ok).then_some(true)
         });
         match (ready, exited) {
             (Some(true), _) => Ok(()),
@@ -259,13 +284,15 @@ impl TestNode {
     /// log at the deadline.
     pub fn wait_leader(&self, deadline: Duration) -> String {
         let client = self.client(Duration::from_millis(500));
-        poll_until(deadline, || client.leader_of(&self.addr).ok()?.leader).unwrap_or_else(|| {
-            panic!(
-                "nacos-node {} knows no leader after {deadline:?}\n{}",
-                self.addr,
-                self.log_excerpt()
-            )
-        })
+        poll_until(deadline, || client.leader_of(&self.endpoint()).ok()?.leader).unwrap_or_else(
+            || {
+                panic!(
+                    "nacos-node {} knows no leader after {deadline:?}\n{}",
+                    self.addr,
+                    self.log_excerpt()
+                )
+            },
+        )
     }
 
     /// Waits for the process to exit on its own; `None` if it is still running at the
@@ -278,7 +305,7 @@ impl TestNode {
 
     /// `/v1/status` of this node, or `None` if it does not answer within `timeout`.
     pub fn status(&self, timeout: Duration) -> Option<Status> {
-        self.client(timeout).status_of(&self.addr).ok()
+        self.client(timeout).status_of(&self.endpoint()).ok()
     }
 
     /// kill -9 and reap. Nothing of the node's shutdown path runs.
@@ -459,7 +486,12 @@ impl TestCluster {
 
     /// A client of the whole cluster.
     pub fn client(&self, timeout: Duration) -> Client {
-        Client::new(self.addrs(), timeout)
+        let endpoints = self.nodes.iter().map(TestNode::endpoint).collect();
+        Client::with_tls(
+            endpoints,
+            timeout,
+            self.nodes.first().and_then(TestNode::tls),
+        )
     }
 
     /// The index of the node with address `addr`.

@@ -14,7 +14,17 @@ use crate::render;
 /// A client for `cli`'s endpoints, logged in when `--user` or `--token` is given. A login
 /// to a cluster with access control off is skipped: requests need no token there.
 pub fn connect(cli: &Cli) -> Result<Client> {
-    let client = Client::new(cli.endpoints.0.clone(), cli.timeout);
+    let https = cli.endpoints.0.iter().any(|e| e.starts_with("https://"));
+    let tls = if https || cli.cacert.is_some() || cli.cert.is_some() {
+        let identity = cli.cert.as_deref().zip(cli.key.as_deref());
+        Some(std::sync::Arc::new(nacos_raft::tls::client_config(
+            cli.cacert.as_deref(),
+            identity,
+        )?))
+    } else {
+        None
+    };
+    let client = Client::with_tls(cli.endpoints.0.clone(), cli.timeout, tls);
     if let Some(token) = &cli.token {
         client.set_token(Some(token.clone()));
     } else if let Some(user) = &cli.user {

@@ -78,6 +78,32 @@ pub struct Cli {
     )]
     pub token: Option<String>,
 
+    /// The CA (PEM) to verify https:// members with (default: the public web roots)
+    #[arg(long, global = true, env = "NACOSCTL_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+
+    /// A client certificate (PEM) to present over TLS; needs --key
+    #[arg(
+        long = "cert",
+        id = "client_cert",
+        global = true,
+        env = "NACOSCTL_CERT",
+        value_name = "FILE",
+        requires = "client_key"
+    )]
+    pub cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --cert
+    #[arg(
+        long = "key",
+        id = "client_key",
+        global = true,
+        env = "NACOSCTL_KEY",
+        value_name = "FILE",
+        requires = "client_cert"
+    )]
+    pub key: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -161,6 +187,16 @@ pub enum Command {
     },
     /// Print a shell completion script
     Completion { shell: clap_complete::Shell },
+    /// Make a throwaway CA and a member certificate for a local or test TLS cluster (never
+    /// for production): DIR/ca.pem, ca-key.pem, node.pem, node-key.pem
+    Certs {
+        /// Where to write the files (created if missing)
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Names and IP addresses the certificate is valid for, comma-separated
+        #[arg(long, value_name = "HOST,...", default_value = "127.0.0.1,localhost")]
+        hosts: String,
+    },
     /// Access control: turn it on (needs a user `root`) or off, or show whether it is on
     Auth {
         #[command(subcommand)]
@@ -300,11 +336,15 @@ pub struct Endpoints(pub Vec<String>);
 pub fn parse_endpoints(s: &str) -> Result<Endpoints, String> {
     let mut out: Vec<String> = Vec::new();
     for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let bare = item.strip_prefix("http://").unwrap_or(item);
+        // https:// stays in the endpoint (the client then speaks TLS); http:// goes.
+        let (scheme, bare) = match item.strip_prefix("https://") {
+            Some(rest) => ("https://", rest),
+            None => ("", item.strip_prefix("http://").unwrap_or(item)),
+        };
         let bare = bare.strip_suffix('/').unwrap_or(bare);
         if bare.contains("://") {
             return Err(format!(
-                "{item:?}: only http:// endpoints are served by nacos-node"
+                "{item:?}: nacos-node serves http:// and https:// endpoints only"
             ));
         }
         let (host, port) = bare
@@ -317,8 +357,9 @@ pub fn parse_endpoints(s: &str) -> Result<Endpoints, String> {
             .ok()
             .filter(|&p| p != 0)
             .ok_or_else(|| format!("{item:?}: {port:?} is not a port number (1-65535)"))?;
-        if !out.iter().any(|e| e == bare) {
-            out.push(bare.to_string());
+        let endpoint = format!("{scheme}{bare}");
+        if !out.contains(&endpoint) {
+            out.push(endpoint);
         }
     }
     if out.is_empty() {

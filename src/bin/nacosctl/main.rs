@@ -121,6 +121,29 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
                 stale: *stale,
             },
         )?,
+        Command::Certs { dir, hosts } => {
+            let hosts: Vec<String> = hosts
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(str::to_string)
+                .collect();
+            let f = nacos_raft::tls::local::make(dir, &hosts, false)?;
+            match cli.output {
+                cli::Output::Json => render::json(
+                    &mut out,
+                    &serde_json::json!({"ca": f.ca, "cert": f.cert, "key": f.key}),
+                )?,
+                _ => writeln!(
+                    out,
+                    "OK ca={} cert={} key={}",
+                    f.ca.display(),
+                    f.cert.display(),
+                    f.key.display()
+                )?,
+            }
+            Exit::Ok
+        }
         Command::Auth { action } => auth::auth(&client()?, cli.output, &mut out, action)?,
         Command::User { action } => auth::user(&client()?, cli.output, &mut out, action)?,
         Command::Role { action } => auth::role(&client()?, cli.output, &mut out, action)?,
@@ -210,6 +233,9 @@ fn client_hint(e: &ClientError, cli: &Cli) -> Option<String> {
             "another write got there first; read {key} again (`nacosctl get {key}`), decide, and retry with --if-timestamp {current}"
         ),
         ClientError::Unavailable { kind, leader, .. } => match kind {
+            UnavailableKind::Unreachable if e.to_string().contains("TLS") => {
+                "check the TLS settings: --cacert (and --cert, --key), and https:// or http:// per member (docs/operations.md, \"Run with TLS\")".into()
+            }
             UnavailableKind::Unreachable => format!(
                 "is nacos-node running at {endpoints}? Name a live member with --endpoints (or NACOSCTL_ENDPOINTS)"
             ),
