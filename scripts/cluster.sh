@@ -2,7 +2,10 @@
 # scripts/cluster.sh: a local N-member nacos-raft cluster on loopback, for trying nacos-raft
 # out and rehearsing the runbook (docs/operations.md). Not a production launcher.
 #
-#   scripts/cluster.sh up [N]    start N members (default 3) and wait until one leads
+#   scripts/cluster.sh up [N] [--tls]
+#                                start N members (default 3) and wait until one leads;
+#                                with --tls, over HTTPS with mutual TLS between members,
+#                                using a throwaway CA made in CLUSTER_DIR/tls (nacosctl certs)
 #   scripts/cluster.sh status    nacosctl status of those members (extra args passed on)
 #   scripts/cluster.sh down      stop the members this script started: SIGTERM, then SIGKILL
 #                                after DOWN_TIMEOUT; data is kept (rm -rf the dir to wipe)
@@ -71,7 +74,23 @@ endpoints() {
   cat "$dir/endpoints"
 }
 
+# nacosctl's TLS flag for this cluster, if it runs TLS.
+ctl_tls() {
+  if [ -f "$dir/tls/ca.pem" ] && grep -q '^https://' "$dir/endpoints" 2>/dev/null; then
+    echo "--cacert=$dir/tls/ca.pem"
+  fi
+}
+
 cmd_up() {
+  local tls=""
+  local args=()
+  for a in "$@"; do
+    case "$a" in
+      --tls) tls=1 ;;
+      *) args+=("$a") ;;
+    esac
+  done
+  set -- "${args[@]+"${args[@]}"}"
   local n=${1:-3}
   case "$n" in '' | *[!0-9]*) die "N must be a number of members, got '$n'" ;; esac
   [ "$n" -ge 1 ] || die "N must be at least 1"
@@ -98,9 +117,23 @@ cmd_up() {
   done
   local peers
   peers=$(IFS=,; echo "${addrs[*]}")
+  local tls_args=() scheme=""
+  if [ -n "$tls" ]; then
+    # One certificate for every member of this local cluster, valid for 127.0.0.1.
+    if [ ! -f "$dir/tls/node.pem" ]; then
+      "$bin/nacosctl" certs --dir "$dir/tls" --hosts 127.0.0.1,localhost >/dev/null
+      chmod 600 "$dir/tls/"*-key.pem
+    fi
+    tls_args=(--tls-cert "$dir/tls/node.pem" --tls-key "$dir/tls/node-key.pem"
+      --tls-client-ca "$dir/tls/ca.pem")
+    scheme="https://"
+  fi
+  local client_endpoints
+  client_endpoints=$(printf "$scheme%s," "${addrs[@]}")
+  client_endpoints=${client_endpoints%,}
   # A Nacos-style member list, so the cluster is started the way a real one is.
   printf '%s\n' "# members of the local cluster, one ip:port per line" "${addrs[@]}" >"$dir/cluster.conf"
-  echo "$peers" >"$dir/endpoints"
+  echo "$client_endpoints" >"$dir/endpoints"
   # The cluster secret every member needs (a cluster of more than one refuses to start
   # without it), made once per cluster dir, readable only by its owner.
   if [ ! -s "$dir/cluster.token" ]; then
@@ -109,7 +142,8 @@ cmd_up() {
   for ((i = 0; i < n; i++)); do
     # shellcheck disable=SC2086 # NODE_ARGS is a list of flags
     "$bin/nacos-node" --listen "${addrs[$i]}" --data-dir "$dir/node-$i" \
-      --cluster-conf "$dir/cluster.conf" --cluster-token-file "$dir/cluster.token" ${NODE_ARGS:-} \
+      --cluster-conf "$dir/cluster.conf" --cluster-token-file "$dir/cluster.token" \
+      ${tls_args[@]+"${tls_args[@]}"} ${NODE_ARGS:-} \
       </dev/null >>"$dir/node-$i.log" 2>&1 &
     echo $! >"$dir/node-$i.pid"
   done
@@ -123,11 +157,11 @@ cmd_up() {
         exit 1
       fi
     done
-    leader=$("$bin/nacosctl" --endpoints "$peers" --timeout 1s leader 2>/dev/null) || leader=""
+    leader=$("$bin/nacosctl" --endpoints "$client_endpoints" $(ctl_tls) --timeout 1s leader 2>/dev/null) || leader=""
     if [ -z "$leader" ]; then
       if [ "$SECONDS" -ge "$deadline" ]; then
         echo "cluster.sh: no leader within ${UP_TIMEOUT}s; the members are left running:" >&2
-        "$bin/nacosctl" --endpoints "$peers" --timeout 1s status >&2 || true
+        "$bin/nacosctl" --endpoints "$client_endpoints" $(ctl_tls) --timeout 1s status >&2 || true
         exit 1
       fi
       sleep 0.1
@@ -137,7 +171,8 @@ cmd_up() {
   for ((i = 0; i < n; i++)); do
     echo "  ${addrs[$i]}  pid $(cat "$dir/node-$i.pid")  data $dir/node-$i  log $dir/node-$i.log"
   done
-  echo "export NACOSCTL_ENDPOINTS=$peers"
+  echo "export NACOSCTL_ENDPOINTS=$client_endpoints"
+  if [ -n "$tls" ]; then echo "export NACOSCTL_CACERT=$dir/tls/ca.pem"; fi
 }
 
 cmd_status() {
@@ -146,7 +181,8 @@ cmd_status() {
   local ctl
   if [ -n "${NACOS_BIN_DIR:-}" ]; then ctl=$NACOS_BIN_DIR/nacosctl; else ctl=$(bin_dir)/nacosctl; fi
   # The exit code is nacosctl's: 0 healthy, 4 unavailable, 5 degraded.
-  exec "$ctl" --endpoints "$peers" status "$@"
+  # shellcheck disable=SC2046 # ctl_tls is one flag or none
+  exec "$ctl" --endpoints "$peers" $(ctl_tls) status "$@"
 }
 
 cmd_down() {
@@ -195,7 +231,7 @@ case "${1:-}" in
     cmd_down
     ;;
   *)
-    echo "usage: scripts/cluster.sh up [N] | status [nacosctl flags] | down" >&2
+    echo "usage: scripts/cluster.sh up [N] [--tls] | status [nacosctl flags] | down" >&2
     exit 2
     ;;
 esac

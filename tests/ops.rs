@@ -793,3 +793,52 @@ fn cluster_script_starts_reports_and_stops_its_own_members() {
     );
     drop(c);
 }
+
+#[test]
+fn cluster_script_starts_a_tls_cluster_with_its_own_throwaway_ca() {
+    let tmp = tempfile::Builder::new()
+        .prefix("cluster-sh-tls-")
+        .tempdir()
+        .expect("temp dir");
+    let c = ScriptCluster {
+        dir: tmp.path().join("local"),
+        base: consecutive_free_ports(3),
+        _tmp: tmp,
+    };
+    let (dir, base) = (c.dir.clone(), c.base);
+    let up = cluster_sh(&dir, base, &["up", "3", "--tls"], Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&up.stdout).into_owned();
+    assert!(
+        up.status.success(),
+        "up --tls failed:\n{text}\n{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let endpoints: Vec<String> = (0..3)
+        .map(|i| format!("https://127.0.0.1:{}", base + i))
+        .collect();
+    let eps = endpoints.join(",");
+    assert!(
+        text.contains(&format!("export NACOSCTL_ENDPOINTS={eps}")),
+        "{text}"
+    );
+    let ca = dir.join("tls/ca.pem");
+    assert!(
+        text.contains(&format!("export NACOSCTL_CACERT={}", ca.display())),
+        "{text}"
+    );
+    let ca = ca.to_string_lossy().into_owned();
+    assert_code(&nacosctl_at(&eps, &["--cacert", &ca, "put", "k", "v"]), 0);
+    let got = nacosctl_at(&eps, &["--cacert", &ca, "get", "k"]);
+    assert_code(&got, 0);
+    assert_eq!(stdout(&got).trim(), "v");
+    // Plain HTTP is refused by every member.
+    let plain = nacosctl_at(&format!("127.0.0.1:{base}"), &["get", "k"]);
+    assert_code(&plain, 1);
+    let st = cluster_sh(&dir, base, &["status"], Duration::from_secs(30));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    drop(c);
+}

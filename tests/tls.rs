@@ -65,6 +65,28 @@ fn a_tls_cluster_serves_clients_and_peers_over_https_with_mutual_tls() {
     assert_code(&out, 0);
     assert_eq!(stdout(&out).trim(), "v2");
     assert_code(&nacosctl_at(&eps, &["--cacert", ca, "status"]), 0);
+    // Commands that go on to members by the names they give each other (the leader,
+    // the peers) reach them over TLS too.
+    assert_code(&nacosctl_at(&eps, &["--cacert", ca, "check"]), 0);
+    assert_code(&nacosctl_at(&eps, &["--cacert", ca, "transfer-leader"]), 0);
+    let mut w = CtlStream::spawn(&eps, &["--cacert", ca, "-o", "json", "watch", "k3"]);
+    poll_until(T, || {
+        c.nodes.iter().find_map(|n| {
+            n.client(T)
+                .nacos_listeners_of(&n.endpoint())
+                .ok()?
+                .contains(&"k3".to_string())
+                .then_some(())
+        })
+    })
+    .expect("the watch was registered");
+    assert_code(
+        &nacosctl_at(&eps, &["--cacert", ca, "put", "k3", "seen"]),
+        0,
+    );
+    let ev: serde_json::Value = serde_json::from_str(&w.take_lines(1, T)[0]).unwrap();
+    assert_eq!(ev["value"], "seen");
+    drop(w);
 
     // Access control over TLS: a login and a refusal, as in plain HTTP.
     let root_add = nacosctl_with(

@@ -247,6 +247,24 @@ impl Client {
         &self.endpoints
     }
 
+    /// The same client (TLS, token, sessions) with another time bound per call.
+    pub fn with_timeout(&self, timeout: Duration) -> Client {
+        let c = Client::with_tls(self.endpoints.clone(), timeout, self.tls.clone());
+        Client {
+            token: self.token.clone(),
+            sessions: self.sessions.clone(),
+            ..c
+        }
+    }
+
+    /// The base URL of an endpoint. A bare member address (as members name each other,
+    /// in `peers` or a `leader` field) is reached with the scheme this client's endpoints
+    /// use: a TLS cluster's members all speak TLS.
+    fn base(&self, endpoint: &str) -> String {
+        let tls = self.tls.is_some() && self.endpoints.iter().any(|e| e.starts_with("https://"));
+        base_url_with(endpoint, if tls { "https" } else { "http" })
+    }
+
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
@@ -516,7 +534,7 @@ impl Client {
                 .timeout_connect(connect)
                 .timeout_read(silence)
                 .build();
-            let mut request = agent.get(&format!("{}/v1/watch", base_url(endpoint)));
+            let mut request = agent.get(&format!("{}/v1/watch", self.base(endpoint)));
             request = match target {
                 WatchTarget::Key(k) => request.query("key", k),
                 WatchTarget::Prefix(p) => request.query("prefix", p),
@@ -708,7 +726,7 @@ impl Client {
         req: &Req,
         budget: Duration,
     ) -> Attempt<T> {
-        let url = format!("{}{}", base_url(endpoint), req.path);
+        let url = format!("{}{}", self.base(endpoint), req.path);
         let mut request = agent.request(req.method, &url).timeout(budget);
         for (k, v) in &req.query {
             request = request.query(k, v);
@@ -779,12 +797,18 @@ fn leaves_write_unknown(e: &ClientError) -> bool {
 pub const COULD_NOT_CONNECT: &str = "could not connect";
 
 /// `HOST:PORT` becomes `http://HOST:PORT`; a URL keeps its scheme. No trailing slash.
+#[cfg(test)]
 fn base_url(endpoint: &str) -> String {
+    base_url_with(endpoint, "http")
+}
+
+/// `HOST:PORT` becomes `SCHEME://HOST:PORT`; a URL keeps its own.
+fn base_url_with(endpoint: &str, scheme: &str) -> String {
     let e = endpoint.trim().trim_end_matches('/');
     if e.contains("://") {
         e.to_string()
     } else {
-        format!("http://{e}")
+        format!("{scheme}://{e}")
     }
 }
 

@@ -94,10 +94,8 @@ pub fn run(client: &Client, output: Output, out: &mut dyn Write, to: Option<&str
         // A short bound per look, so a target that hangs cannot hold the loop past the
         // deadline.
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let look = Client::new(
-            vec![target.clone()],
-            remaining.clamp(Duration::from_millis(100), Duration::from_secs(1)),
-        );
+        let look = client
+            .with_timeout(remaining.clamp(Duration::from_millis(100), Duration::from_secs(1)));
         if let Ok(s) = look.status_of(&target) {
             if s.role == Role::Leader && s.term > info.term {
                 print(
@@ -119,7 +117,7 @@ pub fn run(client: &Client, output: Output, out: &mut dyn Write, to: Option<&str
         thread::sleep(POLL);
     }
     // Not the expected outcome in time: say what did happen.
-    let now = Client::new(client.endpoints().to_vec(), Duration::from_secs(1)).leader();
+    let now = client.with_timeout(Duration::from_secs(1)).leader();
     match now.ok().and_then(|l| l.leader.map(|a| (a, l.term))) {
         Some((other, term)) if other != from && other != target => {
             print(
