@@ -72,6 +72,16 @@ fn randomized_faults_five_nodes() {
     ));
 }
 
+/// The short run on a cluster with TLS between everyone (mutual TLS between members) and
+/// access control on: every client request carries a token and goes over HTTPS.
+#[test]
+fn randomized_faults_three_nodes_tls_and_auth() {
+    let _serial = serial();
+    let mut cfg = ChaosConfig::from_env("randomized_faults_three_nodes_tls_and_auth", false, 3, 20);
+    cfg.secure = true;
+    run::run(&cfg);
+}
+
 /// The long run for `scripts/chaos.sh`: `CHAOS_NODES`, `CHAOS_SECONDS` (default 600) and
 /// `CHAOS_SEED` configure it.
 #[test]

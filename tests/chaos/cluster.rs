@@ -27,6 +27,37 @@ use crate::net::{self, Netns};
 /// The cluster secret every node of the harness starts with.
 pub const CLUSTER_SECRET: &str = "chaos-cluster-secret-0123456789";
 
+/// A secured run's settings: every node serves HTTPS with mutual TLS between members (a
+/// throwaway CA with a certificate for the nodes' addresses), and once access control is
+/// on, every client sends the token of a user whose role may read and write every key.
+pub struct Security {
+    pub tls: std::sync::Arc<rustls::ClientConfig>,
+    pub token: std::sync::Mutex<Option<String>>,
+    _certs: tempfile::TempDir,
+}
+
+/// The current run's security, for every client the harness makes ([`client`]). The suite
+/// runs one test at a time (`serial`), and a secured cluster clears it when dropped.
+static SECURITY: std::sync::Mutex<Option<std::sync::Arc<Security>>> = std::sync::Mutex::new(None);
+
+fn security() -> Option<std::sync::Arc<Security>> {
+    SECURITY.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// A client of `endpoints` as the current run needs it: plain, or over TLS with the
+/// access-control token once there is one.
+pub fn client(endpoints: Vec<String>, timeout: Duration) -> Client {
+    match security() {
+        None => Client::new(endpoints, timeout),
+        Some(s) => {
+            let https = endpoints.iter().map(|e| format!("https://{e}")).collect();
+            let c = Client::with_tls(https, timeout, Some(s.tls.clone()));
+            c.set_token(s.token.lock().unwrap_or_else(|p| p.into_inner()).clone());
+            c
+        }
+    }
+}
+
 /// Whether to put the nodes in network namespaces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NetChoice {
@@ -237,7 +268,7 @@ impl ChaosNode {
 
     /// A client of this node alone.
     pub fn client(&self, timeout: Duration) -> Client {
-        Client::new(vec![self.addr.clone()], timeout)
+        client(vec![self.addr.clone()], timeout)
     }
 
     pub fn status(&self, timeout: Duration) -> Option<Status> {
@@ -346,6 +377,14 @@ impl RunDir {
     }
 }
 
+impl Drop for ChaosCluster {
+    fn drop(&mut self) {
+        // The next test's clients are plain again (a test that did not secure its cluster
+        // never set it).
+        *SECURITY.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
 impl Drop for RunDir {
     fn drop(&mut self) {
         // A test that panics before its report (a node that never became ready, a leader never
@@ -373,6 +412,12 @@ pub struct ChaosCluster {
 impl ChaosCluster {
     /// Starts `n` nodes and waits until each serves `/v1/health`.
     pub fn start(n: usize, timings: Timings, choice: NetChoice) -> ChaosCluster {
+        ChaosCluster::start_with(n, timings, choice, false)
+    }
+
+    /// [`ChaosCluster::start`], over TLS when `secure` (see [`Security`]); access control
+    /// is turned on afterwards, with [`ChaosCluster::enable_auth`].
+    pub fn start_with(n: usize, timings: Timings, choice: NetChoice, secure: bool) -> ChaosCluster {
         let dir = RunDir::new("nacos-chaos-");
         let env = std::env::var("CHAOS_NETNS").unwrap_or_default();
         let (net, network_note) = if choice == NetChoice::Loopback || env == "off" {
@@ -425,6 +470,37 @@ impl ChaosCluster {
         if let Ok(extra) = std::env::var("CHAOS_NODE_ARGS") {
             args.extend(extra.split_whitespace().map(str::to_string));
         }
+        if secure {
+            let certs = tempfile::Builder::new()
+                .prefix("nacos-chaos-tls-")
+                .tempdir()
+                .expect("temp dir");
+            let hosts: Vec<String> = addrs
+                .iter()
+                .filter_map(|a| a.rsplit_once(':').map(|(h, _)| h.to_string()))
+                .collect();
+            let f = nacos_raft::tls::local::make(certs.path(), &hosts, false)
+                .expect("test certificates");
+            let node_args: Vec<String> = [
+                "--tls-cert",
+                f.cert.to_str().expect("utf-8 path"),
+                "--tls-key",
+                f.key.to_str().expect("utf-8 path"),
+                "--tls-client-ca",
+                f.ca.to_str().expect("utf-8 path"),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            args.extend(node_args);
+            let tls = nacos_raft::tls::client_config(Some(&f.ca), None).expect("client TLS");
+            *SECURITY.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(std::sync::Arc::new(Security {
+                    tls: std::sync::Arc::new(tls),
+                    token: std::sync::Mutex::new(None),
+                    _certs: certs,
+                }));
+        }
         let nodes = addrs
             .iter()
             .enumerate()
@@ -453,6 +529,22 @@ impl ChaosCluster {
             cluster.wait_ready(i);
         }
         cluster
+    }
+
+    /// Turns access control on (a `root` user, and a user `chaos` whose role may read and
+    /// write every key), and makes every later client of the harness log in as `chaos`.
+    pub fn enable_auth(&mut self) {
+        let s = security().expect("a secured cluster (start_with secure)");
+        let c = client(self.addrs(), Duration::from_secs(10));
+        c.user_add("root", "chaos-root-pw").expect("user add root");
+        c.user_add("chaos", "chaos-pw").expect("user add chaos");
+        c.role_add("all").expect("role add");
+        c.role_grant("all", "", nacos_raft::wire::auth::Perm::Readwrite)
+            .expect("role grant");
+        c.user_grant_role("chaos", "all").expect("grant role");
+        c.auth_enable().expect("auth enable");
+        let token = c.login("chaos", "chaos-pw").expect("login").token;
+        *s.token.lock().unwrap_or_else(|p| p.into_inner()) = Some(token);
     }
 
     pub fn has_partitions(&self) -> bool {

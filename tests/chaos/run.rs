@@ -37,6 +37,8 @@ pub struct ChaosConfig {
     pub think_ms: u64,
     /// Bound of the linearizability search.
     pub check_timeout: Duration,
+    /// TLS between everyone and access control on (`CHAOS_SECURE=1`, or the secured test).
+    pub secure: bool,
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -70,6 +72,7 @@ impl ChaosConfig {
             keys: env_u64("CHAOS_KEYS").map_or(5, |n| n as usize),
             think_ms: env_u64("CHAOS_THINK_MS").unwrap_or(0),
             check_timeout: Duration::from_secs(if long_run { 900 } else { 120 }),
+            secure: env_u64("CHAOS_SECURE").is_some_and(|v| v == 1),
         }
     }
 
@@ -93,6 +96,9 @@ impl ChaosConfig {
         }
         if self.think_ms != 0 {
             let _ = write!(env, "CHAOS_THINK_MS={} ", self.think_ms);
+        }
+        if self.secure {
+            env.push_str("CHAOS_SECURE=1 ");
         }
         let ignored = if self.long_run { " --ignored" } else { "" };
         let mut cmd = format!(
@@ -127,9 +133,21 @@ pub fn run(cfg: &ChaosConfig) {
         cfg.keys,
         cfg.reproduce()
     );
-    let mut cluster = ChaosCluster::start(cfg.nodes, Timings::default(), NetChoice::Auto);
-    eprintln!("chaos: {}", cluster.network_note);
+    let mut cluster =
+        ChaosCluster::start_with(cfg.nodes, Timings::default(), NetChoice::Auto, cfg.secure);
+    eprintln!(
+        "chaos: {}{}",
+        cluster.network_note,
+        if cfg.secure {
+            "; TLS between everyone, access control on"
+        } else {
+            ""
+        }
+    );
     cluster.wait_leader(Duration::from_secs(20));
+    if cfg.secure {
+        cluster.enable_auth();
+    }
 
     let keys: Vec<String> = (0..cfg.keys).map(|i| format!("chaos-{i}")).collect();
     let wl = WorkloadConfig {

@@ -45,7 +45,7 @@ impl Sender {
         Sender {
             client_id,
             label: addr.to_string(),
-            client: Client::new(vec![addr.to_string()], timeout),
+            client: crate::cluster::client(vec![addr.to_string()], timeout),
         }
     }
 
@@ -54,7 +54,7 @@ impl Sender {
         Sender {
             client_id,
             label: "any".into(),
-            client: Client::new(addrs.to_vec(), timeout),
+            client: crate::cluster::client(addrs.to_vec(), timeout),
         }
     }
 
