@@ -284,8 +284,10 @@ fn add_user(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
     let b: UserRequest = json_body(req, r#"{"name": "...", "password": "..."}"#)?;
     auth::validate_name("user", &b.name).map_err(Error::BadRequest)?;
     check_password_length(&b.password)?;
-    // Refused before the slow hash when the caller may not.
+    // Refused before the slow hash when the caller may not, or when the leader is
+    // elsewhere (the client sends it there).
     caller(node, req, deadline)?.check_root(node, "adding a user")?;
+    leading(node, deadline)?;
     let hash = hash(&b.password, deadline)?;
     admin_change(
         node,
@@ -304,6 +306,7 @@ fn change_password(node: &Node, req: &Request, deadline: Instant) -> Result<Resp
     if who.user() != Some(b.name.as_str()) {
         who.check_root(node, "changing another user's password")?;
     }
+    leading(node, deadline)?;
     let hash = hash(&b.password, deadline)?;
     propose_change(
         node,
@@ -337,14 +340,7 @@ fn admin_change(
 /// where it arrived, so the plain text never travels further).
 fn propose_change(node: &Node, deadline: Instant, change: AuthChange) -> Result<Response> {
     change.validate().map_err(Error::BadRequest)?;
-    let leader = node.wait_for_leader(deadline).ok_or(Error::NoLeader {
-        waited_ms: node.config().publish_timeout_ms,
-    })?;
-    if leader != node.config().advertise {
-        return Err(Error::NotLeader {
-            leader: Some(leader.0),
-        });
-    }
+    leading(node, deadline)?;
     let at = node.change_auth(change, deadline)?;
     Ok(Response::json(
         200,
@@ -353,6 +349,19 @@ fn propose_change(node: &Node, deadline: Instant, change: AuthChange) -> Result<
             index: at.index,
         },
     ))
+}
+
+/// `not_leader` (naming the leader) unless this member leads.
+fn leading(node: &Node, deadline: Instant) -> Result<()> {
+    let leader = node.wait_for_leader(deadline).ok_or(Error::NoLeader {
+        waited_ms: node.config().publish_timeout_ms,
+    })?;
+    if leader != node.config().advertise {
+        return Err(Error::NotLeader {
+            leader: Some(leader.0),
+        });
+    }
+    Ok(())
 }
 
 fn list_users(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
