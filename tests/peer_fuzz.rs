@@ -139,6 +139,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
                 value: serde_json::json!(v),
                 if_timestamp: cond,
                 request: None,
+                user: None,
             }
         }),
         "[a-z]{1,3}".prop_map(Command::delete),

@@ -294,14 +294,12 @@ pub(super) fn peer_forward(node: &Node, req: &Request) -> Result<Response> {
                 request_id: Some(w.request_id),
                 body: w.body.into_bytes(),
             };
-            let parsed = ParsedWrite::parse(&request)?;
-            // The forwarding member checked too; the leader's table may be newer.
-            super::auth::caller(node, &request, deadline)?.check(
-                node,
-                crate::auth::Access::Write,
-                &parsed.key,
-                deadline,
-            )?;
+            let mut parsed = ParsedWrite::parse(&request)?;
+            // The forwarding member checked too; the leader's table may be newer (and the
+            // entry is judged once more when it applies).
+            let caller = super::auth::caller(node, &request, deadline)?;
+            caller.check(node, crate::auth::Access::Write, &parsed.key, deadline)?;
+            parsed.user = caller.user().map(str::to_string);
             Ok(parsed)
         })
         .collect();

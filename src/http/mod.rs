@@ -163,6 +163,9 @@ struct ParsedWrite {
     value: Option<serde_json::Value>,
     if_timestamp: Option<u64>,
     request: Option<RequestId>,
+    /// The access-control user it is sent by, once checked (`None` while access control is
+    /// off).
+    user: Option<String>,
 }
 
 impl ParsedWrite {
@@ -186,6 +189,7 @@ impl ParsedWrite {
                 value: Some(body.value),
                 if_timestamp: body.if_timestamp,
                 request,
+                user: None,
             })
         } else {
             let key = req.required("key")?;
@@ -195,6 +199,7 @@ impl ParsedWrite {
                 value: None,
                 if_timestamp: if_timestamp(req)?,
                 request,
+                user: None,
             })
         }
     }
@@ -206,11 +211,13 @@ impl ParsedWrite {
                 value: value.clone(),
                 if_timestamp: self.if_timestamp,
                 request,
+                user: self.user.clone(),
             },
             None => Command::Delete {
                 key: self.key.clone(),
                 if_timestamp: self.if_timestamp,
                 request,
+                user: self.user.clone(),
             },
         }
     }
@@ -249,13 +256,10 @@ impl ParsedWrite {
 fn write(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
     // Validate before forwarding, so bad input never costs the leader anything; the
     // permission is checked here too (the leader trusts a forwarding member's check).
-    let parsed = ParsedWrite::parse(req)?;
-    auth::caller(node, req, deadline)?.check(
-        node,
-        crate::auth::Access::Write,
-        &parsed.key,
-        deadline,
-    )?;
+    let mut parsed = ParsedWrite::parse(req)?;
+    let caller = auth::caller(node, req, deadline)?;
+    caller.check(node, crate::auth::Access::Write, &parsed.key, deadline)?;
+    parsed.user = caller.user().map(str::to_string);
     // Forwarded writes are batched with others and sent again after a connection lost
     // mid-request, so each carries a request id: the client's, or one of this member's
     // sessions, kept across every attempt (also to a later leader). The leader applies it

@@ -56,6 +56,9 @@ pub enum Applied {
     },
     /// An access-control change: applied, or why it did not fit the table (nothing changed).
     Auth(std::result::Result<(), String>),
+    /// A write its user may no longer make when it applied (a revocation, or access control
+    /// turned on, earlier in the log); nothing changed.
+    Denied(String),
 }
 
 impl Applied {
@@ -70,7 +73,8 @@ impl Applied {
             Applied::Noop
             | Applied::Duplicate { .. }
             | Applied::Stale { .. }
-            | Applied::Auth(_) => None,
+            | Applied::Auth(_)
+            | Applied::Denied(_) => None,
         }
     }
 }
@@ -542,7 +546,26 @@ impl DatumSet {
                     }
                     _ => None,
                 };
+                // Access control, judged in log order: the table as the entries before
+                // this one left it.
+                let denied = match &e.command {
+                    Command::Publish { key, user, .. } | Command::Delete { key, user, .. } => {
+                        let auth = self.auth.read().expect("auth lock");
+                        match user {
+                            _ if !auth.enabled() => None,
+                            None => Some(format!(
+                                "access control was turned on before this write to {key:?} was applied; log in and send it again"
+                            )),
+                            Some(u) => auth
+                                .check(u, crate::auth::Access::Write, key)
+                                .err()
+                                .map(|r| r.to_string()),
+                        }
+                    }
+                    _ => None,
+                };
                 let applied = match &e.command {
+                    _ if denied.is_some() => Applied::Denied(denied.clone().unwrap_or_default()),
                     _ if failed.is_some() => Applied::PreconditionFailed {
                         current: failed.unwrap_or(0),
                     },

@@ -557,6 +557,7 @@ impl Node {
             value,
             if_timestamp: opts.if_timestamp,
             request: opts.request,
+            user: opts.user,
         };
         match self.write_one(key, command, deadline)? {
             (Outcome::Published { timestamp }, at) => Ok((timestamp, at.term, at.index)),
@@ -577,6 +578,7 @@ impl Node {
             key: key.to_string(),
             if_timestamp: opts.if_timestamp,
             request: opts.request,
+            user: opts.user,
         };
         match self.write_one(key, command, deadline)? {
             (Outcome::Deleted { existed }, at) => Ok((existed, at.term, at.index)),
@@ -764,6 +766,8 @@ impl Node {
 pub struct WriteOptions {
     pub if_timestamp: Option<u64>,
     pub request: Option<RequestId>,
+    /// The access-control user, judged again when the write applies.
+    pub user: Option<String>,
 }
 
 /// What a write's client is told: the outcome and where it happened, the first time for a
@@ -776,6 +780,7 @@ fn answer(key: &str, applied: Applied, at: LogId) -> Result<(Outcome, LogId)> {
             (Outcome::PreconditionFailed { current }, at)
         }
         Applied::Duplicate { at, outcome } => (outcome, at),
+        Applied::Denied(why) => return Err(Error::PermissionDenied(why)),
         Applied::Stale { latest } => {
             return Err(Error::BadRequest(format!(
                 "this client's request {latest} was applied already, so this older one was not; a client sends its requests in order, one at a time"

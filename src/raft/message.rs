@@ -42,6 +42,11 @@ pub enum Command {
         /// The client's request, so that a retry is applied once (Raft thesis §6.3).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request: Option<RequestId>,
+        /// The access-control user it was sent by (`None`: access control was off). The
+        /// permission is judged again when the entry is applied, in log order, so no write
+        /// applies after a revocation or `auth enable` that precedes it in the log.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
     },
     Delete {
         key: String,
@@ -49,6 +54,8 @@ pub enum Command {
         if_timestamp: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request: Option<RequestId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
     },
     /// A change to access control (users, roles, on/off), applied to the auth table in log
     /// order like any write, so every member holds the same table at the same index.
@@ -119,6 +126,7 @@ impl Command {
             value,
             if_timestamp: None,
             request: None,
+            user: None,
         }
     }
 
@@ -128,6 +136,7 @@ impl Command {
             key,
             if_timestamp: None,
             request: None,
+            user: None,
         }
     }
 }
