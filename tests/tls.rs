@@ -65,6 +65,33 @@ fn a_tls_cluster_serves_clients_and_peers_over_https_with_mutual_tls() {
     assert_code(&out, 0);
     assert_eq!(stdout(&out).trim(), "v2");
     assert_code(&nacosctl_at(&eps, &["--cacert", ca, "status"]), 0);
+    // A client certificate where one is offered (members ask for it, clients may send it).
+    let with_cert = nacosctl_at(
+        &eps,
+        &[
+            "--cacert",
+            ca,
+            "--cert",
+            f.cert.to_str().unwrap(),
+            "--key",
+            f.key.to_str().unwrap(),
+            "get",
+            "k2",
+        ],
+    );
+    assert_code(&with_cert, 0);
+    let half = nacosctl_at(
+        &eps,
+        &[
+            "--cacert",
+            ca,
+            "--cert",
+            f.cert.to_str().unwrap(),
+            "get",
+            "k2",
+        ],
+    );
+    assert_code(&half, 2);
     // Commands that go on to members by the names they give each other (the leader,
     // the peers) reach them over TLS too.
     assert_code(&nacosctl_at(&eps, &["--cacert", ca, "check"]), 0);

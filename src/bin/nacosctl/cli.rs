@@ -437,6 +437,11 @@ mod tests {
             parse_endpoints("[::1]:8848").unwrap(),
             Endpoints(vec!["[::1]:8848".into()])
         );
+        // https:// stays: the client then speaks TLS to that member.
+        assert_eq!(
+            parse_endpoints("https://h:1/,https://h:1,h:1").unwrap(),
+            Endpoints(vec!["https://h:1".into(), "h:1".into()])
+        );
         for bad in [
             "",
             ",",
@@ -444,7 +449,8 @@ mod tests {
             "h:0",
             "h:99999",
             ":80",
-            "https://h:1",
+            "ftp://h:1",
+            "https://h",
             "h/x:1",
         ] {
             assert!(parse_endpoints(bad).is_err(), "{bad:?} accepted");
