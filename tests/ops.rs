@@ -616,9 +616,18 @@ fn script_path() -> PathBuf {
 /// `n` consecutive free ports on 127.0.0.1 (the script numbers members from BASE_PORT),
 /// from a range below the usual ephemeral one so other tests' ports do not land there.
 fn consecutive_free_ports(n: u16) -> u16 {
+    // Each call starts elsewhere: two script tests run side by side must not both pick
+    // the same free range before either has bound it.
+    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let pid = std::process::id() as u16;
     for attempt in 0..200u16 {
-        let base = 20_000 + (pid.wrapping_mul(7).wrapping_add(attempt * 37)) % 10_000;
+        let base = 20_000
+            + (pid
+                .wrapping_mul(7)
+                .wrapping_add(call.wrapping_mul(1009))
+                .wrapping_add(attempt * 37))
+                % 10_000;
         let held: Vec<_> = (0..n)
             .map_while(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).ok())
             .collect();

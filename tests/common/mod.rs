@@ -49,16 +49,31 @@ pub fn poll_until<T>(deadline: Duration, mut f: impl FnMut() -> Option<T>) -> Op
     }
 }
 
-/// `n` distinct free ports on 127.0.0.1. They are held together while collected so they
-/// differ, then released for the nodes to bind.
+/// `n` distinct free ports on 127.0.0.1 for nodes to listen on. They come from 10000-19999,
+/// below the kernel's ephemeral range (32768 and up), so no outgoing connection of the
+/// thousands a test binary makes can take one between the check and the node's bind; and
+/// each port is handed out at most once per test process, so two tests running side by
+/// side never get the same one (with `bind(0)` they could, and the second node then failed
+/// to listen while its test talked to the first test's node).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local addr").port())
-        .collect()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Test binaries run one after another; a different start per process keeps a port a
+    // finished binary left in TIME_WAIT out of the way anyway.
+    let start = (std::process::id() % 625) * 16;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..100_000 {
+        if out.len() == n {
+            break;
+        }
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 10_000 + ((start + k) % 10_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            out.push(port);
+        }
+    }
+    assert_eq!(out.len(), n, "no {n} free ports in 10000-19999");
+    out
 }
 
 /// An address on 127.0.0.1 where nothing listens.
