@@ -327,7 +327,7 @@ fn a_damaged_checkpoint_and_stale_datum_files_lose_nothing() {
     // The files trail the map by up to a flush round; wait for them before the crash so
     // that the edits below are what makes them stale.
     poll_until(T, || {
-        let files = dump_datums(&n);
+        let files = try_dump_datums(&n)?;
         (files.len() == 159 && files.get("hot-9").map(|v| &v.0) == expected.get("hot-9"))
             .then_some(())
     })

@@ -154,10 +154,9 @@ fn run_forwarder(f: &'static Forwarder) {
                     .take(MAX_BODY_BYTES as u64)
                     .read_to_string(&mut text);
                 for p in &batch {
-                    let _ = p.reply.send(Ok(Response {
-                        status,
-                        body: text.clone().into_bytes(),
-                    }));
+                    let _ = p
+                        .reply
+                        .send(Ok(Response::json_bytes(status, text.clone().into_bytes())));
                 }
                 continue;
             }
@@ -181,10 +180,9 @@ fn run_forwarder(f: &'static Forwarder) {
         match answers {
             Some(answers) if answers.len() == batch.len() => {
                 for (p, a) in batch.iter().zip(answers) {
-                    let _ = p.reply.send(Ok(Response {
-                        status: a.status,
-                        body: a.body.into_bytes(),
-                    }));
+                    let _ = p
+                        .reply
+                        .send(Ok(Response::json_bytes(a.status, a.body.into_bytes())));
                 }
             }
             // Cut short or not what was asked: every write of it may have been applied.

@@ -74,13 +74,30 @@ impl Request {
 pub struct Response {
     pub status: u16,
     pub body: Vec<u8>,
+    /// JSON, except for the metrics and the status page.
+    pub content_type: &'static str,
 }
 
 impl Response {
     pub fn json(status: u16, v: &impl serde::Serialize) -> Response {
+        Response::json_bytes(status, serde_json::to_vec(v).expect("responses serialise"))
+    }
+
+    /// A JSON body already encoded (a forwarded answer).
+    pub fn json_bytes(status: u16, body: Vec<u8>) -> Response {
         Response {
             status,
-            body: serde_json::to_vec(v).expect("responses serialise"),
+            body,
+            content_type: "application/json",
+        }
+    }
+
+    /// A body of another type.
+    pub fn typed(status: u16, content_type: &'static str, body: Vec<u8>) -> Response {
+        Response {
+            status,
+            body,
+            content_type,
         }
     }
 
@@ -96,10 +113,7 @@ impl Response {
     }
 
     fn no_content() -> Response {
-        Response {
-            status: 204,
-            body: Vec::new(),
-        }
+        Response::json_bytes(204, Vec::new())
     }
 }
 
@@ -107,6 +121,11 @@ impl Response {
 pub fn route(node: &Node, req: &Request) -> Response {
     let deadline = Instant::now() + node.publish_timeout();
     let result = match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/metrics") => Ok(Response::typed(
+            200,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            node.metrics_text().into_bytes(),
+        )),
         ("GET", "/v1/health") => match node.healthy() {
             Ok(()) => Ok(Response::json(200, &Health { ok: true })),
             Err(why) => Ok(Response::refusal(
@@ -755,7 +774,17 @@ impl server::Handler for NodeHandler {
         if client {
             self.drain.in_flight.fetch_add(1, Ordering::SeqCst);
         }
+        let started = Instant::now();
+        let route = crate::node::metrics::route_label(&head.method, &head.path);
         let reply = self.reply(head, body);
+        // A stream (a watch) counts once, when it starts.
+        let code = match &reply {
+            server::Reply::Full(r) => r.status,
+            server::Reply::Stream(_) => 200,
+        };
+        self.node
+            .metrics()
+            .http(route, code, started.elapsed().as_secs_f64());
         if client {
             self.drain.in_flight.fetch_sub(1, Ordering::SeqCst);
         }

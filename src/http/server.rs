@@ -987,7 +987,8 @@ fn write_response(
     if r.status != 204 {
         write!(
             msg,
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            "Content-Type: {}\r\nContent-Length: {}\r\n",
+            r.content_type,
             r.body.len()
         )?;
     }

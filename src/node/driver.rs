@@ -235,11 +235,13 @@ impl Driver {
                                     .insert(at.index, (at.term, reply));
                             }
                             Err(ProposeError::NotLeader { leader }) => {
+                                self.shared.metrics.proposals_failed.inc();
                                 let _ = reply.send(Err(Error::NotLeader {
                                     leader: leader.map(|l| l.0),
                                 }));
                             }
                             Err(ProposeError::Transferring) => {
+                                self.shared.metrics.proposals_failed.inc();
                                 let _ = reply.send(Err(Error::NotLeader { leader: None }));
                             }
                         }
@@ -433,6 +435,7 @@ pub fn run_writer(
     driver: Sender<DriverEvent>,
     applier: Sender<ApplierMsg>,
     done: Arc<WriterDone>,
+    metrics: &super::metrics::Metrics,
 ) {
     while let Ok(first) = batches.recv() {
         done.set_busy(true);
@@ -447,6 +450,7 @@ pub fn run_writer(
         }
         let mut last = None;
         let mut messages = Vec::new();
+        let entries: usize = round.iter().map(|b| b.entries.len()).sum();
         for b in round {
             if let Some(point) = b.install {
                 // Before anything appended after it (store::snapshot explains the order).
@@ -479,8 +483,15 @@ pub fn run_writer(
             }
             messages.extend(b.after_persist);
         }
+        let synced = std::time::Instant::now();
         if let Err(e) = log.sync() {
             super::fatal(&format!("cannot fsync the log: {e}"));
+        }
+        metrics
+            .fsync_seconds
+            .observe(synced.elapsed().as_secs_f64());
+        if entries > 0 {
+            metrics.batch_entries.observe(entries as f64);
         }
         done.set_busy(false);
         if driver
@@ -532,7 +543,11 @@ pub fn run_applier(shared: Arc<Shared>, committed: Receiver<ApplierMsg>) {
         let mut entries = match first {
             ApplierMsg::Apply(e) => e,
             ApplierMsg::Install { index, done } => {
-                let _ = done.send(shared.datums.install_snapshot(index));
+                let installed = shared.datums.install_snapshot(index);
+                if installed.is_ok() {
+                    shared.metrics.snapshots_installed.inc();
+                }
+                let _ = done.send(installed);
                 continue;
             }
         };
@@ -555,8 +570,10 @@ pub fn run_applier(shared: Arc<Shared>, committed: Receiver<ApplierMsg>) {
             if let Some((want_term, reply)) = waiters.remove(&index) {
                 // Another leader's entry took this index: ours was never committed.
                 let answer = if want_term == term {
+                    shared.metrics.proposals_committed.inc();
                     Ok((applied, term, index))
                 } else {
+                    shared.metrics.proposals_failed.inc();
                     Err(Error::Superseded)
                 };
                 let _ = reply.send(answer);

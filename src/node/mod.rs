@@ -23,6 +23,7 @@
 pub mod datum_set;
 mod driver;
 pub mod members;
+pub mod metrics;
 pub mod notifier;
 mod sender;
 pub mod sessions;
@@ -238,6 +239,8 @@ pub struct Shared {
     flusher: Mutex<Option<thread::JoinHandle<()>>>,
     /// The log writer's progress (ordering with the applier, and how long it is busy).
     writer_done: Arc<driver::WriterDone>,
+    /// Counters and histograms for `GET /metrics`.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// How long the driver may go without a turn before health reports the member unwell.
@@ -264,6 +267,7 @@ impl Shared {
         let leader_changed = cur.leader != s.leader || cur.role != s.role;
         *cur = s;
         if leader_changed {
+            self.metrics.leader_changes.inc();
             self.status.changed.notify_all();
         }
     }
@@ -350,6 +354,7 @@ impl Node {
             stop_cv: Condvar::new(),
             flusher: Mutex::new(None),
             writer_done: Arc::new(driver::WriterDone::new()),
+            metrics: Arc::new(metrics::Metrics::new()),
         });
 
         let mut senders = HashMap::new();
@@ -361,8 +366,9 @@ impl Node {
             let timeout = Duration::from_millis(cfg.election_timeout_ms.max(200));
             let agent = cfg.peer_agent();
             let url = cfg.peer_url(&peer, "/v1/raft/messages");
+            let m = shared.metrics.clone();
             spawn_critical(&format!("send-{peer}"), move || {
-                sender::run_sender(peer, url, agent, token, timeout, rx)
+                sender::run_sender(peer, url, agent, token, timeout, rx, &m)
             });
         }
         let data_dir = cfg.data_dir.clone();
@@ -371,8 +377,9 @@ impl Node {
         let a2 = applier_tx.clone();
         let writer_done = shared.writer_done.clone();
         let i2 = writer_done.clone();
+        let m2 = shared.metrics.clone();
         let writer = spawn_critical("log-writer", move || {
-            driver::run_writer(log, data_dir, writer_rx, d2, a2, i2)
+            driver::run_writer(log, data_dir, writer_rx, d2, a2, i2, &m2)
         });
         let s3 = shared.clone();
         *shared.flusher.lock().expect("flusher lock") =
@@ -414,6 +421,42 @@ impl Node {
 
     pub fn publish_timeout(&self) -> Duration {
         Duration::from_millis(self.shared.cfg.publish_timeout_ms)
+    }
+
+    /// The metrics exposition (`GET /metrics`), with the gauges read now.
+    pub fn metrics_text(&self) -> String {
+        let r = self.raft_status();
+        let is_leader = r.role == raft::Role::Leader;
+        let peer_lag = if is_leader {
+            r.followers
+                .iter()
+                .map(|f| {
+                    (
+                        f.peer.0.clone(),
+                        r.last_log_index.saturating_sub(f.match_index),
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let pending = self.shared.waiters.lock().expect("waiters lock").len() as u64;
+        self.shared.metrics.render(&metrics::Snapshot {
+            term: r.term,
+            is_leader,
+            has_leader: r.leader.is_some(),
+            commit_index: r.commit_index,
+            applied_index: self.shared.datums.applied_index(),
+            proposals_pending: pending,
+            peer_lag,
+            datums: self.shared.datums.len() as u64,
+            watchers: self.shared.datums.notifier().len() as u64,
+        })
+    }
+
+    /// The counters the HTTP layer updates.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.shared.metrics
     }
 
     pub fn status(&self) -> NodeStatus {
@@ -836,6 +879,10 @@ fn run_flusher(shared: &Shared) {
             Ok(done) => done,
             Err(e) => fatal(&format!("cannot write a checkpoint: {e}")),
         };
+        shared
+            .metrics
+            .checkpoint_seconds
+            .observe(started.elapsed().as_secs_f64());
         // One line per checkpoint (etcd logs each snapshot too): what a checkpoint costs at
         // this size, for sizing `--checkpoint-entries`.
         log_event(&format!(

@@ -22,7 +22,16 @@ pub(super) fn run_sender(
     token: Option<String>,
     timeout: Duration,
     rx: Receiver<Envelope>,
+    metrics: &super::metrics::Metrics,
 ) {
+    // A handle of its own (the family's guard is dropped at the end of the statement: held,
+    // it would keep the other senders from registering their peers).
+    let rtt: prometheus_client::metrics::histogram::Histogram = metrics
+        .peer_rtt
+        .get_or_create(&super::metrics::PeerLabel {
+            peer: peer.0.clone(),
+        })
+        .clone();
     let agent = agent.timeout_connect(timeout).timeout(timeout).build();
     let mut failing_since: Option<Instant> = None;
     let mut carried: Option<Envelope> = None;
@@ -46,8 +55,10 @@ pub(super) fn run_sender(
         if let Some(t) = &token {
             req = req.set(TOKEN_HEADER, t);
         }
+        let sent = Instant::now();
         match req.send_bytes(&body) {
             Ok(_) => {
+                rtt.observe(sent.elapsed().as_secs_f64());
                 if let Some(since) = failing_since.take() {
                     log_event(&format!(
                         "peer {peer} reachable again after {} ms",

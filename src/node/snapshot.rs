@@ -65,9 +65,12 @@ pub fn send(
         .expect("pins lock")
         .remove(&peer);
     match &result {
-        Ok(n) => log_event(&format!(
-            "sent a snapshot of {n} datums at index {index} to {peer}"
-        )),
+        Ok(n) => {
+            shared.metrics.snapshots_sent.inc();
+            log_event(&format!(
+                "sent a snapshot of {n} datums at index {index} to {peer}"
+            ))
+        }
         Err(e) => {
             log_event(&format!(
                 "snapshot to {peer} failed: {e}; retrying in a second"

@@ -859,15 +859,33 @@ pub fn wait_listening(node: &TestNode, key: &str, deadline: Duration) {
 pub fn dump_datums(
     node: &TestNode,
 ) -> std::collections::BTreeMap<String, (serde_json::Value, u64)> {
-    let out = nacosctl(&[
+    let out = dump_output(node);
+    assert_code(&out, 0);
+    datums_of(&out)
+}
+
+/// [`dump_datums`] of a running node, `None` while a file is being rewritten: files are
+/// rewritten in place once a checkpoint exists, so a reader may meet one half-written
+/// (docs/architecture.md, "Durability"). For polls.
+pub fn try_dump_datums(
+    node: &TestNode,
+) -> Option<std::collections::BTreeMap<String, (serde_json::Value, u64)>> {
+    let out = dump_output(node);
+    (code(&out) == 0).then(|| datums_of(&out))
+}
+
+fn dump_output(node: &TestNode) -> Output {
+    nacosctl(&[
         "-o",
         "json",
         "dump",
         "--data-dir",
         node.data_dir.to_str().unwrap(),
-    ]);
-    assert_code(&out, 0);
-    json(&out)
+    ])
+}
+
+fn datums_of(out: &Output) -> std::collections::BTreeMap<String, (serde_json::Value, u64)> {
+    json(out)
         .as_array()
         .expect("dump is an array")
         .iter()
