@@ -1,6 +1,7 @@
-//! End-to-end test of `GET /metrics` on a 3-member cluster under writes: the values move
-//! where they should (commit index, proposals, the fsync histogram, peer round trips), and
-//! the exposition is what a Prometheus scraper takes.
+//! End-to-end tests of observability: `GET /metrics` on a 3-member cluster under writes
+//! (the values move where they should: commit index, proposals, the fsync histogram, peer
+//! round trips; the exposition is what a Prometheus scraper takes), and
+//! `nacosctl status --watch`.
 
 mod common;
 
@@ -114,4 +115,32 @@ fn metrics_move_with_writes_on_a_three_member_cluster() {
         value(&f_led, "nacos_raft_leader_changes_total")
             > value(&f_before, "nacos_raft_leader_changes_total")
     );
+}
+
+#[test]
+fn status_watch_prints_a_round_per_interval_until_interrupted() {
+    let node = TestNode::standalone(&[]);
+    // Not a terminal: one block per round, a blank line after each.
+    let mut w = CtlStream::spawn(&node.addr, &["status", "--watch", "--interval", "200ms"]);
+    let lines = w.take_lines(4, T);
+    assert!(lines[0].contains("\tLEADER\t"), "{lines:?}");
+    assert_eq!(lines[1], "", "{lines:?}");
+    assert!(lines[2].contains("\tLEADER\t"), "{lines:?}");
+    assert_eq!(lines[3], "", "{lines:?}");
+    w.interrupt();
+    let end = w.finish(T);
+    assert_eq!(end.code(), 0, "{}", end.describe());
+    // -o json: one compact report per line.
+    let mut w = CtlStream::spawn(
+        &node.addr,
+        &["-o", "json", "status", "--watch", "--interval", "200ms"],
+    );
+    for line in w.take_lines(2, T) {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["health"], "healthy", "{line}");
+    }
+    w.interrupt();
+    assert_eq!(w.finish(T).code(), 0);
+    // --interval without --watch is a usage error.
+    assert_code(&nacosctl_at(&node.addr, &["status", "--interval", "1s"]), 2);
 }

@@ -151,7 +151,15 @@ pub enum Command {
     },
     /// Every member's role, term, leader and progress, queried in parallel; exit 0 healthy,
     /// 4 unavailable, 5 degraded
-    Status,
+    Status {
+        /// Query again every --interval and redraw in place on a terminal (one block per
+        /// round elsewhere, one JSON line per round with -o json) until interrupted; exit 0
+        #[arg(long)]
+        watch: bool,
+        /// How often --watch queries again
+        #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_duration, requires = "watch")]
+        interval: Duration,
+    },
     /// Print the leader's address; exit 4 if none is known
     Leader,
     /// Stream the changes of KEY (or of every key under --prefix) as they are applied, one

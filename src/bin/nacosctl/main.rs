@@ -71,7 +71,11 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
             *stale,
         )?,
         Command::Leader => commands::leader(&client()?, cli.output, &mut out)?,
-        Command::Status => status::run(&client()?, cli.output, &mut out)?,
+        Command::Status { watch: false, .. } => status::run(&client()?, cli.output, &mut out)?,
+        Command::Status {
+            watch: true,
+            interval,
+        } => status::watch(&client()?, cli.output, &mut out, *interval)?,
         Command::Watch {
             key,
             prefix,

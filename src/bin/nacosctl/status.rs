@@ -80,6 +80,86 @@ pub struct Report {
 
 pub fn run(client: &Client, output: Output, out: &mut dyn Write) -> Result<Exit> {
     let report = gather(client);
+    show(&report, output, out)?;
+    out.flush()?;
+    let word = health_word(&report);
+    for p in &report.problems {
+        eprintln!("{} {word}: {p}", ui::prefix());
+    }
+    if report.health != Health::Healthy {
+        eprintln!("hint: start or reconnect the members named above; a write needs a majority up and one leader they agree on");
+    }
+    Ok(report.health.exit())
+}
+
+fn health_word(report: &Report) -> &'static str {
+    match report.health {
+        Health::Healthy => "healthy",
+        Health::Degraded => "degraded",
+        Health::Unavailable => "unavailable",
+    }
+}
+
+/// `status --watch`: the report again every `interval` until Ctrl-C or SIGTERM (exit 0). On
+/// a terminal the screen is redrawn in place with a health line under the table; elsewhere
+/// each round is printed after the last (a blank line between rounds; one compact JSON line
+/// per round with `-o json`), so a log of it reads like a series of `status` runs.
+pub fn watch(
+    client: &Client,
+    output: Output,
+    out: &mut dyn Write,
+    interval: std::time::Duration,
+) -> Result<Exit> {
+    use std::io::IsTerminal;
+    use std::sync::atomic::Ordering;
+    crate::watch::catch_interrupts();
+    let tty = std::io::stdout().is_terminal();
+    loop {
+        let started = std::time::Instant::now();
+        let report = gather(client);
+        let mut frame: Vec<u8> = Vec::new();
+        if output == Output::Json {
+            serde_json::to_writer(&mut frame, &report)?;
+            frame.push(b'\n');
+        } else {
+            show(&report, output, &mut frame)?;
+        }
+        if tty {
+            // Home and clear, then the frame: one redraw, no scrolling.
+            out.write_all(b"\x1b[H\x1b[2J")?;
+            out.write_all(&frame)?;
+            let mut line = format!(
+                "{} ({} problem(s)); every {}; Ctrl-C to stop",
+                health_word(&report),
+                report.problems.len(),
+                nacos_raft::client::fmt_duration(interval)
+            );
+            for p in &report.problems {
+                line.push_str(&format!("\n  {p}"));
+            }
+            writeln!(out, "{line}")?;
+        } else {
+            out.write_all(&frame)?;
+            if output != Output::Json {
+                writeln!(out)?;
+            }
+        }
+        out.flush()?;
+        // Sleep in short steps so Ctrl-C ends it at once.
+        while started.elapsed() < interval {
+            if crate::watch::INTERRUPTED.load(Ordering::SeqCst) {
+                return Ok(Exit::Ok);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50).min(interval));
+        }
+        if crate::watch::INTERRUPTED.load(Ordering::SeqCst) {
+            return Ok(Exit::Ok);
+        }
+    }
+}
+
+/// One report in an output form.
+fn show(report: &Report, output: Output, out: &mut dyn Write) -> Result<()> {
     match output {
         Output::Json => render::json(out, &report)?,
         Output::Table => render::styled_table(
@@ -149,19 +229,7 @@ pub fn run(client: &Client, output: Output, out: &mut dyn Write) -> Result<Exit>
             }
         }
     }
-    out.flush()?;
-    let word = match report.health {
-        Health::Healthy => "healthy",
-        Health::Degraded => "degraded",
-        Health::Unavailable => "unavailable",
-    };
-    for p in &report.problems {
-        eprintln!("{} {word}: {p}", ui::prefix());
-    }
-    if report.health != Health::Healthy {
-        eprintln!("hint: start or reconnect the members named above; a write needs a majority up and one leader they agree on");
-    }
-    Ok(report.health.exit())
+    Ok(())
 }
 
 /// Queries the given endpoints, then any peer they report that was not among them. Each

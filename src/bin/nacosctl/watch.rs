@@ -28,7 +28,7 @@ pub const MIN_SILENCE: Duration = Duration::from_secs(3);
 /// How often the main loop checks for Ctrl-C while no line arrives.
 const TICK: Duration = Duration::from_millis(100);
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_interrupt(_: libc::c_int) {
     // Only an atomic store: the one thing a signal handler may safely do here.
@@ -38,7 +38,7 @@ extern "C" fn on_interrupt(_: libc::c_int) {
 /// Once the stream is open, Ctrl-C (SIGINT) and SIGTERM end the watch with exit 0, between
 /// two lines: a line is never cut in half, so a script reading the output never sees a torn
 /// event.
-fn catch_interrupts() {
+pub fn catch_interrupts() {
     let handler = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe, and
