@@ -81,6 +81,18 @@ fn access_control_on_and_off_with_each_permission_allowed_and_refused() {
     add_user(&a, "app", "app-pw", None);
     add_user(&a, "ro", "ro-pw", None);
     add_user(&a, "nobody", "nobody-pw", None);
+    // A watch opened while access control is off ends when it comes on, before it shows
+    // anything written after.
+    let mut anonymous = CtlStream::spawn(&b, &["-o", "json", "watch", "--prefix", ""]);
+    poll_until(T, || {
+        Client::new(vec![b.clone()], T)
+            .nacos_listeners_of(&b)
+            .ok()?
+            .iter()
+            .any(|k| k.is_empty())
+            .then_some(())
+    })
+    .expect("the anonymous watch was registered");
     for args in [
         vec!["role", "add", "app-rw"],
         vec![
@@ -105,6 +117,17 @@ fn access_control_on_and_off_with_each_permission_allowed_and_refused() {
     }
     let out = nacosctl_at(&a, &["-o", "json", "auth", "status"]);
     assert_eq!(json(&out), json!({"enabled": true, "users": 4, "roles": 2}));
+    assert_code(
+        &ctl_as(&all, "root", "root-pw", &["put", "after-enable", "hidden"]),
+        0,
+    );
+    let end = anonymous.finish(T);
+    assert!(
+        !end.rest.iter().any(|l| l.contains("after-enable")),
+        "an anonymous watch saw a write made after auth enable: {}",
+        end.describe()
+    );
+    assert_eq!(end.code(), 4, "the watch ended: {}", end.describe());
 
     // No login: refused with exit 7 and a message that names the fix.
     let out = nacosctl_at(&all, &["get", "app/k"]);

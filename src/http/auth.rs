@@ -78,12 +78,21 @@ impl Caller {
         }
     }
 
-    /// Whether the caller may read `key` (lists and watches skip what it may not).
+    /// Whether the caller may read `key` (lists and watches skip what it may not). A
+    /// caller let in while access control was off may read nothing once it is on (a watch
+    /// opened before `auth enable` sees no further event).
     pub(super) fn may_read(&self, node: &Node, key: &str) -> bool {
+        let auth = node.datums().auth();
         match &self.0 {
-            None => true,
-            Some(user) => node.datums().auth().may(user, Access::Read, key),
+            None => !auth.enabled(),
+            Some(user) => auth.may(user, Access::Read, key),
         }
+    }
+
+    /// A caller let in while access control was off, now that it is on: its watch ends,
+    /// and a new one needs a login.
+    pub(super) fn shut_out(&self, node: &Node) -> bool {
+        self.0.is_none() && node.datums().auth().enabled()
     }
 
     /// Refused unless the caller is `root` (or access control is off).

@@ -104,6 +104,10 @@ pub fn stream(node: &Node, out: &mut dyn Write, w: Watch) {
     let notifier = node.datums().notifier();
     let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n";
     let event = |out: &mut dyn Write, e: &Event| {
+        if w.caller.shut_out(node) {
+            // Access control came on: this stream was opened without a login.
+            return Err(std::io::Error::other("access control turned on"));
+        }
         if w.caller.may_read(node, &e.key) {
             line(out, &event_line(e))
         } else {
@@ -129,6 +133,9 @@ pub fn stream(node: &Node, out: &mut dyn Write, w: Watch) {
             match w.sub.rx.recv_timeout(PROGRESS_INTERVAL) {
                 Ok(e) => event(out, &e)?,
                 Err(RecvTimeoutError::Timeout) => {
+                    if w.caller.shut_out(node) {
+                        return Ok(());
+                    }
                     // Every event up to `notified` is already in our channel (they are
                     // queued under the same lock that moves it), so after draining it the
                     // PROGRESS line never runs ahead of an event it covers.
