@@ -11,6 +11,7 @@ mod forward;
 pub mod server;
 #[cfg(test)]
 mod tests;
+mod ui;
 mod watch;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -121,6 +122,13 @@ impl Response {
 pub fn route(node: &Node, req: &Request) -> Response {
     let deadline = Instant::now() + node.publish_timeout();
     let result = match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/ui/api/members") => ui::members(node, req, deadline),
+        ("GET", p) if p == "/ui" || p.starts_with("/ui/") => Ok(ui::file(p).unwrap_or_else(|| {
+            Response::refusal(
+                ErrorCode::NoRoute,
+                format!("no file {p} in the status page"),
+            )
+        })),
         ("GET", "/metrics") => Ok(Response::typed(
             200,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -442,7 +450,12 @@ fn digest(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
 }
 
 fn status(node: &Node) -> Response {
-    let s = node.status();
+    Response::json(200, &node_status(node, &node.status()))
+}
+
+/// `GET /v1/status`'s body for a status of this node.
+fn node_status(node: &Node, s: &crate::node::NodeStatus) -> Status {
+    let s = s.clone();
     let r = s.raft;
     let followers = r
         .followers
@@ -454,25 +467,22 @@ fn status(node: &Node) -> Response {
             last_contact_ms: Some(f.last_contact_ms),
         })
         .collect();
-    Response::json(
-        200,
-        &Status {
-            endpoint: r.id.0,
-            role: r.role.into(),
-            term: r.term,
-            leader: r.leader.map(|l| l.0),
-            vote_for: r.vote_for.map(|l| l.0),
-            // The core's view is published after its turn, the applied index as entries
-            // apply: a reader between the two could see less committed than applied. What
-            // was applied is committed, and in the log, so both are at least that.
-            commit_index: r.commit_index.max(s.applied_index),
-            applied_index: s.applied_index,
-            last_log_index: r.last_log_index.max(s.applied_index),
-            datums: s.datums as u64,
-            peers: node.config().peers.iter().map(|p| p.0.clone()).collect(),
-            followers,
-        },
-    )
+    Status {
+        endpoint: r.id.0,
+        role: r.role.into(),
+        term: r.term,
+        leader: r.leader.map(|l| l.0),
+        vote_for: r.vote_for.map(|l| l.0),
+        // The core's view is published after its turn, the applied index as entries
+        // apply: a reader between the two could see less committed than applied. What
+        // was applied is committed, and in the log, so both are at least that.
+        commit_index: r.commit_index.max(s.applied_index),
+        applied_index: s.applied_index,
+        last_log_index: r.last_log_index.max(s.applied_index),
+        datums: s.datums as u64,
+        peers: node.config().peers.iter().map(|p| p.0.clone()).collect(),
+        followers,
+    }
 }
 
 /// Peer traffic: only members holding the cluster secret may vote, append or read-index

@@ -892,3 +892,48 @@ fn access_control_flow_users_roles_tokens_and_refusals() {
         ok(&n.as_user(Some(&root), "POST", "/v1/auth/disable", &[], none.clone()));
     let _: GetResult = ok(&n.get("/v1/datum", &[("key", "other")]));
 }
+
+#[test]
+fn the_status_page_is_served_and_its_data_needs_a_login_when_access_control_is_on() {
+    let n = Standalone::start();
+    let page = n.get("/ui/", &[]);
+    assert_eq!(page.status, 200);
+    assert!(
+        page.content_type.starts_with("text/html"),
+        "{}",
+        page.content_type
+    );
+    assert!(String::from_utf8_lossy(&page.body).contains("/ui/app.js"));
+    for (path, ty) in [
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/app.css", "text/css"),
+    ] {
+        let r = n.get(path, &[]);
+        assert_eq!(
+            (r.status, r.content_type.starts_with(ty)),
+            (200, true),
+            "{path}"
+        );
+    }
+    refused(&n.get("/ui/nothing.js", &[]), 404, ErrorCode::NoRoute);
+    let members: Value = json_of(&n.get("/ui/api/members", &[]));
+    assert_eq!(members[0]["addr"], ADDR);
+    assert_eq!(members[0]["role"], "LEADER");
+    assert_eq!(members[0]["reachable"], true);
+    // Access control on: the page still loads (it shows a login), its data does not.
+    for (path, body) in [
+        ("/v1/auth/users", json!({"name": "root", "password": "pw"})),
+        ("/v1/auth/enable", Value::Null),
+    ] {
+        let _: crate::wire::auth::AuthChanged = ok(&n.as_user(None, "POST", path, &[], body));
+    }
+    assert_eq!(n.get("/ui/", &[]).status, 200);
+    refused(
+        &n.get("/ui/api/members", &[]),
+        401,
+        ErrorCode::Unauthenticated,
+    );
+    let m = n.get("/metrics", &[]);
+    assert_eq!(m.status, 200, "metrics stay open");
+    assert!(m.content_type.starts_with("application/openmetrics-text"));
+}
