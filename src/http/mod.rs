@@ -9,6 +9,7 @@ mod auth;
 pub mod error;
 mod forward;
 pub mod server;
+mod stream;
 #[cfg(test)]
 mod tests;
 mod ui;

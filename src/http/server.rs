@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::stream::Stream;
 use super::Response;
 use crate::node::log_event;
 use crate::wire::ErrorCode;
@@ -152,67 +153,6 @@ struct Shared {
 }
 
 /// A running server; `stop` (or `close_listener`) ends the accept loop.
-/// A connection's bytes: plain TCP, or TLS over it.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
-}
-
-impl Stream {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => &s.sock,
-        }
-    }
-
-    fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        self.tcp().set_read_timeout(d)
-    }
-
-    fn peer_verified(&self) -> bool {
-        match self {
-            Stream::Plain(_) => false,
-            // rustls only keeps certificates its verifier accepted.
-            Stream::Tls(s) => s.conn.peer_certificates().is_some_and(|c| !c.is_empty()),
-        }
-    }
-
-    /// Ends the write side: TLS's close_notify first, so the client knows the answer is
-    /// whole, then the TCP FIN.
-    fn shutdown_write(&mut self) {
-        if let Stream::Tls(s) = self {
-            s.conn.send_close_notify();
-            let _ = s.flush();
-        }
-        let _ = self.tcp().shutdown(std::net::Shutdown::Write);
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
-        }
-    }
-}
-
 pub struct Server {
     listener: TcpListener,
     local: SocketAddr,

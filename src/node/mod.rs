@@ -22,6 +22,7 @@
 
 pub mod datum_set;
 mod driver;
+mod flusher;
 pub mod members;
 pub mod metrics;
 pub mod notifier;
@@ -383,12 +384,14 @@ impl Node {
         });
         let s3 = shared.clone();
         *shared.flusher.lock().expect("flusher lock") =
-            Some(spawn_critical("datum-flusher", move || run_flusher(&s3)));
+            Some(spawn_critical("datum-flusher", move || {
+                flusher::run_flusher(&s3)
+            }));
         // After a clean stop too: a datum file edited or damaged while the node was down
         // would otherwise stay wrong for `nacosctl dump` until its key is written again.
         let s4 = shared.clone();
         spawn_critical("datum-reconcile", move || {
-            reconcile_datum_files(&s4, log_end, clean_stop)
+            flusher::reconcile_datum_files(&s4, log_end, clean_stop)
         });
         let s2 = shared.clone();
         let applier = spawn_critical("applier", move || driver::run_applier(s2, applier_rx));
@@ -842,150 +845,6 @@ fn answer(key: &str, applied: Applied, at: LogId) -> Result<(Outcome, LogId)> {
     }
 }
 
-/// Writes datum files behind the map and, when a checkpoint is due, writes one and lets the
-/// log before the previous checkpoint (less a retained tail) be dropped.
-fn run_flusher(shared: &Shared) {
-    let cfg = &shared.cfg;
-    let mut last_round = 0;
-    // Bytes applied when the newest checkpoint of this run began (0: none yet).
-    let mut bytes_at_checkpoint = 0;
-    loop {
-        // A timer, not a trigger: changes to one key within a round cost one file rewrite.
-        // Each rewrite allocates and frees an inode, which measured at a third of the node's
-        // CPU when done per publish (docs/benchmarks.md).
-        if shared.wait_stopping(DATUM_FLUSH_INTERVAL) {
-            return;
-        }
-        let flushed = match shared.datums.flush() {
-            Ok(i) => i,
-            Err(e) => fatal(&format!("cannot write datum files: {e}")),
-        };
-        let quiet = flushed == last_round;
-        last_round = flushed;
-        let (applied_bytes, live_bytes) = shared.datums.bytes();
-        let due = checkpoint_due(
-            shared.datums.checkpoints(),
-            flushed,
-            quiet,
-            shared.datums.len(),
-            cfg.checkpoint_entries,
-        ) || bytes_due(applied_bytes - bytes_at_checkpoint, live_bytes);
-        if !due {
-            continue;
-        }
-        bytes_at_checkpoint = applied_bytes;
-        let started = Instant::now();
-        let (base, bytes) = match shared.datums.checkpoint() {
-            Ok(done) => done,
-            Err(e) => fatal(&format!("cannot write a checkpoint: {e}")),
-        };
-        shared
-            .metrics
-            .checkpoint_seconds
-            .observe(started.elapsed().as_secs_f64());
-        // One line per checkpoint (etcd logs each snapshot too): what a checkpoint costs at
-        // this size, for sizing `--checkpoint-entries`.
-        log_event(&format!(
-            "checkpoint at index {base}: {} datums, {bytes} bytes in {} ms",
-            shared.datums.len(),
-            started.elapsed().as_millis()
-        ));
-        // Up to the previous checkpoint only: if the newest one is ever unreadable, the
-        // previous one and the log after it still rebuild the state.
-        let Some(previous) = shared.datums.checkpoints().previous else {
-            continue;
-        };
-        let pinned = shared
-            .snapshot_pins
-            .lock()
-            .expect("pins lock")
-            .values()
-            .min()
-            .copied()
-            .unwrap_or(u64::MAX);
-        let upto = previous.saturating_sub(cfg.log_retain_entries).min(pinned);
-        let _ = shared.driver.send(DriverEvent::Compact {
-            upto,
-            limit: previous.min(pinned),
-        });
-    }
-}
-
-/// Bytes of publishes after which a checkpoint is due, whatever the entry count: the
-/// retained log (in memory too) then follows the bytes written, not only the entries.
-pub const CHECKPOINT_BYTES: u64 = 32 << 20;
-/// Most bytes of log kept behind the previous checkpoint for followers a little behind
-/// (fewer than `--log-retain-entries` entries when values are large).
-pub const LOG_RETAIN_BYTES: usize = 32 << 20;
-
-/// Whether the bytes applied since the last checkpoint call for one: at least
-/// [`CHECKPOINT_BYTES`], and at least an eighth of the live set, so that, as with entries,
-/// the cost of checkpoints per byte written stays constant whatever the set's size.
-fn bytes_due(since: u64, live: u64) -> bool {
-    since >= CHECKPOINT_BYTES.max(live / 8)
-}
-
-/// Whether a checkpoint is due: at once when there is none (a new node, an upgraded data
-/// dir, or right after a snapshot install), else every `every` applied entries, and never
-/// more often than one per eight entries per live key. A checkpoint writes every key, so that
-/// bound keeps its cost per applied entry constant whatever the key count (with a million
-/// keys and the default 20,000 it would rewrite the whole set for every 2% of it changed).
-/// And once more when writes pause (`quiet`) after one: the log is compacted up to the
-/// previous checkpoint only, so a second one lets the last stretch of a burst go too. Sparse
-/// writes do not trigger it again until the next regular checkpoint.
-fn checkpoint_due(
-    have: datum_set::Checkpoints,
-    flushed: u64,
-    quiet: bool,
-    keys: usize,
-    every: u64,
-) -> bool {
-    match (have.newest, have.previous) {
-        (None, _) => flushed > 0,
-        (Some(newest), previous) => {
-            flushed >= newest + every.max(keys as u64 / 8) || (quiet && previous != Some(newest))
-        }
-    }
-}
-
-/// At start-up: compares every datum file with the state and queues the stale ones (after
-/// a crash some may be stale; after a clean stop only a hand could have changed them).
-fn reconcile_datum_files(shared: &Shared, log_end: u64, clean_stop: bool) {
-    // Compare with the state once the local log is replayed, not with the checkpoint it
-    // started from: files written before the stop may hold writes the replay has not
-    // reached yet (it needs the commit index from a leader), and "repairing" them to the
-    // older state would empty `nacosctl dump` of a member cut off since its restart.
-    while !shared
-        .datums
-        .wait_applied(log_end, Instant::now() + Duration::from_secs(1))
-    {
-        if shared.wait_stopping(Duration::ZERO) {
-            return;
-        }
-    }
-    let started = Instant::now();
-    let after = if clean_stop {
-        "after a clean stop"
-    } else {
-        "after an unclean stop"
-    };
-    match shared.datums.reconcile_files() {
-        Ok((0, _)) => {}
-        Ok((_, 0)) if clean_stop => {}
-        Ok((checked, 0)) => log_event(&format!(
-            "checked {checked} datum files {after} in {} ms: all up to date",
-            started.elapsed().as_millis()
-        )),
-        Ok((checked, queued)) => log_event(&format!(
-            "checked {checked} datum files {after} in {} ms: {queued} stale, damaged or missing, rewritten at the next flush",
-            started.elapsed().as_millis()
-        )),
-        Err(e) => log_event(&format!(
-            "warning: could not check the datum files {after}: {e}; nacosctl dump may show stale values until each key is written again"
-        )),
-    }
-}
-
 fn wait_reply<T>(
     rx: &Receiver<Result<T>>,
     deadline: Instant,
@@ -1000,45 +859,9 @@ fn wait_reply<T>(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use datum_set::Checkpoints;
-
-    #[test]
-    fn checkpoints_follow_the_bytes_written_too() {
-        assert!(!bytes_due(CHECKPOINT_BYTES - 1, 0));
-        assert!(bytes_due(CHECKPOINT_BYTES, 0));
-        // A large live set spaces them out, as many keys do.
-        assert!(!bytes_due(CHECKPOINT_BYTES, 16 * CHECKPOINT_BYTES));
-        assert!(bytes_due(2 * CHECKPOINT_BYTES, 16 * CHECKPOINT_BYTES));
-    }
-
-    #[test]
-    fn checkpoint_cadence() {
-        // (newest, previous, flushed, quiet, keys, due) with `--checkpoint-entries 100`.
-        let cases = [
-            // None yet: as soon as anything is applied.
-            (None, None, 0, true, 0, false),
-            (None, Some(5), 1, false, 0, true),
-            // Every 100 entries, or one per eight per key when that is more.
-            (Some(50), Some(10), 149, false, 10, false),
-            (Some(50), Some(10), 150, false, 10, true),
-            (Some(50), Some(10), 150, false, 8000, false),
-            (Some(50), Some(10), 1050, false, 8000, true),
-            // A pause after a checkpoint: one more, so that compaction reaches the newest;
-            // then sparse writes wait for the regular spacing.
-            (Some(50), Some(10), 60, true, 10, true),
-            (Some(60), Some(60), 61, true, 10, false),
-            (Some(60), Some(60), 70, false, 10, false),
-        ];
-        for (newest, previous, flushed, quiet, keys, due) in cases {
-            let have = Checkpoints { newest, previous };
-            assert_eq!(
-                checkpoint_due(have, flushed, quiet, keys, 100),
-                due,
-                "{have:?} flushed {flushed} quiet {quiet} keys {keys}"
-            );
-        }
-    }
-}
+/// Bytes of publishes after which a checkpoint is due, whatever the entry count: the
+/// retained log (in memory too) then follows the bytes written, not only the entries.
+pub const CHECKPOINT_BYTES: u64 = 32 << 20;
+/// Most bytes of log kept behind the previous checkpoint for followers a little behind
+/// (fewer than `--log-retain-entries` entries when values are large).
+pub const LOG_RETAIN_BYTES: usize = 32 << 20;
