@@ -171,6 +171,9 @@ pub fn route(node: &Node, req: &Request) -> Response {
             ))
         })(),
         ("GET", "/nacos/v1/ns/raft/state") => Ok(nacos_state(node)),
+        ("GET", "/nacos/v1/ns/raft/datum") | ("GET", "/v1/ns/raft/datum") => {
+            nacos_datums(node, req, deadline)
+        }
         ("GET", "/nacos/v1/ns/raft/leader") => Ok(nacos_leader(node)),
         ("GET", "/nacos/v1/ns/raft/peer") => Ok(Response::json(200, &nacos_self_peer(node))),
         (m, p) => match auth::route(node, req, deadline) {
@@ -643,6 +646,49 @@ fn nacos_peer_list(node: &Node) -> Vec<RaftPeer> {
             }
         })
         .collect()
+}
+
+/// Most keys one `GET /nacos/v1/ns/raft/datum` may ask for.
+const MAX_NACOS_KEYS: usize = 10_000;
+
+/// `GET /nacos/v1/ns/raft/datum?keys=K1,K2`: Nacos 1.x's read of several datums, one
+/// element per key asked, in order, `null` for a key that does not exist. As Nacos's
+/// handler does, the parameter is percent-decoded once more before it is split on `,`
+/// (Nacos senders encode it twice). Linearizable unless `stale`; with access control on,
+/// every key must be readable by the caller.
+fn nacos_datums(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
+    let raw = req.required("keys")?;
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| Error::BadRequest("keys is not UTF-8 once percent-decoded".into()))?;
+    let keys: Vec<&str> = decoded.split(',').filter(|k| !k.is_empty()).collect();
+    if keys.len() > MAX_NACOS_KEYS {
+        return Err(Error::BadRequest(format!(
+            "{} keys asked; at most {MAX_NACOS_KEYS} per request",
+            keys.len()
+        )));
+    }
+    for k in &keys {
+        crate::validate_key(k)?;
+    }
+    sync_for_read(node, req, deadline)?;
+    let caller = auth::caller(node, req, deadline)?;
+    for k in &keys {
+        caller.check(node, crate::auth::Access::Read, k, deadline)?;
+    }
+    let datums: Vec<Option<crate::wire::nacos::NacosDatum>> = keys
+        .iter()
+        .map(|k| {
+            node.datums()
+                .get(k)
+                .map(|d| crate::wire::nacos::NacosDatum {
+                    key: d.key,
+                    value: d.value,
+                    timestamp: d.timestamp,
+                })
+        })
+        .collect();
+    Ok(Response::json(200, &datums))
 }
 
 fn nacos_state(node: &Node) -> Response {

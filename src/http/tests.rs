@@ -937,3 +937,38 @@ fn the_status_page_is_served_and_its_data_needs_a_login_when_access_control_is_o
     assert_eq!(m.status, 200, "metrics stay open");
     assert!(m.content_type.starts_with("application/openmetrics-text"));
 }
+
+#[test]
+fn nacos_datum_read_answers_one_element_per_key_in_order() {
+    let n = Standalone::start();
+    let _: PutResult = ok(&n.publish(json!({"key": "svc.a", "value": {"x": 1}})));
+    let _: PutResult = ok(&n.publish(json!({"key": "svc.a", "value": {"x": 2}})));
+    let _: PutResult = ok(&n.publish(json!({"key": "svc#b", "value": "v"})));
+    // The parameter as the query parser leaves it when a Nacos sender encoded it twice:
+    // the handler's own decode gives the commas and the "#".
+    let r = n.get(
+        "/nacos/v1/ns/raft/datum",
+        &[("keys", "svc.a%2Cnone%2Csvc%23b")],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        json_of(&r),
+        json!([
+            {"key": "svc.a", "value": {"x": 2}, "timestamp": 2},
+            null,
+            {"key": "svc#b", "value": "v", "timestamp": 1}
+        ])
+    );
+    let plain = n.get("/v1/ns/raft/datum", &[("keys", "svc.a"), ("stale", "true")]);
+    assert_eq!(json_of(&plain)[0]["timestamp"], 2);
+    refused(
+        &n.get("/nacos/v1/ns/raft/datum", &[]),
+        400,
+        ErrorCode::BadRequest,
+    );
+    refused(
+        &n.get("/nacos/v1/ns/raft/datum", &[("keys", "%FF")]),
+        400,
+        ErrorCode::BadRequest,
+    );
+}

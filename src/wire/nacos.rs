@@ -60,6 +60,15 @@ pub struct NacosListeners {
     pub listeners: Vec<String>,
 }
 
+/// One element of `GET /nacos/v1/ns/raft/datum?keys=...`: a Nacos `Datum` (reference §3.1),
+/// or `null` for a key that does not exist.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NacosDatum {
+    pub key: String,
+    pub value: serde_json::Value,
+    pub timestamp: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
