@@ -242,6 +242,34 @@ fn the_status_page_shows_members_keys_events_and_a_dead_member_in_a_real_browser
         "the health line naming it",
     );
 
+    // Access control on: the page asks for a login, and shows the cluster after one.
+    let live = c.nodes[leader].addr.clone();
+    let admin = nacos_raft::client::Client::new(vec![live.clone()], T);
+    admin.user_add("root", "ui-root-pw").unwrap();
+    admin.auth_enable().unwrap();
+    b.call("Page.reload", json!({}));
+    b.wait_for(
+        "document.getElementById('login-section').hidden === false",
+        "the login form, with access control on",
+    );
+    b.eval(
+        "const f = document.getElementById('login'); f.user.value = 'root'; f.password.value = 'wrong'; f.requestSubmit(); true",
+    );
+    b.wait_for(
+        "document.getElementById('login-error').textContent.includes('wrong')",
+        "a wrong password refused on the page",
+    );
+    b.eval(
+        "const g = document.getElementById('login'); g.password.value = 'ui-root-pw'; g.requestSubmit(); true",
+    );
+    b.wait_for(
+        "document.getElementById('login-section').hidden === true && document.querySelectorAll('#members tbody tr').length === 3",
+        "the members again after the login",
+    );
+    b.wait_for(
+        "document.querySelector('#keys button[data-key=\"ui/during\"]') !== null",
+        "the key browser after the login",
+    );
     // The screenshot, kept for CI.
     let shot = b.call("Page.captureScreenshot", json!({"format": "png"}));
     let png = base64_decode(shot["data"].as_str().expect("screenshot data"));
