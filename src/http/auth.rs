@@ -30,12 +30,14 @@ fn now_s() -> u64 {
 /// Runs an access-control judgement, and once more after this member has caught up with
 /// the leader if it refused: a change made through another member a moment ago (a new
 /// user, a grant, access control turned off) then counts here too. Only refusals pay for
-/// the round, and they are rare. (A revoked permission takes effect on each member as it
-/// applies the revocation, within a heartbeat or two.)
+/// the round, and they are rare; the round is bounded by a second, so that without a
+/// leader a refusal is still quick. (A revoked permission takes effect on each member as
+/// it applies the revocation; writes are judged once more when they apply.)
 fn judged<T>(node: &Node, deadline: Instant, judge: impl Fn() -> Result<T>) -> Result<T> {
     match judge() {
         Err(e @ (Error::Unauthenticated(_) | Error::PermissionDenied(_))) => {
-            match node.linearizable_barrier(deadline) {
+            let catch_up = deadline.min(Instant::now() + std::time::Duration::from_secs(1));
+            match node.linearizable_barrier(catch_up) {
                 Ok(()) => judge(),
                 Err(_) => Err(e),
             }
