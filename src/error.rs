@@ -100,6 +100,13 @@ impl From<crate::auth::Refusal> for Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// The process (or the system) is out of file descriptors for now: connections took
+    /// them, and they come back as connections close, so the work is worth retrying.
+    pub fn is_out_of_descriptors(&self) -> bool {
+        matches!(self, Error::Store { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)))
+    }
+
     pub(crate) fn store(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         Error::Store {
             path: path.into(),

@@ -847,13 +847,16 @@ fn idle_connections(addr: &str, n: usize) -> (Vec<TcpStream>, Option<std::io::Er
     (held, first_error)
 }
 
-// Row 18: running out of descriptors once stopped a member from ever accepting again.
+// Row 18: running out of descriptors once stopped a member from ever accepting again, and a
+// flood that takes the last descriptor must not leave the log or a checkpoint without one.
+// (tests/fd_exhaustion.rs drives the accept loop itself into EMFILE and out again.)
 #[test]
-fn accept_survives_running_out_of_file_descriptors() {
-    // --max-connections above what 256 descriptors allow, so accept itself hits EMFILE.
+fn a_connection_flood_cannot_take_the_descriptors_the_storage_needs() {
+    // --max-connections above what 256 descriptors allow: the node serves fewer and says so.
     let mut args = FAST.to_vec();
-    args.extend(["--max-connections", "1000"]);
+    args.extend(["--max-connections", "1000", "--checkpoint-entries", "10"]);
     let node = TestNode::standalone_with_open_file_limit(256, &args);
+    wait_log(&node, "does not fit the open-file limit of 256");
     let (held, error) = idle_connections(&node.addr, 300);
     assert!(
         held.len() >= 256,
@@ -861,7 +864,13 @@ fn accept_survives_running_out_of_file_descriptors() {
         held.len(),
         node.log_excerpt()
     );
-    wait_log(&node, "cannot accept connections");
+    // Writes during the flood, enough for checkpoints: each needs a descriptor for its file.
+    let endpoint = node.addr.clone();
+    for i in 0..25 {
+        let out = nacosctl_at(&endpoint, &["put", &format!("flood-{i}"), "v"]);
+        assert_code(&out, 0);
+    }
+    wait_log(&node, "checkpoint at index");
     drop(held);
     let client = node.client(Duration::from_millis(500));
     let ok = poll_until(T, || {
@@ -872,7 +881,15 @@ fn accept_survives_running_out_of_file_descriptors() {
         "no health after the connections closed\n{}",
         node.log_excerpt()
     );
-    wait_log(&node, "accepting connections again");
+    assert_eq!(
+        stdout(&nacosctl_at(&endpoint, &["get", "flood-24"])).trim(),
+        "v"
+    );
+    assert!(
+        !node.log_excerpt().contains("FATAL"),
+        "{}",
+        node.log_excerpt()
+    );
 }
 
 // Rows 17-19: at a low open-file limit, idle connections cannot lock clients out: the

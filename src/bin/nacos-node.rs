@@ -270,11 +270,19 @@ fn run() -> anyhow::Result<()> {
     let node = Node::start(cfg.clone())
         .with_context(|| format!("cannot start with data dir {}", cfg.data_dir.display()))?;
     let nofile = raise_open_file_limit();
+    let wanted = args
+        .max_connections
+        .unwrap_or_else(|| Limits::connections_for_fd_limit(nofile))
+        .max(1);
+    let ceiling = Limits::connection_ceiling(nofile);
+    if wanted > ceiling {
+        log_event(&format!(
+            "warning: --max-connections {wanted} does not fit the open-file limit of {nofile} once {} descriptors are kept for the log, checkpoints and peers; serving at most {ceiling} connections (raise `ulimit -n` to allow more)",
+            nacos_raft::http::server::RESERVED_DESCRIPTORS
+        ));
+    }
     let limits = Limits {
-        max_connections: args
-            .max_connections
-            .unwrap_or_else(|| Limits::connections_for_fd_limit(nofile))
-            .max(1),
+        max_connections: wanted.min(ceiling),
         head_timeout: Duration::from_millis(args.http_head_timeout_ms.max(1)),
         idle_timeout: Duration::from_millis(args.http_idle_timeout_ms.max(1)),
         body_timeout: Duration::from_millis(args.http_body_timeout_ms.max(1)),

@@ -67,9 +67,20 @@ impl Limits {
     /// descriptor, and a request forwarded to the leader one more; the rest is for the
     /// log, checkpoints, datum files and peers.
     pub fn connections_for_fd_limit(nofile: u64) -> usize {
-        (nofile.saturating_sub(64) / 2).clamp(16, 16_384) as usize
+        (nofile.saturating_sub(RESERVED_DESCRIPTORS) / 2).clamp(16, 16_384) as usize
+    }
+
+    /// The most connections a `--max-connections` may ask for within the open-file limit:
+    /// [`RESERVED_DESCRIPTORS`] stay for the log, checkpoints, datum files and peers, so a
+    /// flood of connections can never leave the storage without a descriptor.
+    pub fn connection_ceiling(nofile: u64) -> usize {
+        nofile.saturating_sub(RESERVED_DESCRIPTORS).max(16) as usize
     }
 }
+
+/// Descriptors no connection may take: the log segment, a checkpoint or datum file being
+/// written, the data dir opened for fsync, peer connections and the listener.
+pub const RESERVED_DESCRIPTORS: u64 = 64;
 
 /// A request's head, as parsed: the target split at `?`, both still percent-encoded.
 #[derive(Debug, Clone)]

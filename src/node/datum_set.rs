@@ -674,15 +674,21 @@ impl DatumSet {
         // stop repairs it). Without one (a new node, just after a snapshot install) a
         // restart loads the files, so each is replaced atomically.
         let in_place = self.checkpoints().newest.is_some();
-        for (key, d) in batch {
-            match d {
-                Some(d) if in_place => {
-                    datum_dir::overwrite_datum(&self.data_dir, &d)?;
+        let mut pending = batch.into_iter();
+        while let Some((key, d)) = pending.next() {
+            let written = match &d {
+                Some(d) if in_place => datum_dir::overwrite_datum(&self.data_dir, d).map(drop),
+                Some(d) => datum_dir::write_datum(&self.data_dir, d).map(drop),
+                None => datum_dir::remove_datum(&self.data_dir, &key).map(drop),
+            };
+            if let Err(e) = written {
+                // Back into the queue, so a retry (after descriptors come back, say) writes
+                // them; a change queued meanwhile is newer and wins.
+                let mut dirty = self.dirty.lock().expect("dirty lock");
+                for (k, v) in std::iter::once((key, d)).chain(pending) {
+                    dirty.entry(k).or_insert(v);
                 }
-                Some(d) => {
-                    datum_dir::write_datum(&self.data_dir, &d)?;
-                }
-                None => datum_dir::remove_datum(&self.data_dir, &key)?,
+                return Err(e);
             }
         }
         let mut flushed = self.flushed.lock().expect("flushed lock");

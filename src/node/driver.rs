@@ -427,6 +427,31 @@ impl Driver {
     }
 }
 
+/// Runs `op` again while it fails for want of file descriptors (a connection flood took
+/// them; they come back as connections close), for up to 30 s. `op` must be safe to
+/// repeat: replacing meta.properties through a temporary file is.
+fn retry_out_of_descriptors(
+    what: &str,
+    mut op: impl FnMut() -> Result<(), Error>,
+) -> Result<(), Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut backoff = std::time::Duration::from_millis(1);
+    loop {
+        match op() {
+            Err(e) if e.is_out_of_descriptors() && std::time::Instant::now() < deadline => {
+                if backoff.as_millis() == 1 {
+                    super::log_event(&format!(
+                        "warning: cannot {what}: {e}; retrying for up to 30 s (raise `ulimit -n` or lower --max-connections)"
+                    ));
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(std::time::Duration::from_millis(100));
+            }
+            done => return done,
+        }
+    }
+}
+
 /// The log writer: appends what the driver hands it and fsyncs once per batch of batches.
 pub fn run_writer(
     mut log: LogStore,
@@ -444,7 +469,9 @@ pub fn run_writer(
         // before any entry of that term, so a log never holds a term its meta.properties has
         // not reached (start-up checks exactly that).
         if let Some(hs) = round.iter().rev().find_map(|b| b.hard_state.as_ref()) {
-            if let Err(e) = write_meta(&data_dir, hs) {
+            if let Err(e) =
+                retry_out_of_descriptors("persist term and vote", || write_meta(&data_dir, hs))
+            {
                 super::fatal(&format!("cannot persist term and vote: {e}"));
             }
         }

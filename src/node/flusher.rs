@@ -13,6 +13,7 @@ pub(super) fn run_flusher(shared: &Shared) {
     let mut last_round = 0;
     // Bytes applied when the newest checkpoint of this run began (0: none yet).
     let mut bytes_at_checkpoint = 0;
+    let mut short = ShortOfDescriptors::default();
     loop {
         // A timer, not a trigger: changes to one key within a round cost one file rewrite.
         // Each rewrite allocates and frees an inode, which measured at a third of the node's
@@ -22,6 +23,10 @@ pub(super) fn run_flusher(shared: &Shared) {
         }
         let flushed = match shared.datums.flush() {
             Ok(i) => i,
+            Err(e) if e.is_out_of_descriptors() => {
+                short.hit("write datum files", &e);
+                continue;
+            }
             Err(e) => fatal(&format!("cannot write datum files: {e}")),
         };
         let quiet = flushed == last_round;
@@ -35,14 +40,21 @@ pub(super) fn run_flusher(shared: &Shared) {
             cfg.checkpoint_entries,
         ) || bytes_due(applied_bytes - bytes_at_checkpoint, live_bytes);
         if !due {
+            short.recovered();
             continue;
         }
-        bytes_at_checkpoint = applied_bytes;
         let started = Instant::now();
         let (base, bytes) = match shared.datums.checkpoint() {
             Ok(done) => done,
+            // The log holds everything a checkpoint would: it can wait for descriptors.
+            Err(e) if e.is_out_of_descriptors() => {
+                short.hit("write a checkpoint", &e);
+                continue;
+            }
             Err(e) => fatal(&format!("cannot write a checkpoint: {e}")),
         };
+        short.recovered();
+        bytes_at_checkpoint = applied_bytes;
         shared
             .metrics
             .checkpoint_seconds
@@ -182,6 +194,34 @@ mod tests {
                 due,
                 "{have:?} flushed {flushed} quiet {quiet} keys {keys}"
             );
+        }
+    }
+}
+
+/// Datum files and checkpoints put off because the process was out of descriptors (a
+/// connection flood, say): nothing is lost, since the log holds every change, and the
+/// next round tries again. One warning per episode, and one line when it ends.
+#[derive(Default)]
+struct ShortOfDescriptors {
+    since: Option<Instant>,
+}
+
+impl ShortOfDescriptors {
+    fn hit(&mut self, what: &str, e: &crate::Error) {
+        if self.since.is_none() {
+            self.since = Some(Instant::now());
+            log_event(&format!(
+                "warning: cannot {what}: {e}; retrying every round until descriptors come back (raise `ulimit -n` or lower --max-connections)"
+            ));
+        }
+    }
+
+    fn recovered(&mut self) {
+        if let Some(since) = self.since.take() {
+            log_event(&format!(
+                "datum files and checkpoints written again after {} ms",
+                since.elapsed().as_millis()
+            ));
         }
     }
 }
