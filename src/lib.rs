@@ -5,13 +5,15 @@
 //! bytes on disk; `node` is the shell that drives the core with threads, disk and network;
 //! `http` maps requests and errors; `client` is the typed HTTP client of `nacosctl` and tests;
 //! `wire` holds the JSON shapes the two exchange; `auth` is access control (users, roles,
-//! tokens), applied by `node` and enforced by `http`.
+//! tokens), applied by `node` and enforced by `http`; `naming` is the Nacos naming layer
+//! (services and persistent instances) on top of the datums, a listener of the notifier.
 
 pub mod auth;
 pub mod client;
 pub mod datum;
 pub mod error;
 pub mod http;
+pub mod naming;
 pub mod node;
 pub mod raft;
 pub mod store;

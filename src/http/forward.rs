@@ -290,6 +290,7 @@ pub(super) fn peer_forward(node: &Node, req: &Request) -> Result<Response> {
                 token: None,
                 access_token: w.access_token,
                 request_id: Some(w.request_id),
+                content_type: None,
                 body: w.body.into_bytes(),
             };
             let mut parsed = ParsedWrite::parse(&request)?;

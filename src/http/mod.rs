@@ -8,6 +8,7 @@
 mod auth;
 pub mod error;
 mod forward;
+mod naming;
 pub mod server;
 mod stream;
 #[cfg(test)]
@@ -51,6 +52,8 @@ pub struct Request {
     /// The access-control token: `Authorization: Bearer <token>`, or Nacos's `accessToken`
     /// query parameter.
     pub access_token: Option<String>,
+    /// `Content-Type`, as sent (the naming API takes form bodies).
+    pub content_type: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -176,13 +179,15 @@ pub fn route(node: &Node, req: &Request) -> Response {
         }
         ("GET", "/nacos/v1/ns/raft/leader") => Ok(nacos_leader(node)),
         ("GET", "/nacos/v1/ns/raft/peer") => Ok(Response::json(200, &nacos_self_peer(node))),
-        (m, p) => match auth::route(node, req, deadline) {
-            Some(r) => r,
-            None => Ok(Response::refusal(
-                ErrorCode::NoRoute,
-                format!("no route for {m} {p}; see docs/http-api.md for the API"),
-            )),
-        },
+        (m, p) => {
+            match naming::route(node, req, deadline).or_else(|| auth::route(node, req, deadline)) {
+                Some(r) => r,
+                None => Ok(Response::refusal(
+                    ErrorCode::NoRoute,
+                    format!("no route for {m} {p}; see docs/http-api.md for the API"),
+                )),
+            }
+        }
     };
     result.unwrap_or_else(|e| Response::error(&e))
 }
@@ -860,6 +865,7 @@ impl NodeHandler {
             token: head.header(TOKEN_HEADER).map(str::to_string),
             request_id: head.header(REQUEST_ID_HEADER).map(str::to_string),
             access_token: access_token(&head, &query),
+            content_type: head.header("Content-Type").map(str::to_string),
             method: head.method,
             path: head.path,
             query,

@@ -242,6 +242,9 @@ pub struct Shared {
     writer_done: Arc<driver::WriterDone>,
     /// Counters and histograms for `GET /metrics`.
     pub metrics: Arc<metrics::Metrics>,
+    /// The naming layer's view, made on first use (a node nobody asks about services keeps
+    /// no second copy of them).
+    naming: std::sync::OnceLock<crate::naming::NamingView>,
 }
 
 /// How long the driver may go without a turn before health reports the member unwell.
@@ -356,6 +359,7 @@ impl Node {
             flusher: Mutex::new(None),
             writer_done: Arc::new(driver::WriterDone::new()),
             metrics: Arc::new(metrics::Metrics::new()),
+            naming: std::sync::OnceLock::new(),
         });
 
         let mut senders = HashMap::new();
@@ -458,6 +462,31 @@ impl Node {
     }
 
     /// The counters the HTTP layer updates.
+    /// The services and instances, as the naming layer's listener sees them. The first
+    /// call starts a thread that keeps the listener's queue drained while nobody reads.
+    pub fn naming(&self) -> &crate::naming::NamingView {
+        let mut first = false;
+        let view = self.shared.naming.get_or_init(|| {
+            first = true;
+            crate::naming::NamingView::new()
+        });
+        if first {
+            let weak = Arc::downgrade(&self.shared);
+            let _ = thread::Builder::new()
+                .name("naming-view".into())
+                .spawn(move || loop {
+                    let Some(shared) = weak.upgrade() else { return };
+                    if shared.wait_stopping(Duration::from_millis(100)) {
+                        return;
+                    }
+                    if let Some(view) = shared.naming.get() {
+                        view.drain(&shared.datums);
+                    }
+                });
+        }
+        view
+    }
+
     pub fn metrics(&self) -> &metrics::Metrics {
         &self.shared.metrics
     }
