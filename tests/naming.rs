@@ -461,3 +461,83 @@ fn the_service_view_is_rebuilt_after_a_restart() {
     let services = json_ok(nacos("GET", &node.addr, "service/list", &[]));
     assert_eq!(services["doms"], serde_json::json!(["kept"]));
 }
+
+#[test]
+fn a_member_whose_view_is_live_rebuilds_it_after_a_snapshot_install() {
+    let args = [
+        "--log-segment-bytes",
+        "16384",
+        "--checkpoint-entries",
+        "50",
+        "--log-retain-entries",
+        "20",
+    ];
+    let mut c = TestCluster::start(3, &args);
+    let l = c.wait_for_leader(T);
+    let f = (l + 1) % 3;
+    let leader = c.nodes[l].addr.clone();
+    let follower = c.nodes[f].addr.clone();
+    for port in [1, 2, 3] {
+        ok(register(&leader, "snap", port));
+    }
+    // The follower's view exists and listens.
+    let list = json_ok(nacos(
+        "GET",
+        &follower,
+        "instance/list",
+        &[("serviceName", "snap")],
+    ));
+    assert_eq!(ports_of(&list), vec![1, 2, 3]);
+
+    // Paused, it misses changes the leader then compacts away: it can only catch up by a
+    // snapshot, which drops every listener of its notifier, the view's too.
+    c.nodes[f].pause();
+    ok(register(&leader, "snap", 4));
+    ok(nacos(
+        "DELETE",
+        &leader,
+        "instance",
+        &[
+            ("serviceName", "snap"),
+            ("ip", "127.0.0.1"),
+            ("port", "1"),
+            ("ephemeral", "false"),
+        ],
+    ));
+    let writer = c.client(T);
+    let first_segment = c.nodes[l]
+        .data_dir
+        .join("log/00000000000000000001-00000000000000000001.log");
+    let mut last = 0;
+    let mut i = 0;
+    let compacted = poll_until(Duration::from_secs(60), || {
+        for _ in 0..100 {
+            last = writer
+                .put(&format!("filler/{}", i % 40), serde_json::json!(i))
+                .unwrap()
+                .index;
+            i += 1;
+        }
+        (!first_segment.exists()).then_some(())
+    });
+    assert!(compacted.is_some(), "the log was never compacted");
+    c.nodes[f].resume();
+    wait_applied(&c.nodes[f], last, Duration::from_secs(30));
+    assert!(
+        c.nodes[f].log().contains("accepted a snapshot"),
+        "it did not catch up by snapshot\n{}",
+        c.nodes[f].log()
+    );
+    let stale = [("serviceName", "snap"), ("stale", "true")];
+    let list = json_ok(nacos("GET", &follower, "instance/list", &stale));
+    assert_eq!(ports_of(&list), vec![2, 3, 4]);
+    // And it listens again: a change after the install reaches it.
+    ok(register(&follower, "snap", 5));
+    let list = json_ok(nacos(
+        "GET",
+        &follower,
+        "instance/list",
+        &[("serviceName", "snap")],
+    ));
+    assert_eq!(ports_of(&list), vec![2, 3, 4, 5]);
+}
