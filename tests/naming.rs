@@ -541,3 +541,60 @@ fn a_member_whose_view_is_live_rebuilds_it_after_a_snapshot_install() {
     ));
     assert_eq!(ports_of(&list), vec![2, 3, 4, 5]);
 }
+
+#[test]
+fn nacosctl_lists_services_and_instances() {
+    let node = TestNode::standalone(&[]);
+    for port in [8080, 8081] {
+        ok(register(&node.addr, "orders", port));
+    }
+    ok(nacos(
+        "POST",
+        &node.addr,
+        "instance",
+        &[
+            ("serviceName", "g2@@billing"),
+            ("ip", "127.0.0.1"),
+            ("port", "9000"),
+            ("ephemeral", "false"),
+            ("metadata", "zone=a"),
+        ],
+    ));
+    let ep = node.addr.clone();
+    let out = nacosctl_at(&ep, &["service", "list", "-o", "text"]);
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), "orders\n");
+    let out = nacosctl_at(&ep, &["service", "list", "--group", "g2", "-o", "json"]);
+    assert_code(&out, 0);
+    assert_eq!(json(&out)["services"], serde_json::json!(["billing"]));
+    let out = nacosctl_at(&ep, &["instance", "list", "orders", "-o", "json"]);
+    assert_code(&out, 0);
+    let ports: Vec<u64> = json(&out)["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ports, vec![8080, 8081]);
+    let out = nacosctl_at(&ep, &["instance", "list", "g2@@billing"]);
+    assert_code(&out, 0);
+    let table = stdout(&out);
+    assert!(
+        table.contains("9000") && table.contains("zone=a"),
+        "{table}"
+    );
+    let out = nacosctl_at(
+        &ep,
+        &["service", "get", "billing", "--group", "g2", "-o", "json"],
+    );
+    assert_code(&out, 0);
+    assert_eq!(json(&out)["groupName"], "g2");
+    // A service that does not exist: exit 3, naming it.
+    let out = nacosctl_at(&ep, &["service", "get", "nope"]);
+    assert_code(&out, 3);
+    assert!(
+        stderr(&out).contains("DEFAULT_GROUP@@nope"),
+        "{}",
+        describe(&out)
+    );
+}

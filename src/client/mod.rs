@@ -7,6 +7,7 @@
 
 mod auth;
 mod classify;
+mod naming;
 mod session_pool;
 mod watch;
 use classify::{classify_status, classify_transport, combine, is_timeout, timed_out};

@@ -220,6 +220,16 @@ pub enum Command {
         #[command(subcommand)]
         action: RoleCmd,
     },
+    /// Services of the naming layer (Nacos persistent services)
+    Service {
+        #[command(subcommand)]
+        action: ServiceCmd,
+    },
+    /// Persistent instances of a service
+    Instance {
+        #[command(subcommand)]
+        action: InstanceCmd,
+    },
     /// Measure throughput and latency of a running cluster (closed loop, keys bench/N)
     Bench {
         #[arg(value_enum)]
@@ -278,6 +288,50 @@ pub enum UserCmd {
     GrantRole { name: String, role: String },
     /// Take a role from a user
     RevokeRole { name: String, role: String },
+}
+
+/// A service's namespace and group, as Nacos names them.
+#[derive(Debug, clap::Args)]
+pub struct NamingScope {
+    /// Nacos namespace id
+    #[arg(long, default_value = "public")]
+    pub namespace: String,
+    /// Nacos group (a NAME of the form group@@name sets it too)
+    #[arg(long, default_value = "DEFAULT_GROUP")]
+    pub group: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCmd {
+    /// List the services of a namespace and group
+    #[command(visible_alias = "ls")]
+    List {
+        #[command(flatten)]
+        scope: NamingScope,
+    },
+    /// Show one service: protect threshold, metadata, selector, clusters
+    Get {
+        name: String,
+        #[command(flatten)]
+        scope: NamingScope,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InstanceCmd {
+    /// List a service's enabled instances
+    #[command(visible_alias = "ls")]
+    List {
+        service: String,
+        #[command(flatten)]
+        scope: NamingScope,
+        /// Only instances of these clusters (comma-separated)
+        #[arg(long, value_name = "C,...")]
+        clusters: Option<String>,
+        /// Only healthy instances
+        #[arg(long)]
+        healthy_only: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

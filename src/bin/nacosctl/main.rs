@@ -10,6 +10,7 @@ mod check;
 mod cli;
 mod commands;
 mod exit;
+mod naming;
 mod render;
 mod status;
 mod transfer;
@@ -151,6 +152,8 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Auth { action } => auth::auth(&client()?, cli.output, &mut out, action)?,
         Command::User { action } => auth::user(&client()?, cli.output, &mut out, action)?,
         Command::Role { action } => auth::role(&client()?, cli.output, &mut out, action)?,
+        Command::Service { action } => naming::service(&client()?, cli.output, &mut out, action)?,
+        Command::Instance { action } => naming::instance(&client()?, cli.output, &mut out, action)?,
         Command::Completion { shell } => {
             // Into a buffer first: `generate` panics on a write error such as a closed pipe.
             let mut script = Vec::new();
