@@ -504,7 +504,8 @@ fn a_member_whose_view_is_live_rebuilds_it_after_a_snapshot_install() {
             ("ephemeral", "false"),
         ],
     ));
-    let writer = c.client(T);
+    // Only the leader: a client that tried the paused member would wait on it.
+    let writer = nacos_raft::client::Client::new(vec![leader.clone()], T);
     let first_segment = c.nodes[l]
         .data_dir
         .join("log/00000000000000000001-00000000000000000001.log");
