@@ -7,7 +7,8 @@
 //! change got there first: two instances registering at once both end up in the list.
 //! Reads come from the naming view (`naming::view`) after the same barrier as datum reads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -223,6 +224,9 @@ fn read_modify_write<T: Serialize + DeserializeOwned>(
     deadline: Instant,
     mut f: impl FnMut(Option<T>) -> Result<Step<T>>,
 ) -> Result<Option<Response>> {
+    // One change of a datum at a time on this member: changes sent to one member never
+    // collide with each other, only with those of other members.
+    let _turn = key_locks().take(key, deadline)?;
     let mut attempt = 0u32;
     loop {
         let current = node.get(key, false, deadline)?;
@@ -286,6 +290,51 @@ fn read_modify_write<T: Serialize + DeserializeOwned>(
         let micros = (200u64 << attempt.min(5)) + jitter;
         std::thread::sleep(Duration::from_micros(micros));
     }
+}
+
+/// The datums a read-modify-write is under way for on this member.
+#[derive(Default)]
+struct KeyLocks {
+    held: Mutex<HashSet<String>>,
+    freed: Condvar,
+}
+
+struct KeyTurn {
+    locks: &'static KeyLocks,
+    key: String,
+}
+
+impl Drop for KeyTurn {
+    fn drop(&mut self) {
+        self.locks.held.lock().expect("key locks").remove(&self.key);
+        self.locks.freed.notify_all();
+    }
+}
+
+impl KeyLocks {
+    /// Waits for `key`'s turn until `deadline`; nothing was done if it does not come.
+    fn take(&'static self, key: &str, deadline: Instant) -> Result<KeyTurn> {
+        let mut held = self.held.lock().expect("key locks");
+        while held.contains(key) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Busy(format!(
+                    "too many changes of {key} queued on this member; nothing was done, retry"
+                )));
+            }
+            held = self.freed.wait_timeout(held, left).expect("key locks").0;
+        }
+        held.insert(key.to_string());
+        Ok(KeyTurn {
+            locks: self,
+            key: key.to_string(),
+        })
+    }
+}
+
+fn key_locks() -> &'static KeyLocks {
+    static LOCKS: OnceLock<KeyLocks> = OnceLock::new();
+    LOCKS.get_or_init(KeyLocks::default)
 }
 
 /// Runs the steps of one change in order; the first refusal is the answer.
