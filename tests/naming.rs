@@ -599,3 +599,67 @@ fn nacosctl_lists_services_and_instances() {
         describe(&out)
     );
 }
+
+/// The instances of `service` that `healthyOnly` lists, by port.
+fn healthy_ports(addr: &str, service: &str) -> Vec<u64> {
+    ports_of(&json_ok(nacos(
+        "GET",
+        addr,
+        "instance/list",
+        &[("serviceName", service), ("healthyOnly", "true")],
+    )))
+}
+
+#[test]
+fn tcp_health_checks_follow_the_instances_ports() {
+    let node = TestNode::standalone(&[
+        "--health-check",
+        "tcp",
+        "--health-check-interval-ms",
+        "100",
+        "--health-check-timeout-ms",
+        "200",
+    ]);
+    // Only loopback addresses: one that listens (no accept needed: the kernel completes the
+    // connect), one where nothing does.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let live = listener.local_addr().unwrap().port();
+    let dead: u16 = dead_addr().rsplit(':').next().unwrap().parse().unwrap();
+    ok(register(&node.addr, "checked", live));
+    ok(register(&node.addr, "checked", dead));
+    let want = |ports: Vec<u64>| {
+        poll_until(T, || {
+            (healthy_ports(&node.addr, "checked") == ports).then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "healthy: {:?}, want {ports:?}\n{}",
+                healthy_ports(&node.addr, "checked"),
+                node.log_excerpt()
+            )
+        })
+    };
+    want(vec![u64::from(live)]);
+    assert!(node.log().contains(&format!(
+        "127.0.0.1:{dead} of DEFAULT_GROUP@@checked is unhealthy"
+    )));
+    // Set by hand while the checks run: refused, as in Nacos.
+    let (code, body) = nacos(
+        "PUT",
+        &node.addr,
+        "health",
+        &[
+            ("serviceName", "checked"),
+            ("ip", "127.0.0.1"),
+            ("port", &dead.to_string()),
+            ("healthy", "true"),
+        ],
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("health check is still working"), "{body}");
+    // The live one stops listening, then listens again.
+    drop(listener);
+    want(vec![]);
+    let _again = std::net::TcpListener::bind(("127.0.0.1", live)).unwrap();
+    want(vec![u64::from(live)]);
+}

@@ -93,6 +93,15 @@ struct Args {
     /// (default: --tls-client-ca, else the public web roots)
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_ca: Option<PathBuf>,
+    /// Health checks of persistent instances: `tcp` connects to each from the leader every
+    /// --health-check-interval-ms (Nacos's TCP check); `off` (the default) never probes.
+    #[arg(long, value_enum, default_value = "off")]
+    health_check: HealthCheckArg,
+    #[arg(long, default_value_t = 5000)]
+    health_check_interval_ms: u64,
+    /// How long a probe's connect may take before it counts as failed.
+    #[arg(long, default_value_t = 2000)]
+    health_check_timeout_ms: u64,
     /// How long a login's token is valid (access control, `nacosctl auth enable`).
     #[arg(long, default_value_t = nacos_raft::auth::DEFAULT_TOKEN_TTL_S)]
     auth_token_ttl_s: u64,
@@ -158,6 +167,13 @@ fn config(args: &Args) -> anyhow::Result<NodeConfig> {
         log_retain_entries: args.log_retain_entries,
         max_watchers: args.max_watchers.max(1),
         auth_token_ttl_s: args.auth_token_ttl_s.max(1),
+        health_check: match args.health_check {
+            HealthCheckArg::Off => None,
+            HealthCheckArg::Tcp => Some(nacos_raft::naming::health::HealthCheck {
+                interval: Duration::from_millis(args.health_check_interval_ms.max(10)),
+                timeout: Duration::from_millis(args.health_check_timeout_ms.max(1)),
+            }),
+        },
         tls: match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => Some(nacos_raft::tls::NodeTls::load(
                 cert,
@@ -213,6 +229,12 @@ fn cluster_secret(args: &Args) -> anyhow::Result<String> {
         );
     }
     Ok(secret)
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum HealthCheckArg {
+    Off,
+    Tcp,
 }
 
 /// Raises the soft open-file limit to the hard one (what Go's runtime does for etcd), and

@@ -120,6 +120,19 @@ impl Params {
             }
             None => (self.or("groupName", DEFAULT_GROUP), name),
         };
+        // The separators of Nacos's keys cannot be inside a part, or the key would read
+        // back as another service.
+        for (what, part) in [
+            ("namespaceId", namespace),
+            ("groupName", group),
+            ("serviceName", name),
+        ] {
+            if part.contains("##") || part.contains("@@") {
+                return Err(Error::BadRequest(format!(
+                    "{what} {part:?} may not contain ## or @@ (Nacos's key separators)"
+                )));
+            }
+        }
         let id = ServiceId::new(namespace, group, name);
         // The keys must be valid datum keys: a name they cannot hold is refused here.
         crate::validate_key(&id.iplist_key())?;
@@ -483,6 +496,11 @@ fn update_instance(node: &Node, req: &Request, deadline: Instant) -> Result<Resp
 
 fn set_health(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
     let p = Params::of(req)?;
+    if node.config().health_check.is_some() {
+        return Err(Error::BadRequest(
+            "health check is still working: this cluster checks instances itself (--health-check tcp), so their health cannot be set by hand".into(),
+        ));
+    }
     let healthy = match p.boolean(&["healthy"], false) {
         Ok(h) if p.get("healthy").is_some() => h,
         Ok(_) => return Err(Error::BadRequest("Param 'healthy' is required.".into())),
@@ -877,6 +895,14 @@ mod tests {
         // Ephemeral is Nacos's default, and refused.
         let e = params(&[("serviceName", "s")]).persistent().unwrap_err();
         assert!(e.to_string().contains("ephemeral=false"), "{e}");
+        for bad in [
+            [("serviceName", "a##b"), ("namespaceId", "public")],
+            [("serviceName", "g@@a@@b"), ("namespaceId", "public")],
+            [("serviceName", "s"), ("namespaceId", "x##y")],
+            [("serviceName", "@@s"), ("namespaceId", "public")],
+        ] {
+            assert!(params(&bad).service().is_err(), "{bad:?}");
+        }
         for bad in [("port", "70000"), ("weight", "10001"), ("healthy", "yes")] {
             let mut all = vec![("serviceName", "s"), ("ip", "127.0.0.1"), ("port", "1")];
             all.retain(|(k, _)| *k != bad.0);

@@ -3,9 +3,11 @@
 //! consistency service's notifier, as Nacos's `Service` listens on its instance-list key.
 //!
 //! Owns the keys (Nacos `KeyBuilder`), the value shapes (`Service`, `Instances`) and the
-//! view. Must not write: a change is a read-modify-write of one datum made safe by
-//! compare-and-set on its timestamp, which the HTTP layer drives (`http::naming`).
+//! view. Must not write for clients: a change is a read-modify-write of one datum made safe
+//! by compare-and-set on its timestamp, which the HTTP layer drives (`http::naming`); the
+//! health checker (`health`) writes the same way, for itself.
 
+pub mod health;
 pub mod model;
 pub mod view;
 

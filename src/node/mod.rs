@@ -139,6 +139,9 @@ pub struct NodeConfig {
     pub auth_token_ttl_s: u64,
     /// HTTPS on the port, and TLS to the peers (every member runs TLS or none does).
     pub tls: Option<crate::tls::NodeTls>,
+    /// TCP health checks of persistent instances, from the leader (`--health-check tcp`);
+    /// off by default, so a node never connects to addresses nobody asked it to probe.
+    pub health_check: Option<crate::naming::health::HealthCheck>,
 }
 
 impl NodeConfig {
@@ -157,6 +160,7 @@ impl NodeConfig {
             max_watchers: notifier::DEFAULT_MAX_LISTENERS,
             auth_token_ttl_s: crate::auth::DEFAULT_TOKEN_TTL_S,
             tls: None,
+            health_check: None,
         }
     }
 
@@ -415,7 +419,12 @@ impl Node {
         // In the order they stop: the driver on `Shutdown`, then the writer and the applier
         // once the channels feeding them close.
         *shared.workers.lock().expect("workers lock") = vec![driver, writer, applier];
-        Ok(Node { shared })
+        let node = Node { shared };
+        if let Some(hc) = cfg.health_check {
+            let n = node.clone();
+            spawn_critical("health-check", move || crate::naming::health::run(&n, hc));
+        }
+        Ok(node)
     }
 
     pub fn config(&self) -> &NodeConfig {
