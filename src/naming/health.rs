@@ -67,6 +67,9 @@ pub fn run(node: &Node, cfg: HealthCheck) {
         streaks.retain(|t, _| targets.iter().any(|(x, _, _)| x == t));
         let results = probe_all(&targets, cfg.timeout);
         for ((target, healthy, _), reachable) in targets.into_iter().zip(results) {
+            let Some(reachable) = reachable else {
+                continue;
+            };
             let streak = streaks.entry(target.clone()).or_insert(0);
             if reachable == healthy {
                 *streak = 0;
@@ -98,18 +101,23 @@ pub fn run(node: &Node, cfg: HealthCheck) {
     }
 }
 
-/// Connects to each target, [`PARALLEL`] at a time; whether each accepted in time.
-fn probe_all(targets: &[(Target, bool, SocketAddr)], timeout: Duration) -> Vec<bool> {
+/// Connects to each target, [`PARALLEL`] at a time; whether each accepted in time, or
+/// `None` where no thread could be started for the probe (that round tells nothing of it:
+/// a member short of threads must not call its instances dead, nor stop over it).
+fn probe_all(targets: &[(Target, bool, SocketAddr)], timeout: Duration) -> Vec<Option<bool>> {
     let mut results = Vec::with_capacity(targets.len());
     for chunk in targets.chunks(PARALLEL) {
         std::thread::scope(|s| {
             let handles: Vec<_> = chunk
                 .iter()
                 .map(|(_, _, addr)| {
-                    s.spawn(move || TcpStream::connect_timeout(addr, timeout).is_ok())
+                    std::thread::Builder::new()
+                        .name("health-probe".into())
+                        .spawn_scoped(s, move || TcpStream::connect_timeout(addr, timeout).is_ok())
+                        .ok()
                 })
                 .collect();
-            results.extend(handles.into_iter().map(|h| h.join().unwrap_or(false)));
+            results.extend(handles.into_iter().map(|h| h.and_then(|h| h.join().ok())));
         });
     }
     results
