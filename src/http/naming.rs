@@ -158,6 +158,16 @@ impl Params {
         Ok((ip, port))
     }
 
+    /// What names an instance within its service: `ip`, `port` and `clusterName`.
+    fn address(&self) -> Result<(String, u16, String)> {
+        let (ip, port) = self.ip_port()?;
+        Ok((
+            ip,
+            port,
+            self.or("clusterName", DEFAULT_CLUSTER).to_string(),
+        ))
+    }
+
     fn metadata(&self) -> Result<BTreeMap<String, String>> {
         match self.get("metadata") {
             None => Ok(BTreeMap::new()),
@@ -421,8 +431,7 @@ fn deregister(node: &Node, req: &Request, deadline: Instant) -> Result<Response>
     let p = Params::of(req)?;
     p.persistent()?;
     let id = p.service()?;
-    let (ip, port) = p.ip_port()?;
-    let cluster = p.or("clusterName", DEFAULT_CLUSTER).to_string();
+    let (ip, port, cluster) = p.address()?;
     // As in Nacos, removing an instance that is not there is no error.
     answer([read_modify_write(
         node,
@@ -455,8 +464,7 @@ fn change_instance(
     mut f: impl FnMut(&mut Instance),
 ) -> Result<Response> {
     let id = p.service()?;
-    let (ip, port) = p.ip_port()?;
-    let cluster = p.or("clusterName", DEFAULT_CLUSTER).to_string();
+    let (ip, port, cluster) = p.address()?;
     answer([read_modify_write(
         node,
         req,
