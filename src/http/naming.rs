@@ -509,11 +509,8 @@ fn set_health(node: &Node, req: &Request, deadline: Instant) -> Result<Response>
             "health check is still working: this cluster checks instances itself (--health-check tcp), so their health cannot be set by hand".into(),
         ));
     }
-    let healthy = match p.boolean(&["healthy"], false) {
-        Ok(h) if p.get("healthy").is_some() => h,
-        Ok(_) => return Err(Error::BadRequest("Param 'healthy' is required.".into())),
-        Err(e) => return Err(e),
-    };
+    p.required("healthy")?;
+    let healthy = p.boolean(&["healthy"], false)?;
     change_instance(node, req, &p, deadline, |i| i.healthy = healthy)
 }
 

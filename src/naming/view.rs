@@ -41,8 +41,6 @@ impl ServiceEntry {
 struct Inner {
     sub: Option<Subscription>,
     services: BTreeMap<ServiceId, ServiceEntry>,
-    /// Naming datums whose value is not a Nacos `Service` or `Instances`: skipped, counted.
-    undecodable: usize,
 }
 
 /// The listener and its map.
@@ -72,11 +70,6 @@ impl NamingView {
     pub fn drain(&self, datums: &DatumSet) {
         let mut inner = self.inner.lock().expect("naming view lock");
         sync(&mut inner, datums);
-    }
-
-    /// Naming datums skipped because their value does not parse.
-    pub fn undecodable(&self) -> usize {
-        self.inner.lock().expect("naming view lock").undecodable
     }
 }
 
@@ -108,7 +101,6 @@ fn sync(inner: &mut Inner, datums: &DatumSet) {
 /// event too, and is applied only if newer.
 fn load(inner: &mut Inner, datums: &DatumSet) {
     inner.services.clear();
-    inner.undecodable = 0;
     inner.sub = match datums.notifier().subscribe(NAMING_PREFIX, true, None) {
         Ok(sub) => Some(sub),
         Err(refused) => {
@@ -140,17 +132,12 @@ fn apply(inner: &mut Inner, key: &str, value: Option<serde_json::Value>, index: 
     match (kind, value) {
         (KeyKind::Meta, Some(v)) => match serde_json::from_value::<Service>(v) {
             Ok(s) => entry.meta = Some((s, index)),
-            Err(_) => {
-                entry.meta = None;
-                inner.undecodable += 1;
-            }
+            // Not a Nacos `Service`: skipped (writes through the API refuse to touch it).
+            Err(_) => entry.meta = None,
         },
         (KeyKind::Instances, Some(v)) => match serde_json::from_value::<Instances>(v) {
             Ok(l) => entry.instances = Some((l, index)),
-            Err(_) => {
-                entry.instances = None;
-                inner.undecodable += 1;
-            }
+            Err(_) => entry.instances = None,
         },
         (KeyKind::Meta, None) => entry.meta = None,
         (KeyKind::Instances, None) => entry.instances = None,
