@@ -156,6 +156,17 @@ struct Req<'a> {
     key: Option<&'a str>,
 }
 
+impl Req<'_> {
+    /// Sent again after a lost connection or a `504`, on any member, until the deadline:
+    /// writes with a request id (applied once), and imports (applying one twice changes
+    /// nothing: a datum is set only over an older timestamp).
+    fn resent(&self) -> bool {
+        self.request_id.is_some() || self.path == IMPORT_PATH
+    }
+}
+
+const IMPORT_PATH: &str = "/v1/import";
+
 /// What one attempt at one endpoint ended with.
 enum Attempt<T> {
     Done(T),
@@ -308,6 +319,29 @@ impl Client {
                 |_: &PutResult| true,
             )
         })
+    }
+
+    /// Imports datums with their own Nacos timestamps (`POST /v1/import`, on the leader):
+    /// each is set unless its key holds the same or a newer timestamp. Safe to send again,
+    /// so it goes round the members until the leader answers or the time is up.
+    pub fn import(
+        &self,
+        datums: Vec<crate::raft::ImportedDatum>,
+    ) -> Result<crate::wire::api::ImportResult, ClientError> {
+        let body = serde_json::to_value(crate::wire::api::ImportRequest { datums })
+            .expect("an import serialises");
+        self.call(
+            &Req {
+                method: "POST",
+                path: IMPORT_PATH,
+                query: vec![],
+                body: Some(body),
+                idempotent: true,
+                request_id: None,
+                key: None,
+            },
+            |_: &crate::wire::api::ImportResult| true,
+        )
     }
 
     /// Runs one write under a request id of its own: the next seq of a session no other
@@ -492,6 +526,59 @@ impl Client {
         Ok(a.listeners)
     }
 
+    /// Streams a backup (`GET /v1/snapshot`) from `endpoint` into `out`; returns the bytes
+    /// copied. The file is checked by the caller (`store::backup::read`). Unless `stale`,
+    /// the member first makes sure it holds every write acknowledged before the call.
+    /// Every read of the stream is bounded by the client's timeout, not the whole stream.
+    pub fn snapshot_to(
+        &self,
+        endpoint: &str,
+        stale: bool,
+        out: &mut dyn io::Write,
+    ) -> Result<u64, ClientError> {
+        let builder = match &self.tls {
+            Some(t) => ureq::AgentBuilder::new().tls_config(t.clone()),
+            None => ureq::AgentBuilder::new(),
+        };
+        let agent = builder
+            .timeout_connect(
+                self.timeout
+                    .min(self.connect_cap.max(Duration::from_secs(1))),
+            )
+            .timeout_read(self.timeout)
+            .build();
+        let mut request = agent.get(&format!("{}/v1/snapshot", self.base(endpoint)));
+        if stale {
+            request = request.query("stale", "true");
+        }
+        if let Some(t) = self.bearer() {
+            request = request.set("Authorization", &t);
+        }
+        let name = display_name(endpoint);
+        let resp = match request.call() {
+            Ok(resp) => resp,
+            Err(ureq::Error::Status(status, resp)) => {
+                let text = resp.into_string().unwrap_or_default();
+                return Err(match classify_status::<()>(name, status, &text, None) {
+                    Attempt::Fail(e) | Attempt::Next(e) => e,
+                    Attempt::Done(()) => unreachable!("an error status is never a success"),
+                });
+            }
+            Err(ureq::Error::Transport(t)) => {
+                return Err(
+                    match classify_transport::<()>(name, &t, self.timeout, true) {
+                        Attempt::Fail(e) | Attempt::Next(e) => e,
+                        Attempt::Done(()) => unreachable!("a transport error is never a success"),
+                    },
+                );
+            }
+        };
+        io::copy(&mut resp.into_reader(), out).map_err(|e| ClientError::BadResponse {
+            endpoint: display_name(endpoint),
+            message: format!("the backup stream broke after it started: {e}"),
+        })
+    }
+
     /// Opens `GET /v1/watch` on the first endpoint that accepts it (endpoints are tried in
     /// turn, as for reads, within the client's timeout). Events with `index >= from_index`
     /// come first when it is given, then live ones.
@@ -627,11 +714,7 @@ impl Client {
         let first = self.pinned.load(Ordering::Relaxed) % n;
         // A write with a request id goes round the members until one answers or the time
         // is up; anything else makes one pass.
-        let passes = if req.request_id.is_some() {
-            usize::MAX
-        } else {
-            1
-        };
+        let passes = if req.resent() { usize::MAX } else { 1 };
         'passes: for pass in 0..passes {
             if pass > 0 {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -685,7 +768,7 @@ impl Client {
         // have been applied", whatever the later attempts said: a later 503 only says that
         // member did not take it.
         let failures: Vec<ClientError> = failures.into_iter().flatten().collect();
-        let mut err = match (req.request_id.is_some(), first_unknown) {
+        let mut err = match (req.resent(), first_unknown) {
             (
                 true,
                 Some(ClientError::Unavailable {
@@ -705,7 +788,7 @@ impl Client {
             },
             _ => combine(failures, self.timeout),
         };
-        if req.request_id.is_some() && leaves_write_unknown(&err) {
+        if req.resent() && leaves_write_unknown(&err) {
             // Every member was asked again until the deadline: only now is the outcome
             // unknown, and only because some attempt may have reached a leader.
             if let ClientError::Unavailable { message, .. } = &mut err {
@@ -764,9 +847,7 @@ impl Client {
                 match classify_status(name, status, &text, req.key) {
                     // Not confirmed in time, and the same id may be asked again: its
                     // answer (or its first application) is then what comes back.
-                    Attempt::Fail(e @ ClientError::Unavailable { .. })
-                        if req.request_id.is_some() =>
-                    {
+                    Attempt::Fail(e @ ClientError::Unavailable { .. }) if req.resent() => {
                         Attempt::Next(e)
                     }
                     other => other,

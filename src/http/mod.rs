@@ -6,6 +6,7 @@
 //! library error gets its code, and every code its status, only in `error`.
 
 mod auth;
+mod backup;
 pub mod error;
 mod forward;
 mod naming;
@@ -146,6 +147,7 @@ pub fn route(node: &Node, req: &Request) -> Response {
             )),
         },
         ("POST", "/v1/datum") | ("DELETE", "/v1/datum") => write(node, req, deadline),
+        ("POST", "/v1/import") => backup::import(node, req, deadline),
         ("GET", "/v1/datum") => get(node, req, deadline),
         ("GET", "/v1/datums") => list(node, req, deadline),
         ("GET", "/v1/status") => Ok(status(node)),
@@ -739,7 +741,12 @@ const DRAIN_GRACE: Duration = Duration::from_millis(300);
 fn is_client_request(path: &str) -> bool {
     matches!(
         path,
-        "/v1/datum" | "/v1/datums" | "/v1/watch" | "/v1/transfer-leader"
+        "/v1/datum"
+            | "/v1/datums"
+            | "/v1/watch"
+            | "/v1/transfer-leader"
+            | "/v1/import"
+            | "/v1/snapshot"
     )
 }
 
@@ -871,6 +878,15 @@ impl NodeHandler {
             query,
             body,
         };
+        if req.method == "GET" && req.path == "/v1/snapshot" {
+            return match backup::start_snapshot(&self.node, &req) {
+                Ok(()) => {
+                    let node = self.node.clone();
+                    server::Reply::Stream(Box::new(move |out| backup::stream_snapshot(&node, out)))
+                }
+                Err(e) => server::Reply::Full(Response::error(&e)),
+            };
+        }
         if req.method == "GET" && req.path == "/v1/watch" {
             return match watch::start(&self.node, &req) {
                 Ok(w) => {

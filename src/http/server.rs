@@ -927,7 +927,7 @@ fn reason(status: u16) -> &'static str {
 }
 
 /// Writes one answer in a single write: status line, headers and the JSON body.
-fn write_response(
+pub(super) fn write_response(
     out: &mut impl Write,
     r: &Response,
     keep_alive: bool,

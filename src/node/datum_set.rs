@@ -56,6 +56,11 @@ pub enum Applied {
     },
     /// An access-control change: applied, or why it did not fit the table (nothing changed).
     Auth(std::result::Result<(), String>),
+    /// An import applied: the positions of its datums that were skipped, because the key
+    /// held the same or a newer timestamp already; every other one was set.
+    Imported {
+        skipped: Vec<u32>,
+    },
     /// A write its user may no longer make when it applied (a revocation, or access control
     /// turned on, earlier in the log); nothing changed.
     Denied(String),
@@ -71,6 +76,7 @@ impl Applied {
                 Some(Outcome::PreconditionFailed { current })
             }
             Applied::Noop
+            | Applied::Imported { .. }
             | Applied::Duplicate { .. }
             | Applied::Stale { .. }
             | Applied::Auth(_)
@@ -86,6 +92,107 @@ impl Applied {
 pub struct SessionState {
     pub table: Sessions,
     pub index: u64,
+    /// The term of the entry at `index` (0 until one is known).
+    pub term: u64,
+}
+
+/// An online backup's view (`DatumSet::freeze`): the state at one applied index, kept
+/// while writes go on. Each key a later entry changes first leaves its state at `index`
+/// here (`None`: absent then), so the reader sees the map as it was, copy-on-write: memory
+/// grows with the keys changed during the backup, at most one old version per key.
+struct Frozen {
+    id: u64,
+    before: BTreeMap<String, Option<Datum>>,
+    /// A snapshot install replaced the map: the view is gone.
+    broken: bool,
+}
+
+/// Why a backup view could not be had.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FreezeRefused {
+    /// Another backup is being taken from this member.
+    Busy,
+    /// The map is still converging after a restart or a snapshot install, so it is not the
+    /// state at any one index yet.
+    Converging,
+}
+
+/// A backup in progress: pages of the datum set exactly as it was at `index`. Dropping it
+/// ends the backup (and frees what it kept).
+pub struct FrozenView<'a> {
+    set: &'a DatumSet,
+    id: u64,
+    pub index: u64,
+    pub term: u64,
+    /// The access-control records at `index`, one JSON text each.
+    pub auth: Vec<String>,
+}
+
+impl FrozenView<'_> {
+    /// Up to `limit` datums after `after` in key order, as they were at `index`; `None` if a
+    /// snapshot install replaced the map meanwhile (take the backup again).
+    pub fn page(&self, after: Option<&str>, limit: usize) -> Option<Vec<Datum>> {
+        use std::ops::Bound;
+        let datums = self.set.datums.read().expect("datums lock");
+        let frozen = self.set.frozen.lock().expect("frozen lock");
+        let f = frozen.as_ref().filter(|f| f.id == self.id && !f.broken)?;
+        let lower = || match after {
+            Some(k) => Bound::Excluded(k.to_string()),
+            None => Bound::Unbounded,
+        };
+        // Merge the live keys with the kept ones: a kept entry is the key's state then.
+        let mut live = datums.range((lower(), Bound::Unbounded)).peekable();
+        let mut kept = f.before.range((lower(), Bound::Unbounded)).peekable();
+        let mut out = Vec::with_capacity(limit.min(1024));
+        while out.len() < limit {
+            let take_kept = match (live.peek(), kept.peek()) {
+                (None, None) => break,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((lk, _)), Some((kk, _))) => kk <= lk,
+            };
+            if take_kept {
+                let (kk, then) = kept.next().expect("peeked");
+                if live.peek().is_some_and(|(lk, _)| *lk == kk) {
+                    live.next();
+                }
+                if let Some(d) = then {
+                    out.push(d.clone());
+                }
+            } else {
+                let (_, d) = live.next().expect("peeked");
+                out.push(d.clone());
+            }
+        }
+        Some(out)
+    }
+}
+
+impl Drop for FrozenView<'_> {
+    fn drop(&mut self) {
+        let mut frozen = self.set.frozen.lock().expect("frozen lock");
+        if frozen.as_ref().is_some_and(|f| f.id == self.id) {
+            *frozen = None;
+        }
+    }
+}
+
+/// What one applied batch changes, borrowed from `apply` for each datum it sets.
+struct Change<'a> {
+    frozen: &'a mut Option<Frozen>,
+    datums: &'a mut BTreeMap<String, Datum>,
+    digests: &'a mut Digests,
+    dirty: &'a mut HashMap<String, Option<Datum>>,
+    events: &'a mut Vec<Event>,
+}
+
+/// Before a key changes under a backup's view: keeps its state at the view's index, once.
+fn keep_frozen(frozen: &mut Option<Frozen>, key: &str, old: Option<&Datum>) {
+    if let Some(f) = frozen.as_mut() {
+        if !f.before.contains_key(key) {
+            f.before.insert(key.to_string(), old.cloned());
+        }
+    }
 }
 
 /// Recent (index, digest) pairs kept for `nacosctl check`.
@@ -144,6 +251,9 @@ pub struct DatumSet {
     /// taken with the map held still has it exact at the sessions' index). Read by every
     /// client request, written only by auth changes.
     auth: RwLock<AuthTable>,
+    /// The backup being taken from this member, if any.
+    frozen: Mutex<Option<Frozen>>,
+    next_frozen: AtomicU64,
 }
 
 /// One line of the state kept beside the datums (client sessions and access control), as
@@ -392,6 +502,8 @@ impl DatumSet {
             live_bytes: AtomicU64::new(live),
             sessions: Mutex::new(SessionState::default()),
             auth: RwLock::new(AuthTable::default()),
+            frozen: Mutex::new(None),
+            next_frozen: AtomicU64::new(1),
         }
     }
 
@@ -481,6 +593,29 @@ impl DatumSet {
         }
     }
 
+    /// Sets `d` (applied at its index) with everything that follows from it: the digest,
+    /// the byte counts, the CHANGE event for listeners and the file write.
+    fn put(&self, c: &mut Change<'_>, d: Datum) {
+        c.events.push(Event {
+            event: EventKind::Change,
+            key: d.key.clone(),
+            value: Some(d.value.clone()),
+            timestamp: d.timestamp,
+            index: d.index,
+        });
+        c.digests.current ^= datum_hash(&d);
+        let bytes = datum_bytes(&d);
+        self.applied_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.live_bytes.fetch_add(bytes, Ordering::Relaxed);
+        keep_frozen(c.frozen, &d.key, c.datums.get(&d.key));
+        if let Some(old) = c.datums.insert(d.key.clone(), d.clone()) {
+            c.digests.current ^= datum_hash(&old);
+            self.live_bytes
+                .fetch_sub(datum_bytes(&old), Ordering::Relaxed);
+        }
+        c.dirty.insert(d.key.clone(), Some(d));
+    }
+
     /// Applies committed entries in order and returns each one's result. The datum files
     /// follow in the next `flush` round.
     pub fn apply(&self, entries: &[Entry]) -> Result<Vec<(u64, u64, Applied)>> {
@@ -496,15 +631,17 @@ impl DatumSet {
             let mut datums = self.datums.write().expect("datums lock");
             let mut digests = self.digests.lock().expect("digest lock");
             let mut sessions = self.sessions.lock().expect("sessions lock");
+            let mut frozen = self.frozen.lock().expect("frozen lock");
             for e in entries {
                 sessions.index = e.index;
+                sessions.term = e.term;
                 // A request applied before is answered as then and changes nothing; an old
                 // one (its client has moved on) is not applied at all.
                 let request = match &e.command {
                     Command::Publish { request, .. } | Command::Delete { request, .. } => {
                         request.as_ref()
                     }
-                    Command::Noop | Command::Auth { .. } => None,
+                    Command::Noop | Command::Auth { .. } | Command::Import { .. } => None,
                 };
                 if let Some(req) = request {
                     let answered = match sessions.table.decide(req) {
@@ -562,6 +699,21 @@ impl DatumSet {
                                 .map(|r| r.to_string()),
                         }
                     }
+                    Command::Import { datums, user } => {
+                        let auth = self.auth.read().expect("auth lock");
+                        match user {
+                            _ if !auth.enabled() => None,
+                            None => Some(
+                                "access control was turned on before this import was applied; log in and send it again"
+                                    .to_string(),
+                            ),
+                            Some(u) => datums.iter().find_map(|d| {
+                                auth.check(u, crate::auth::Access::Write, &d.key)
+                                    .err()
+                                    .map(|r| r.to_string())
+                            }),
+                        }
+                    }
                     _ => None,
                 };
                 let applied = match &e.command {
@@ -589,25 +741,46 @@ impl DatumSet {
                                 timestamp,
                                 index: e.index,
                             };
-                            events.push(Event {
-                                event: EventKind::Change,
-                                key: key.clone(),
-                                value: Some(value.clone()),
-                                timestamp,
-                                index: e.index,
-                            });
-                            digests.current ^= datum_hash(&d);
-                            let bytes = datum_bytes(&d);
-                            self.applied_bytes.fetch_add(bytes, Ordering::Relaxed);
-                            self.live_bytes.fetch_add(bytes, Ordering::Relaxed);
-                            if let Some(old) = datums.insert(key.clone(), d.clone()) {
-                                digests.current ^= datum_hash(&old);
-                                self.live_bytes
-                                    .fetch_sub(datum_bytes(&old), Ordering::Relaxed);
-                            }
-                            dirty.insert(key.clone(), Some(d));
+                            let mut change = Change {
+                                datums: &mut datums,
+                                digests: &mut digests,
+                                dirty: &mut dirty,
+                                events: &mut events,
+                                frozen: &mut frozen,
+                            };
+                            self.put(&mut change, d);
                             Applied::Published { timestamp }
                         }
+                    }
+                    Command::Import { datums: batch, .. } => {
+                        let mut skipped = Vec::new();
+                        for (i, imported) in batch.iter().enumerate() {
+                            let prev = datums.get(&imported.key);
+                            // Same or newer already there (a re-run, or a later write), or
+                            // a replay over a file that holds this entry: left alone.
+                            let keep = prev.is_some_and(|d| {
+                                d.timestamp >= imported.timestamp || d.index >= e.index
+                            });
+                            if keep {
+                                skipped.push(i as u32);
+                                continue;
+                            }
+                            let d = Datum {
+                                key: imported.key.clone(),
+                                value: imported.value.clone(),
+                                timestamp: imported.timestamp,
+                                index: e.index,
+                            };
+                            let mut change = Change {
+                                datums: &mut datums,
+                                digests: &mut digests,
+                                dirty: &mut dirty,
+                                events: &mut events,
+                                frozen: &mut frozen,
+                            };
+                            self.put(&mut change, d);
+                        }
+                        Applied::Imported { skipped }
                     }
                     Command::Delete { key, .. } => match datums.get(key) {
                         Some(d) if d.index >= e.index => Applied::Deleted { existed: false },
@@ -619,6 +792,7 @@ impl DatumSet {
                                 timestamp: d.timestamp,
                                 index: e.index,
                             });
+                            keep_frozen(&mut frozen, key, datums.get(key));
                             if let Some(old) = datums.remove(key) {
                                 digests.current ^= datum_hash(&old);
                                 self.live_bytes
@@ -834,7 +1008,11 @@ impl DatumSet {
             *self.sessions.lock().expect("sessions lock") = SessionState {
                 table: sessions,
                 index,
+                term: 0,
             };
+            if let Some(f) = self.frozen.lock().expect("frozen lock").as_mut() {
+                f.broken = true;
+            }
             *self.auth.write().expect("auth lock") = auth;
         }
         self.dirty.lock().expect("dirty lock").clear();
@@ -870,6 +1048,63 @@ impl DatumSet {
     /// The side state (client sessions and access control) as JSON lines, and the index
     /// they are exact at, taken with the map held still (a checkpoint's or a snapshot's
     /// base).
+    /// Starts a backup: a view of the datum set exactly as it is now, at the applied index,
+    /// that stays so while writes go on (one backup at a time per member).
+    pub fn freeze(&self) -> std::result::Result<FrozenView<'_>, FreezeRefused> {
+        let _map = self.datums.read().expect("datums lock");
+        let sessions = self.sessions.lock().expect("sessions lock");
+        let mut frozen = self.frozen.lock().expect("frozen lock");
+        if frozen.is_some() {
+            return Err(FreezeRefused::Busy);
+        }
+        {
+            let d = self.digests.lock().expect("digest lock");
+            // Digests are recorded from the first index at which the map is exact.
+            if sessions.index < d.floor || (sessions.index > 0 && sessions.term == 0) {
+                return Err(FreezeRefused::Converging);
+            }
+        }
+        let id = self.next_frozen.fetch_add(1, Ordering::Relaxed);
+        *frozen = Some(Frozen {
+            id,
+            before: BTreeMap::new(),
+            broken: false,
+        });
+        let auth = self
+            .auth
+            .read()
+            .expect("auth lock")
+            .records()
+            .iter()
+            .map(|r| serde_json::to_string(r).expect("auth records serialise"))
+            .collect();
+        Ok(FrozenView {
+            set: self,
+            id,
+            index: sessions.index,
+            term: sessions.term,
+            auth,
+        })
+    }
+
+    /// At start-up, after `start_at`: the term of the entry at the start index (the
+    /// checkpoint's or the installed snapshot's), until an applied entry says it.
+    pub fn note_start_term(&self, term: u64) {
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        if sessions.term == 0 {
+            sessions.term = term;
+        }
+    }
+
+    /// The datums kept for a backup's view (for tests and metrics).
+    pub fn frozen_kept(&self) -> usize {
+        self.frozen
+            .lock()
+            .expect("frozen lock")
+            .as_ref()
+            .map_or(0, |f| f.before.len())
+    }
+
     pub fn capture_sessions(&self) -> (u64, Vec<String>) {
         let _map = self.datums.read().expect("datums lock");
         let s = self.sessions.lock().expect("sessions lock");

@@ -757,3 +757,139 @@ fn writes_are_judged_by_access_control_in_log_order() {
     assert_eq!(verdicts[12], &Applied::Published { timestamp: 1 }, "root");
     assert_eq!(sm.get("a/k").map(|d| d.value), Some(json!(9)));
 }
+
+fn import(datums: &[(&str, i64, u64)]) -> Command {
+    Command::Import {
+        datums: datums
+            .iter()
+            .map(|&(k, v, ts)| crate::raft::ImportedDatum {
+                key: k.into(),
+                value: json!(v),
+                timestamp: ts,
+            })
+            .collect(),
+        user: None,
+    }
+}
+
+#[test]
+fn an_import_keeps_its_timestamps_and_never_goes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let sm = DatumSet::load(dir.path().into()).unwrap();
+    let rx = sm.listen("", true).unwrap().rx;
+    let r = sm
+        .apply(&[
+            e(1, publish("b", 1)),
+            e(2, import(&[("a", 10, 7), ("b", 20, 1), ("c", 30, 3)])),
+            // A re-run: nothing changes.
+            e(3, import(&[("a", 10, 7), ("b", 20, 1), ("c", 30, 3)])),
+            // A newer copy wins; an older one does not.
+            e(4, import(&[("a", 11, 8), ("c", 29, 2)])),
+            // An ordinary write after an import counts on from the imported timestamp.
+            e(5, publish("a", 12)),
+        ])
+        .unwrap();
+    let applied: Vec<Applied> = r.into_iter().map(|x| x.2).collect();
+    assert_eq!(
+        applied,
+        vec![
+            Applied::Published { timestamp: 1 },
+            // b already had timestamp 1: same, so left alone.
+            Applied::Imported { skipped: vec![1] },
+            Applied::Imported {
+                skipped: vec![0, 1, 2]
+            },
+            Applied::Imported { skipped: vec![1] },
+            Applied::Published { timestamp: 9 },
+        ]
+    );
+    assert_eq!(sm.get("a").unwrap().value, json!(12));
+    assert_eq!(sm.get("b").unwrap().value, json!(1));
+    assert_eq!(sm.get("c").unwrap().timestamp, 3);
+    let changes: Vec<(String, u64)> = rx
+        .try_iter()
+        .map(|ev| (ev.key.clone(), ev.timestamp))
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            ("b".into(), 1),
+            ("a".into(), 7),
+            ("c".into(), 3),
+            ("a".into(), 8),
+            ("a".into(), 9)
+        ]
+    );
+    // The files follow, like any write.
+    sm.flush().unwrap();
+    let files = datum_dir::read_datum_dir(dir.path()).unwrap();
+    assert_eq!(files.len(), 3);
+}
+
+#[test]
+fn a_frozen_view_is_the_state_at_its_index_while_writes_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let sm = DatumSet::load(dir.path().into()).unwrap();
+    sm.start_at(0, 0);
+    let entries: Vec<Entry> = (1..=50)
+        .map(|i| e(i, publish(&format!("k{i:03}"), i as i64)))
+        .collect();
+    sm.apply(&entries).unwrap();
+    let expected: Vec<Datum> = sm.list("");
+    let view = sm.freeze().unwrap();
+    assert_eq!((view.index, view.term), (50, 1));
+    assert_eq!(sm.freeze().err(), Some(FreezeRefused::Busy));
+    // Change, delete, re-create and add keys on both sides of the cursor.
+    sm.apply(&[
+        e(51, publish("k001", -1)),
+        e(52, delete("k010")),
+        e(53, publish("k000", 0)),
+        e(54, publish("k999", 0)),
+        e(55, delete("k020")),
+        e(56, publish("k020", 20)),
+    ])
+    .unwrap();
+    let mut got = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = view.page(after.as_deref(), 7).unwrap();
+        // A write while paging, after the cursor.
+        sm.apply(&[e(57 + got.len() as u64, delete("k049"))])
+            .unwrap();
+        got.extend(page.iter().cloned());
+        if page.len() < 7 {
+            break;
+        }
+        after = page.last().map(|d| d.key.clone());
+    }
+    assert_eq!(got, expected);
+    assert!(sm.frozen_kept() >= 5);
+    drop(view);
+    assert_eq!(sm.frozen_kept(), 0);
+    // Ended: another backup may start.
+    let again = sm.freeze().unwrap();
+    assert!(again.index > 50);
+}
+
+#[test]
+fn a_frozen_view_ends_with_a_snapshot_install() {
+    let dir = tempfile::tempdir().unwrap();
+    let sm = DatumSet::load(dir.path().into()).unwrap();
+    sm.start_at(0, 0);
+    sm.apply(&[e(1, publish("a", 1))]).unwrap();
+    let view = sm.freeze().unwrap();
+    let mut w = crate::store::snapshot::SnapshotWriter::begin(dir.path()).unwrap();
+    w.add(&Datum {
+        key: "z".into(),
+        value: json!(1),
+        timestamp: 1,
+        index: 9,
+    })
+    .unwrap();
+    w.commit(LogId::new(9, 2)).unwrap();
+    sm.install_snapshot(9).unwrap();
+    assert_eq!(view.page(None, 10), None);
+    drop(view);
+    // Not exact until the log passes the install: refused meanwhile.
+    assert_eq!(sm.freeze().err(), Some(FreezeRefused::Converging));
+}

@@ -304,6 +304,8 @@ pub fn route_label(method: &str, path: &str) -> &'static str {
         ("GET", "/v1/digest") => "digest",
         ("GET", "/metrics") => "metrics",
         ("POST", "/v1/transfer-leader") => "transfer_leader",
+        ("POST", "/v1/import") => "import",
+        ("GET", "/v1/snapshot") => "snapshot",
         ("POST", "/v1/raft/messages") => "raft_messages",
         ("POST", "/v1/raft/snapshot") => "raft_snapshot",
         ("POST", "/v1/raft/forward") => "raft_forward",

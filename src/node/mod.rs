@@ -333,7 +333,18 @@ impl Node {
         let (datums, base) = DatumSet::open(cfg.data_dir.clone(), recovered.start.index, log_end)?;
         // Entries up to the checkpoint's base (or the log's start) are in the loaded state;
         // the applier skips them when the core hands them over.
-        datums.start_at(recovered.start.index.max(base), log_end);
+        let start = recovered.start.index.max(base);
+        datums.start_at(start, log_end);
+        let start_term = if start == recovered.start.index {
+            Some(recovered.start.term)
+        } else {
+            recovered
+                .entries
+                .iter()
+                .find(|e| e.index == start)
+                .map(|e| e.term)
+        };
+        datums.note_start_term(start_term.unwrap_or(0));
         datums.notifier().set_max_listeners(cfg.max_watchers);
         // Everything durable was read and agrees: from here on a crash is an unclean stop.
         store::datum_dir::clear_clean_stop(&cfg.data_dir)?;
@@ -682,6 +693,24 @@ impl Node {
         }
     }
 
+    /// Imports `datums` with their own timestamps (this node must lead): each is set unless
+    /// its key holds the same or a newer timestamp. Returns the positions skipped and where
+    /// the import was applied.
+    pub fn import(
+        &self,
+        datums: Vec<crate::raft::ImportedDatum>,
+        user: Option<String>,
+        deadline: Instant,
+    ) -> Result<(Vec<u32>, LogId)> {
+        crate::raft::check_import(&datums).map_err(Error::BadRequest)?;
+        let (applied, term, index) = self.propose(Command::Import { datums, user }, deadline)?;
+        match applied {
+            Applied::Imported { skipped } => Ok((skipped, LogId::new(index, term))),
+            Applied::Denied(why) => Err(Error::PermissionDenied(why)),
+            other => unreachable!("an import applied as {other:?}"),
+        }
+    }
+
     /// Waits until this node's datum set reflects every write committed before the call
     /// (ReadIndex, Raft thesis §6.4): the leader confirms it still leads with a heartbeat
     /// round; a follower asks the leader for the index and waits to apply it.
@@ -870,8 +899,8 @@ fn answer(key: &str, applied: Applied, at: LogId) -> Result<(Outcome, LogId)> {
                 "this client's request {latest} was applied already, so this older one was not; a client sends its requests in order, one at a time"
             )))
         }
-        Applied::Noop | Applied::Auth(_) => {
-            unreachable!("a datum write applied as a no-op or an auth change")
+        Applied::Noop | Applied::Auth(_) | Applied::Imported { .. } => {
+            unreachable!("a datum write applied as a no-op, an auth change or an import")
         }
     };
     match outcome {

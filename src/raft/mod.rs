@@ -25,4 +25,7 @@ pub use self::core::{FollowerStatus, ProposeError, RaftCore, Role, Status};
 pub use self::log::LogId;
 pub use self::ready::{InstallPoint, ReadState, Ready};
 pub use self::validate::{Rejected, MAX_POSITION};
-pub use message::{Command, Entry, Envelope, HardState, Message, PeerAddr, RequestId};
+pub use message::{
+    check_import, Command, Entry, Envelope, HardState, ImportedDatum, Message, PeerAddr, RequestId,
+    MAX_IMPORT_DATUMS,
+};

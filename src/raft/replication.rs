@@ -20,6 +20,10 @@ pub(super) fn approx_json_size(e: &Entry) -> usize {
         Command::Delete { key, .. } => key.len(),
         // Names, a prefix and a hash: each bounded by `AuthChange::validate`.
         Command::Auth { .. } => 1024,
+        Command::Import { datums, .. } => datums
+            .iter()
+            .map(|d| 32 + d.key.len() + crate::datum::approx_json_size(&d.value))
+            .sum(),
     }
 }
 

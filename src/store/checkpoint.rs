@@ -209,7 +209,7 @@ fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> Error {
 }
 
 /// Reads the next record: `Ok(None)` at a clean end of file.
-fn next_record(r: &mut impl Read, path: &Path, offset: u64) -> Result<Option<Vec<u8>>> {
+pub(crate) fn next_record(r: &mut impl Read, path: &Path, offset: u64) -> Result<Option<Vec<u8>>> {
     let mut header = [0u8; 8];
     let mut got = 0;
     while got < header.len() {

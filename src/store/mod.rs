@@ -1,8 +1,9 @@
 //! Durable state: the CRC-checked Raft log, `meta.properties` (term and vote), datum files,
-//! the checkpoint file.
+//! the checkpoint file, the backup file.
 //!
 //! Nothing here knows about roles or messages; the node shell decides when to call it.
 
+pub mod backup;
 pub mod checkpoint;
 pub mod datum_dir;
 pub mod log;

@@ -420,3 +420,21 @@ mod tests {
         }
     }
 }
+
+/// Body of `POST /v1/import`: datums moved in with their own Nacos timestamps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportRequest {
+    pub datums: Vec<crate::raft::ImportedDatum>,
+}
+
+/// Answer to `POST /v1/import`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportResult {
+    /// Datums set.
+    pub imported: u64,
+    /// Positions (in the request) of the datums left alone: their key held the same or a
+    /// newer timestamp.
+    pub skipped: Vec<u32>,
+    pub term: u64,
+    pub index: u64,
+}
