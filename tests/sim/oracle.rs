@@ -45,7 +45,7 @@ impl Datums {
     pub fn apply(&mut self, e: &Entry) {
         let key = match &e.command {
             // The simulated clients write datums only.
-            Command::Noop | Command::Auth { .. } => return,
+            Command::Noop | Command::Auth { .. } | Command::Import { .. } => return,
             Command::Publish { key, .. } | Command::Delete { key, .. } => key,
         };
         // Nacos timestamp rule: 1 for a new key, previous + 1 otherwise.
@@ -71,7 +71,7 @@ impl Datums {
 
 pub fn key_of(c: &Command) -> Option<&str> {
     match c {
-        Command::Noop | Command::Auth { .. } => None,
+        Command::Noop | Command::Auth { .. } | Command::Import { .. } => None,
         Command::Publish { key, .. } | Command::Delete { key, .. } => Some(key),
     }
 }

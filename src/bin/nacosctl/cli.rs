@@ -193,6 +193,11 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
     },
+    /// Backups: save one from a running cluster, check a file, restore into a new data dir
+    Snapshot {
+        #[command(subcommand)]
+        action: SnapshotCmd,
+    },
     /// Print a shell completion script
     Completion { shell: clap_complete::Shell },
     /// Make a throwaway CA and a member certificate for a local or test TLS cluster (never
@@ -314,6 +319,35 @@ pub enum ServiceCmd {
         name: String,
         #[command(flatten)]
         scope: NamingScope,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCmd {
+    /// Save the whole datum set at one committed index into FILE (written atomically, with
+    /// a checksum), streamed from the leader or the member named by --from
+    Save {
+        file: PathBuf,
+        /// The member to read it from, HOST:PORT (default: the leader)
+        #[arg(long, value_name = "ADDR")]
+        from: Option<String>,
+        /// Save what the member holds without first catching up with the leader (for a
+        /// cluster without one)
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Check FILE from end to end and print its index, term, datum count, size and checksum
+    Status { file: PathBuf },
+    /// Build a new data dir from FILE (offline, no node needed); restore it once per member
+    /// of the new cluster
+    Restore {
+        file: PathBuf,
+        /// The new data dir: it must not exist yet or be empty
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The members of the new cluster, for the start command printed at the end
+        #[arg(long, value_name = "ADDR,...")]
+        peers: Option<String>,
     },
 }
 

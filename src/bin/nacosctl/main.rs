@@ -5,6 +5,7 @@
 //! from the contract (see `exit.rs`). It never waits on the network longer than `--timeout`.
 
 mod auth;
+mod backup;
 mod bench;
 mod check;
 mod cli;
@@ -154,6 +155,7 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Role { action } => auth::role(&client()?, cli.output, &mut out, action)?,
         Command::Service { action } => naming::service(&client()?, cli.output, &mut out, action)?,
         Command::Instance { action } => naming::instance(&client()?, cli.output, &mut out, action)?,
+        Command::Snapshot { action } => backup::snapshot(client, cli.output, &mut out, action)?,
         Command::Completion { shell } => {
             // Into a buffer first: `generate` panics on a write error such as a closed pipe.
             let mut script = Vec::new();
