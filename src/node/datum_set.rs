@@ -1051,18 +1051,19 @@ impl DatumSet {
     /// Starts a backup: a view of the datum set exactly as it is now, at the applied index,
     /// that stays so while writes go on (one backup at a time per member).
     pub fn freeze(&self) -> std::result::Result<FrozenView<'_>, FreezeRefused> {
+        // Under the map's read lock nothing is applied, so the floor, the index and the term
+        // read one after the other describe one state (and the locks are taken in the
+        // order `apply` takes them).
         let _map = self.datums.read().expect("datums lock");
+        // Digests are recorded from the first index at which the map is exact.
+        let floor = self.digests.lock().expect("digest lock").floor;
         let sessions = self.sessions.lock().expect("sessions lock");
         let mut frozen = self.frozen.lock().expect("frozen lock");
         if frozen.is_some() {
             return Err(FreezeRefused::Busy);
         }
-        {
-            let d = self.digests.lock().expect("digest lock");
-            // Digests are recorded from the first index at which the map is exact.
-            if sessions.index < d.floor || (sessions.index > 0 && sessions.term == 0) {
-                return Err(FreezeRefused::Converging);
-            }
+        if sessions.index < floor || (sessions.index > 0 && sessions.term == 0) {
+            return Err(FreezeRefused::Converging);
         }
         let id = self.next_frozen.fetch_add(1, Ordering::Relaxed);
         *frozen = Some(Frozen {

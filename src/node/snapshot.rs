@@ -345,14 +345,33 @@ pub fn restore_backup(
         }
         Ok(())
     })?;
+    let existed = data_dir.exists();
     std::fs::create_dir_all(data_dir).map_err(|e| Error::store(data_dir, e))?;
+    let built = build_restored(file, data_dir, &auth);
+    if built.is_err() {
+        // Nothing of it is usable: leave the dir as it was found (absent or empty), so the
+        // same command can run again.
+        let _ = std::fs::remove_dir_all(data_dir);
+        if existed {
+            let _ = std::fs::create_dir(data_dir);
+        }
+    }
+    built
+}
+
+fn build_restored(
+    file: &std::path::Path,
+    data_dir: &std::path::Path,
+    auth: &[String],
+) -> Result<crate::store::backup::BackupInfo> {
+    use crate::store::backup::{read, Item};
     let mut staged = SnapshotWriter::begin(data_dir)?;
     let info = read(file, |item| match item {
         Item::Datum(d) => staged.add(&d),
         Item::Auth(_) => Ok(()),
     })?;
     let mut sessions = Vec::new();
-    for l in &auth {
+    for l in auth {
         sessions.extend_from_slice(l.as_bytes());
         sessions.push(b'\n');
     }
