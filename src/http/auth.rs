@@ -363,7 +363,7 @@ fn propose_change(node: &Node, deadline: Instant, change: AuthChange) -> Result<
 }
 
 /// `not_leader` (naming the leader) unless this member leads.
-fn leading(node: &Node, deadline: Instant) -> Result<()> {
+pub(super) fn leading(node: &Node, deadline: Instant) -> Result<()> {
     let leader = node.wait_for_leader(deadline).ok_or(Error::NoLeader {
         waited_ms: node.config().publish_timeout_ms,
     })?;

@@ -32,14 +32,7 @@ pub(super) fn import(node: &Node, req: &Request, deadline: Instant) -> Result<Re
     for d in &body.datums {
         caller.check(node, crate::auth::Access::Write, &d.key, deadline)?;
     }
-    let leader = node.wait_for_leader(deadline).ok_or(Error::NoLeader {
-        waited_ms: node.config().publish_timeout_ms,
-    })?;
-    if leader != node.config().advertise {
-        return Err(Error::NotLeader {
-            leader: Some(leader.0),
-        });
-    }
+    auth::leading(node, deadline)?;
     let sent = body.datums.len() as u64;
     let (skipped, at) = node.import(body.datums, caller.user().map(str::to_string), deadline)?;
     Ok(Response::json(

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::datum::Datum;
 use crate::error::{Error, Result};
-use crate::store::checkpoint::next_record;
+use crate::store::checkpoint::{next_record, parse_datums};
 use crate::store::log::frame;
 
 pub const MAGIC: &[u8; 8] = b"NACOSBAK";
@@ -250,20 +250,13 @@ pub fn read(path: &Path, mut visit: impl FnMut(Item<'_>) -> Result<()>) -> Resul
                 }
             }
             (KIND_DATUMS, Some(_)) => {
-                let mut pos = 0usize;
-                for line in body.split(|&b| b == b'\n') {
-                    let at = offset + 9 + pos as u64;
-                    pos += line.len() + 1;
-                    if line.is_empty() {
-                        continue;
-                    }
-                    let d: Datum = serde_json::from_slice(line)
-                        .map_err(|e| corrupt(at, format!("not a datum JSON line ({e})")))?;
+                // In order within the record (checked there) and across records (here).
+                for d in parse_datums(path, offset, body)? {
                     crate::datum::validate_key(&d.key)
                         .and_then(|()| crate::datum::validate_value(&d.value))
-                        .map_err(|e| corrupt(at, format!("datum {:?}: {e}", d.key)))?;
+                        .map_err(|e| corrupt(offset, format!("datum {:?}: {e}", d.key)))?;
                     if last_key.as_deref().is_some_and(|k| k >= d.key.as_str()) {
-                        return Err(corrupt(at, format!("key {:?} out of order", d.key)));
+                        return Err(corrupt(offset, format!("key {:?} out of order", d.key)));
                     }
                     last_key = Some(d.key.clone());
                     datums += 1;

@@ -242,7 +242,7 @@ pub(crate) fn next_record(r: &mut impl Read, path: &Path, offset: u64) -> Result
 }
 
 /// Parses one DATUMS record (without its kind byte), checking key order inside it.
-fn parse_datums(path: &Path, offset: u64, body: &[u8]) -> Result<Vec<Datum>> {
+pub(crate) fn parse_datums(path: &Path, offset: u64, body: &[u8]) -> Result<Vec<Datum>> {
     let mut out: Vec<Datum> = Vec::with_capacity(body.len() / 96);
     let mut pos = 0usize;
     for line in body.split(|&b| b == b'\n') {
