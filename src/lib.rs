@@ -13,6 +13,7 @@ pub mod client;
 pub mod datum;
 pub mod error;
 pub mod http;
+pub mod migrate;
 pub mod naming;
 pub mod node;
 pub mod raft;

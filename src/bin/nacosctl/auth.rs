@@ -14,17 +14,12 @@ use crate::render;
 /// A client for `cli`'s endpoints, logged in when `--user` or `--token` is given. A login
 /// to a cluster with access control off is skipped: requests need no token there.
 pub fn connect(cli: &Cli) -> Result<Client> {
-    let https = cli.endpoints.0.iter().any(|e| e.starts_with("https://"));
-    let tls = if https || cli.cacert.is_some() || cli.cert.is_some() {
-        let identity = cli.cert.as_deref().zip(cli.key.as_deref());
-        Some(std::sync::Arc::new(nacos_raft::tls::client_config(
-            cli.cacert.as_deref(),
-            identity,
-        )?))
-    } else {
-        None
-    };
-    let client = Client::with_tls(cli.endpoints.0.clone(), cli.timeout, tls);
+    connect_to(cli, cli.endpoints.0.clone())
+}
+
+/// [`connect`] to other endpoints than `--endpoints` (such as every member of the cluster).
+pub fn connect_to(cli: &Cli, endpoints: Vec<String>) -> Result<Client> {
+    let client = connect_without_login(cli, endpoints)?;
     if let Some(token) = &cli.token {
         client.set_token(Some(token.clone()));
     } else if let Some(user) = &cli.user {
@@ -42,6 +37,22 @@ pub fn connect(cli: &Cli) -> Result<Client> {
         }
     }
     Ok(client)
+}
+
+/// A client for `endpoints` with `cli`'s TLS settings and no login, for the requests that
+/// need none (`/v1/status`, `/v1/leader`).
+pub fn connect_without_login(cli: &Cli, endpoints: Vec<String>) -> Result<Client> {
+    let https = endpoints.iter().any(|e| e.starts_with("https://"));
+    let tls = if https || cli.cacert.is_some() || cli.cert.is_some() {
+        let identity = cli.cert.as_deref().zip(cli.key.as_deref());
+        Some(std::sync::Arc::new(nacos_raft::tls::client_config(
+            cli.cacert.as_deref(),
+            identity,
+        )?))
+    } else {
+        None
+    };
+    Ok(Client::with_tls(endpoints, cli.timeout, tls))
 }
 
 /// Reads a password on the terminal without echo.

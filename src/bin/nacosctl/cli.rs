@@ -193,6 +193,20 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
     },
+    /// Move a Nacos 1.x naming data dir in: every datum with its key, value and Nacos
+    /// timestamp, sent to the leader in batches; a re-run changes nothing. Exit 1 if a file
+    /// cannot be imported (nothing is sent), unless --skip-bad
+    Import {
+        /// The Nacos naming data dir, ${nacos.home}/data/naming (meta.properties and data/)
+        #[arg(long, value_name = "DIR")]
+        nacos_data_dir: PathBuf,
+        /// Only read the dir and report what would be imported; no node needed
+        #[arg(long)]
+        dry_run: bool,
+        /// Import the rest when files cannot be imported, and list each with the reason
+        #[arg(long)]
+        skip_bad: bool,
+    },
     /// Backups: save one from a running cluster, check a file, restore into a new data dir
     Snapshot {
         #[command(subcommand)]

@@ -11,6 +11,7 @@ mod check;
 mod cli;
 mod commands;
 mod exit;
+mod import;
 mod naming;
 mod render;
 mod status;
@@ -155,6 +156,20 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Role { action } => auth::role(&client()?, cli.output, &mut out, action)?,
         Command::Service { action } => naming::service(&client()?, cli.output, &mut out, action)?,
         Command::Instance { action } => naming::instance(&client()?, cli.output, &mut out, action)?,
+        Command::Import {
+            nacos_data_dir,
+            dry_run,
+            skip_bad,
+        } => import::run(
+            cli,
+            cli.output,
+            &mut out,
+            &import::Args {
+                dir: nacos_data_dir,
+                dry_run: *dry_run,
+                skip_bad: *skip_bad,
+            },
+        )?,
         Command::Snapshot { action } => backup::snapshot(client, cli.output, &mut out, action)?,
         Command::Completion { shell } => {
             // Into a buffer first: `generate` panics on a write error such as a closed pipe.
