@@ -75,8 +75,10 @@ pub fn file_name_of(key: &str) -> String {
 /// Parses one datum file, named `name`, from `data/<ns_dir>/` (or the top of `data/` when
 /// `ns_dir` is `None`). `Err` is the reason it cannot be imported.
 pub(super) fn parse_file(name: &str, ns_dir: Option<&str>, bytes: &[u8]) -> Result<Parsed, String> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| format!("not UTF-8 text (bad byte at offset {})", e.valid_up_to()))?;
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        binary_datum(bytes)
+            .unwrap_or_else(|| format!("not UTF-8 text (bad byte at offset {})", e.valid_up_to()))
+    })?;
     if text.trim().is_empty() {
         return Ok(Parsed::Blank);
     }
@@ -98,7 +100,7 @@ pub(super) fn parse_file(name: &str, ns_dir: Option<&str>, bytes: &[u8]) -> Resu
                     );
                     v
                 }
-                None => return Err(format!("not JSON: {e}")),
+                None => return Err(binary_datum(bytes).unwrap_or_else(|| format!("not JSON: {e}"))),
             }
         }
     };
@@ -206,6 +208,20 @@ pub(super) fn parse_file(name: &str, ns_dir: Option<&str>, bytes: &[u8]) -> Resu
         notes,
         bytes,
     }))
+}
+
+/// Nacos's Java class of a datum, which a serialised (not JSON) datum names.
+const DATUM_CLASS: &[u8] = b"com.alibaba.nacos.naming.consistency.Datum";
+
+/// Why a file that is not JSON is no datum file of the legacy store, when it looks like a
+/// datum serialised by the JRaft-based store of Nacos 1.4 and later, which writes its own
+/// (binary) files into the same directory once every member runs 1.4.
+fn binary_datum(bytes: &[u8]) -> Option<String> {
+    let json_like = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let named = bytes.windows(DATUM_CLASS.len()).any(|w| w == DATUM_CLASS);
+    (!json_like && named).then(|| {
+        "a binary datum, not JSON: the JRaft-based store of Nacos 1.4 and later writes these, and only the JSON files of the legacy Raft store (Nacos 1.0 to 1.3, and 1.4 before it switched) can be imported".to_string()
+    })
 }
 
 /// A service's key in `DEFAULT_GROUP` if it has no group (keys before Nacos 1.0 were

@@ -268,6 +268,14 @@ fn files_in_the_wrong_place_or_with_wrong_contents_are_refused_with_the_reason()
         Ok(_) => panic!("bad UTF-8 accepted"),
     };
     assert!(e.contains("UTF-8"), "{e}");
+    // A datum serialised by Nacos 1.4's JRaft-based store is named as such.
+    let mut hessian = b"C\x30\x2a".to_vec();
+    hessian.extend_from_slice(b"com.alibaba.nacos.naming.consistency.Datum\x93\x03key\xff");
+    let e = match parse_file(&k, Some("public"), &hessian) {
+        Err(e) => e,
+        Ok(_) => panic!("binary accepted"),
+    };
+    assert!(e.contains("JRaft"), "{e}");
     // A key with a control character is refused by the key rule, naming it.
     let bad = format!("{IPLIST}public##G@@a\u{7}");
     let e = refused(
