@@ -30,12 +30,22 @@ struct Args {
     /// Where the log, meta.properties and datum files live.
     #[arg(long, env = "NACOS_DATA_DIR", default_value = "./nacos-data")]
     data_dir: PathBuf,
-    /// Every member, this one included: ip:port,ip:port,... (none = standalone).
-    #[arg(long, env = "NACOS_PEERS", conflicts_with = "cluster_conf")]
+    /// Every member of a new cluster, this one included: ip:port,ip:port,... (none =
+    /// standalone). Read only when the data dir is new: a member that restarts takes its
+    /// configuration from its data dir, and `nacosctl member` changes it.
+    #[arg(long, env = "NACOS_PEERS", conflicts_with_all = ["cluster_conf", "join"])]
     peers: Option<String>,
-    /// A Nacos cluster.conf: one ip[:port] per line, # comments.
-    #[arg(long)]
+    /// A Nacos cluster.conf: one ip[:port] per line, # comments (bootstraps like --peers).
+    #[arg(long, conflicts_with = "join")]
     cluster_conf: Option<PathBuf>,
+    /// Start as a new member of an existing cluster (some of its members, ip:port,...):
+    /// it serves status and waits until `nacosctl member add` adds it, then catches up.
+    #[arg(long, value_name = "ADDR,...")]
+    join: Option<String>,
+    /// The leader makes a learner added by `member add` (without --learner) a voter once it
+    /// has caught up.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "true|false")]
+    auto_promote: bool,
     #[arg(long, default_value_t = 100)]
     heartbeat_interval_ms: u64,
     /// Base election timeout; each election waits a random time in [N, 2N).
@@ -127,7 +137,20 @@ fn config(args: &Args) -> anyhow::Result<NodeConfig> {
         .unwrap_or_else(|| args.listen.clone());
     let advertise = members::normalize(&advertise)
         .map_err(|why| anyhow::anyhow!("--advertise {advertise}: {why}"))?;
+    let join = match &args.join {
+        Some(list) => {
+            let known = members::parse_members(list).context("--join")?;
+            if known.contains(&advertise) {
+                bail!(
+                    "--join lists this member's own address {advertise}; give the addresses of the cluster it joins"
+                );
+            }
+            true
+        }
+        None => false,
+    };
     let peers = match (&args.peers, &args.cluster_conf) {
+        _ if join => Vec::new(),
         (Some(list), _) => members::parse_members(list).context("--peers")?,
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path)
@@ -136,20 +159,24 @@ fn config(args: &Args) -> anyhow::Result<NodeConfig> {
         }
         (None, None) => vec![advertise.clone()],
     };
-    if peers.len() > 1 && advertise.as_str().starts_with("0.0.0.0:") {
+    if (peers.len() > 1 || join) && advertise.as_str().starts_with("0.0.0.0:") {
         bail!(
             "--listen {} is not an address other members can reach; give --advertise ip:port",
             args.listen
         );
     }
-    if !peers.contains(&advertise) {
+    if !join && !peers.contains(&advertise) {
         // The commonest Nacos outage (#770, #1418): say exactly what did not match.
         bail!(
             "this node's address {advertise} is not in the member list [{}]; set --advertise to the address the other members use for this node",
             peers.iter().map(PeerAddr::as_str).collect::<Vec<_>>().join(", ")
         );
     }
-    let cluster_token = if peers.len() > 1 {
+    let secret_given = args.cluster_token_file.is_some()
+        || args.cluster_token.is_some()
+        || std::env::var_os("NACOS_CLUSTER_TOKEN").is_some();
+    // A one-member cluster given a secret keeps it, so members can be added later.
+    let cluster_token = if peers.len() > 1 || join || secret_given {
         Some(cluster_secret(args)?)
     } else {
         None
@@ -158,6 +185,8 @@ fn config(args: &Args) -> anyhow::Result<NodeConfig> {
         advertise,
         data_dir: args.data_dir.clone(),
         peers,
+        join,
+        auto_promote: args.auto_promote,
         heartbeat_interval_ms: args.heartbeat_interval_ms,
         election_timeout_ms: args.election_timeout_ms,
         publish_timeout_ms: args.publish_timeout_ms,
@@ -311,15 +340,16 @@ fn run() -> anyhow::Result<()> {
         ..Limits::default()
     };
     let server = nacos_raft::http::serve(node.clone(), &args.listen, limits)?;
+    let peers = node.raft_status().peers;
+    let members = peers.members().count();
     log_event(&format!(
-        "serving on {} as {} ({} member{}), data in {}",
+        "serving on {} as {} ({}), data in {}",
         server.local_addr(),
         cfg.advertise,
-        cfg.peers.len(),
-        if cfg.peers.len() == 1 {
-            ", standalone"
-        } else {
-            "s"
+        match members {
+            0 => "not a member yet".to_string(),
+            1 if peers.contains(&cfg.advertise) => "1 member, standalone".to_string(),
+            n => format!("{n} members"),
         },
         cfg.data_dir.display()
     ));

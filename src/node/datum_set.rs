@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use crate::auth::{AuthRecord, AuthTable};
 use crate::datum::Datum;
 use crate::error::{Error, Result};
-use crate::raft::{Command, Entry};
+use crate::raft::{Command, Entry, PeerSet};
 use crate::store::{checkpoint, datum_dir};
 
 use super::notifier::{Event, EventKind, Notifier, Subscription, WatchRefused};
@@ -64,6 +64,9 @@ pub enum Applied {
     /// A write its user may no longer make when it applied (a revocation, or access control
     /// turned on, earlier in the log); nothing changed.
     Denied(String),
+    /// A configuration entry (in force in the core since it was appended; recorded here so
+    /// checkpoints and snapshots carry it).
+    Config(PeerSet),
 }
 
 impl Applied {
@@ -76,6 +79,7 @@ impl Applied {
                 Some(Outcome::PreconditionFailed { current })
             }
             Applied::Noop
+            | Applied::Config(_)
             | Applied::Imported { .. }
             | Applied::Duplicate { .. }
             | Applied::Stale { .. }
@@ -94,6 +98,9 @@ pub struct SessionState {
     pub index: u64,
     /// The term of the entry at `index` (0 until one is known).
     pub term: u64,
+    /// The configuration at `index`; `None` while unknown (a member that joins learns it
+    /// from the leader).
+    pub peers: Option<PeerSet>,
 }
 
 /// An online backup's view (`DatumSet::freeze`): the state at one applied index, kept
@@ -261,6 +268,23 @@ pub struct DatumSet {
 pub enum SideRecord {
     Session(SessionRecord),
     Auth(AuthRecord),
+    Peers(PeersRecord),
+}
+
+/// The configuration, as a side-state line: `{"peers":{"voters":[...],...}}`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PeersRecord {
+    pub peers: PeerSet,
+}
+
+const PEERS_PREFIX: &str = "{\"peers\":";
+
+/// The state kept beside the datums, exact at one index.
+#[derive(Default)]
+pub struct SideState {
+    pub sessions: Sessions,
+    pub auth: AuthTable,
+    pub peers: Option<PeerSet>,
 }
 
 /// Parses one side-state line: an access-control record (it starts with
@@ -270,6 +294,13 @@ pub fn parse_side_line(line: &str) -> std::result::Result<SideRecord, String> {
         serde_json::from_str::<AuthRecord>(line)
             .map(SideRecord::Auth)
             .map_err(|e| format!("an access-control record does not parse: {e}"))
+    } else if line.starts_with(PEERS_PREFIX) {
+        let r = serde_json::from_str::<PeersRecord>(line)
+            .map_err(|e| format!("a configuration record does not parse: {e}"))?;
+        r.peers
+            .validate()
+            .map_err(|e| format!("a configuration record: {e}"))?;
+        Ok(SideRecord::Peers(r))
     } else {
         serde_json::from_str::<SessionRecord>(line)
             .map(SideRecord::Session)
@@ -277,32 +308,41 @@ pub fn parse_side_line(line: &str) -> std::result::Result<SideRecord, String> {
     }
 }
 
-/// Session records and the access-control table from their JSON texts.
-fn parse_sessions(lines: &[String]) -> std::result::Result<(Sessions, AuthTable), String> {
+/// Session records, the access-control table and the configuration from their JSON texts.
+fn parse_sessions(lines: &[String]) -> std::result::Result<SideState, String> {
     let mut sessions = Vec::new();
     let mut auth = Vec::new();
+    let mut peers = None;
     for l in lines {
         match parse_side_line(l)? {
             SideRecord::Session(r) => sessions.push(r),
             SideRecord::Auth(r) => auth.push(r),
+            SideRecord::Peers(r) => peers = Some(r.peers),
         }
     }
-    Ok((
-        Sessions::from_records(sessions),
-        AuthTable::from_records(auth),
-    ))
+    Ok(SideState {
+        sessions: Sessions::from_records(sessions),
+        auth: AuthTable::from_records(auth),
+        peers,
+    })
+}
+
+/// The side-state line that records `peers`.
+pub fn peers_line(peers: &PeerSet) -> String {
+    serde_json::to_string(&PeersRecord {
+        peers: peers.clone(),
+    })
+    .expect("a configuration serialises")
 }
 
 /// The sessions and access control a snapshot install left beside its datum files
 /// (`data/.sessions`), exact at the snapshot's point: used when start-up loads the datum
 /// files (no checkpoint yet).
-pub fn read_sessions_file(data_dir: &std::path::Path) -> Result<(Sessions, AuthTable)> {
+pub fn read_sessions_file(data_dir: &std::path::Path) -> Result<SideState> {
     let path = datum_dir::datum_root(data_dir).join(SESSIONS_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok((Sessions::default(), AuthTable::default()))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SideState::default()),
         Err(e) => return Err(Error::store(&path, e)),
     };
     let lines: Vec<String> = text.lines().map(str::to_string).collect();
@@ -338,10 +378,14 @@ impl DatumSet {
             .into_iter()
             .map(|(d, _)| d)
             .collect();
-        let (sessions, auth) = read_sessions_file(&data_dir)?;
+        let side = read_sessions_file(&data_dir)?;
         let sm = DatumSet::with_datums(data_dir, datums, 0);
-        sm.sessions.lock().expect("sessions lock").table = sessions;
-        *sm.auth.write().expect("auth lock") = auth;
+        {
+            let mut s = sm.sessions.lock().expect("sessions lock");
+            s.table = side.sessions;
+            s.peers = side.peers;
+        }
+        *sm.auth.write().expect("auth lock") = side.auth;
         Ok(sm)
     }
 
@@ -426,7 +470,7 @@ impl DatumSet {
             ));
         }
         let base = c.base;
-        let (sessions, auth) = parse_sessions(&c.sessions).map_err(|why| Error::Corrupt {
+        let side = parse_sessions(&c.sessions).map_err(|why| Error::Corrupt {
             path: if from_previous {
                 previous.clone()
             } else {
@@ -436,8 +480,12 @@ impl DatumSet {
             reason: why,
         })?;
         let sm = DatumSet::with_datums(data_dir, c.datums, c.end);
-        sm.sessions.lock().expect("sessions lock").table = sessions;
-        *sm.auth.write().expect("auth lock") = auth;
+        {
+            let mut s = sm.sessions.lock().expect("sessions lock");
+            s.table = side.sessions;
+            s.peers = side.peers;
+        }
+        *sm.auth.write().expect("auth lock") = side.auth;
         let previous_base = if from_previous {
             None
         } else {
@@ -641,7 +689,10 @@ impl DatumSet {
                     Command::Publish { request, .. } | Command::Delete { request, .. } => {
                         request.as_ref()
                     }
-                    Command::Noop | Command::Auth { .. } | Command::Import { .. } => None,
+                    Command::Noop
+                    | Command::Auth { .. }
+                    | Command::Import { .. }
+                    | Command::Config { .. } => None,
                 };
                 if let Some(req) = request {
                     let answered = match sessions.table.decide(req) {
@@ -722,6 +773,10 @@ impl DatumSet {
                         current: failed.unwrap_or(0),
                     },
                     Command::Noop => Applied::Noop,
+                    Command::Config { peers } => {
+                        sessions.peers = Some(peers.clone());
+                        Applied::Config(peers.clone())
+                    }
                     Command::Auth { change } => {
                         Applied::Auth(self.auth.write().expect("auth lock").apply(change, e.index))
                     }
@@ -1001,19 +1056,22 @@ impl DatumSet {
         // newest of them the map is not the exact state at any one index, so no digest is
         // recorded and no watch may resume before it (as after a restart).
         let newest = loaded.values().map(|d| d.index).max().unwrap_or(0);
-        let (sessions, auth) = read_sessions_file(&self.data_dir)?;
+        let side = read_sessions_file(&self.data_dir)?;
         {
             let mut map = self.datums.write().expect("datums lock");
             *map = loaded;
-            *self.sessions.lock().expect("sessions lock") = SessionState {
-                table: sessions,
+            let mut sessions = self.sessions.lock().expect("sessions lock");
+            let peers = side.peers.or_else(|| sessions.peers.take());
+            *sessions = SessionState {
+                table: side.sessions,
                 index,
                 term: 0,
+                peers,
             };
             if let Some(f) = self.frozen.lock().expect("frozen lock").as_mut() {
                 f.broken = true;
             }
-            *self.auth.write().expect("auth lock") = auth;
+            *self.auth.write().expect("auth lock") = side.auth;
         }
         self.dirty.lock().expect("dirty lock").clear();
         {
@@ -1121,7 +1179,19 @@ impl DatumSet {
                 .iter()
                 .map(|r| serde_json::to_string(r).expect("auth records serialise")),
         );
+        lines.extend(s.peers.as_ref().map(peers_line));
         (s.index, lines)
+    }
+
+    /// The configuration at the applied index, if known.
+    pub fn peer_set(&self) -> Option<PeerSet> {
+        self.sessions.lock().expect("sessions lock").peers.clone()
+    }
+
+    /// At start-up, when the data dir recorded no configuration: the one the cluster was
+    /// bootstrapped with (in force from index 0).
+    pub fn set_peer_set(&self, peers: PeerSet) {
+        self.sessions.lock().expect("sessions lock").peers = Some(peers);
     }
 
     /// The access-control table as applied here.

@@ -59,6 +59,7 @@ pub enum DriverEvent {
         from: PeerAddr,
         term: u64,
         point: LogId,
+        peers: crate::raft::PeerSet,
         reply: super::snapshot::OfferReply,
     },
     Shutdown,
@@ -144,7 +145,11 @@ pub struct Driver {
     pub events: Receiver<DriverEvent>,
     pub writer: Sender<WriteBatch>,
     pub applier: Sender<ApplierMsg>,
+    /// One queue per member this one talks to: those of the configuration in force and
+    /// the leader it follows (`sync_senders`), and whoever it answers.
     pub senders: HashMap<PeerAddr, Sender<Envelope>>,
+    /// The configuration index and leader the senders were last matched to.
+    pub senders_for: Option<(u64, Option<PeerAddr>)>,
     pub tick: Duration,
     /// Installs and `apply_after` lists handed to the writer; the writer counts those done.
     pub installs_sent: u64,
@@ -277,9 +282,10 @@ impl Driver {
                         from,
                         term,
                         point,
+                        peers,
                         reply,
                     } => {
-                        let _ = reply.send(self.core.offer_snapshot(&from, term, point));
+                        let _ = reply.send(self.core.offer_snapshot(&from, term, point, peers));
                     }
                     DriverEvent::Shutdown => return,
                 }
@@ -306,8 +312,36 @@ impl Driver {
                 ));
                 last_role = now_role;
             }
+            self.sync_senders();
             self.shared.publish_status(self.core.status());
         }
+    }
+
+    /// Keeps a sender for every other member of the configuration in force and for the
+    /// leader; a member that left loses its sender (and its thread) once the configuration
+    /// that removed it is the one in force.
+    fn sync_senders(&mut self) {
+        let now = (self.core.peers_index(), self.core.leader().cloned());
+        if self.senders_for.as_ref() == Some(&now) {
+            return;
+        }
+        let me = self.core.id().clone();
+        let wanted: std::collections::BTreeSet<PeerAddr> = self
+            .core
+            .peer_set()
+            .members()
+            .chain(now.1.iter())
+            .filter(|p| **p != me)
+            .cloned()
+            .collect();
+        self.senders.retain(|p, _| wanted.contains(p));
+        for p in wanted {
+            if !self.senders.contains_key(&p) {
+                let tx = super::sender::spawn(&self.shared, p.clone());
+                self.senders.insert(p, tx);
+            }
+        }
+        self.senders_for = Some(now);
     }
 
     fn dispatch(&mut self, ready: Ready, reads: &mut HashMap<u64, Sender<Option<u64>>>) {
@@ -418,11 +452,18 @@ impl Driver {
         });
     }
 
-    fn send_all(&self, messages: Vec<Envelope>) {
+    fn send_all(&mut self, messages: Vec<Envelope>) {
         for env in messages {
-            if let Some(tx) = self.senders.get(&env.to) {
-                let _ = tx.send(env);
-            }
+            // The core sends only to members it takes messages from (a member being removed
+            // still hears of its removal; a joining one answers the leader that adds it).
+            let tx = match self.senders.get(&env.to) {
+                Some(tx) => tx,
+                None => {
+                    let tx = super::sender::spawn(&self.shared, env.to.clone());
+                    self.senders.entry(env.to.clone()).or_insert(tx)
+                }
+            };
+            let _ = tx.send(env);
         }
     }
 }

@@ -117,8 +117,15 @@ pub struct NodeConfig {
     /// This member's identity: the address the others reach it at.
     pub advertise: PeerAddr,
     pub data_dir: PathBuf,
-    /// Every member, this one included. One member = standalone.
+    /// The members a new cluster starts with, this one included (`--peers`; one member =
+    /// standalone). Only a new data dir takes them (`bootstrap.json`): after that the
+    /// configuration lives in the log, checkpoints and snapshots.
     pub peers: Vec<PeerAddr>,
+    /// Started with `--join`: a new member with no configuration, which waits until the
+    /// cluster adds it (`peers` is then empty).
+    pub join: bool,
+    /// The leader promotes a learner added for it once it has caught up (`--auto-promote`).
+    pub auto_promote: bool,
     pub heartbeat_interval_ms: u64,
     pub election_timeout_ms: u64,
     pub publish_timeout_ms: u64,
@@ -145,11 +152,17 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
+    fn has_token(&self) -> bool {
+        self.cluster_token.as_deref().is_some_and(|t| !t.is_empty())
+    }
+
     pub fn standalone(advertise: &str, data_dir: PathBuf) -> NodeConfig {
         NodeConfig {
             advertise: PeerAddr::new(advertise),
             data_dir,
             peers: vec![PeerAddr::new(advertise)],
+            join: false,
+            auto_promote: true,
             heartbeat_interval_ms: 100,
             election_timeout_ms: 500,
             publish_timeout_ms: 5000,
@@ -182,6 +195,7 @@ impl NodeConfig {
 
     fn raft_config(&self) -> raft::Config {
         let mut c = raft::Config::new(self.advertise.clone(), self.peers.clone());
+        c.auto_promote = self.auto_promote;
         c.heartbeat_interval_ms = self.heartbeat_interval_ms;
         c.election_timeout_ms = self.election_timeout_ms;
         // Distinct per member and per start, so restarted members do not tie forever.
@@ -199,8 +213,17 @@ impl NodeConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        self.raft_config().validate().map_err(Error::Config)?;
-        if self.peers.len() > 1 && self.cluster_token.as_deref().is_none_or(str::is_empty) {
+        let mut raft = self.raft_config();
+        if self.join {
+            if !self.peers.is_empty() {
+                return Err(Error::Config(
+                    "--join starts a new member that waits to be added; --peers bootstraps a new cluster: give one of them".into(),
+                ));
+            }
+            raft.peers = raft::PeerSet::default();
+        }
+        raft.validate().map_err(Error::Config)?;
+        if (self.peers.len() > 1 || self.join) && !self.has_token() {
             return Err(Error::Config(
                 "a cluster of more than one member needs a cluster secret (--cluster-token-file)"
                     .into(),
@@ -348,9 +371,16 @@ impl Node {
         datums.notifier().set_max_listeners(cfg.max_watchers);
         // Everything durable was read and agrees: from here on a crash is an unclean stop.
         store::datum_dir::clear_clean_stop(&cfg.data_dir)?;
+        let fresh = meta.is_none() && log_end == 0;
+        let (peers_index, peers) = initial_peers(&cfg, &datums, start)?;
         let hs = meta.unwrap_or_default();
-        let mut core = RaftCore::new(cfg.raft_config(), hs, recovered.start, recovered.entries);
+        let mut raft_cfg = cfg.raft_config();
+        raft_cfg.peers = peers;
+        raft_cfg.peers_index = peers_index;
+        raft_cfg.validate().map_err(Error::Config)?;
+        let mut core = RaftCore::new(raft_cfg, hs, recovered.start, recovered.entries);
         core.restore_applied(recovered.start.index.max(base).min(log_end));
+        check_configuration(&cfg, core.peer_set(), fresh)?;
 
         let (driver_tx, driver_rx) = mpsc::channel();
         let (writer_tx, writer_rx) = mpsc::channel();
@@ -377,20 +407,6 @@ impl Node {
             naming: std::sync::OnceLock::new(),
         });
 
-        let mut senders = HashMap::new();
-        for peer in cfg.peers.iter().filter(|p| **p != cfg.advertise) {
-            let (tx, rx) = mpsc::channel();
-            senders.insert(peer.clone(), tx);
-            let peer = peer.clone();
-            let token = cfg.cluster_token.clone();
-            let timeout = Duration::from_millis(cfg.election_timeout_ms.max(200));
-            let agent = cfg.peer_agent();
-            let url = cfg.peer_url(&peer, "/v1/raft/messages");
-            let m = shared.metrics.clone();
-            spawn_critical(&format!("send-{peer}"), move || {
-                sender::run_sender(peer, url, agent, token, timeout, rx, &m)
-            });
-        }
         let data_dir = cfg.data_dir.clone();
         let d2 = driver_tx.clone();
         let log = recovered.store;
@@ -420,7 +436,8 @@ impl Node {
             events: driver_rx,
             writer: writer_tx,
             applier: applier_tx,
-            senders,
+            senders: HashMap::new(),
+            senders_for: None,
             tick: Duration::from_millis((cfg.heartbeat_interval_ms / 4).clamp(1, 10)),
             installs_sent: 0,
             routed_sent: 0,
@@ -805,7 +822,7 @@ impl Node {
     /// so a rolling restart does not leave the cluster leaderless for an election timeout.
     pub fn hand_over_leadership(&self) {
         let s = self.raft_status();
-        if s.role == Role::Leader && self.shared.cfg.peers.len() > 1 {
+        if s.role == Role::Leader && s.peers.voters.len() > 1 {
             if let Ok(target) = self.transfer_leader(None) {
                 let deadline =
                     Instant::now() + Duration::from_millis(self.shared.cfg.election_timeout_ms * 2);
@@ -874,6 +891,81 @@ impl Node {
     }
 }
 
+/// The configuration this member starts from, and the index it is in force after: the one
+/// its data dir recorded (a checkpoint or an installed snapshot: exact at `start`), else the
+/// one the cluster was bootstrapped with (`bootstrap.json`, in force from 0), else none for
+/// a member started with `--join`, else `--peers`, recorded now (a new data dir).
+/// Configuration entries in the log after that index come on top, in the core.
+fn initial_peers(cfg: &NodeConfig, datums: &DatumSet, start: u64) -> Result<(u64, raft::PeerSet)> {
+    if let Some(set) = datums.peer_set() {
+        return Ok((start, set));
+    }
+    if let Some(set) = store::read_bootstrap(&cfg.data_dir)? {
+        datums.set_peer_set(set.clone());
+        return Ok((0, set));
+    }
+    if cfg.join {
+        return Ok((0, raft::PeerSet::default()));
+    }
+    let set = raft::PeerSet::of_voters(cfg.peers.iter().cloned());
+    store::write_bootstrap(&cfg.data_dir, &set)?;
+    datums.set_peer_set(set.clone());
+    Ok((0, set))
+}
+
+/// At start-up: says where the configuration came from when the flags disagree with it,
+/// and refuses to run a member of a cluster without the cluster secret.
+fn check_configuration(cfg: &NodeConfig, peers: &raft::PeerSet, fresh: bool) -> Result<()> {
+    let me = &cfg.advertise;
+    let names = |it: &mut dyn Iterator<Item = &PeerAddr>| {
+        it.map(PeerAddr::as_str).collect::<Vec<_>>().join(",")
+    };
+    let described = if peers.is_unknown() {
+        "none yet".to_string()
+    } else {
+        format!(
+            "voters {}{}",
+            names(&mut peers.voters.iter()),
+            if peers.learners.is_empty() {
+                String::new()
+            } else {
+                format!(", learners {}", names(&mut peers.learners.iter()))
+            }
+        )
+    };
+    if peers.members().any(|p| p != me) && !cfg.has_token() {
+        return Err(Error::Config(format!(
+            "this member's data dir holds a cluster configuration ({described}), and a cluster needs its secret: start it with the cluster's --cluster-token-file"
+        )));
+    }
+    if cfg.join {
+        if peers.contains(me) {
+            log_event(&format!(
+                "this data dir already belongs to a cluster ({described}); --join is ignored"
+            ));
+        } else {
+            log_event(&format!(
+                "waiting to be added to the cluster as {me}: run `nacosctl --endpoints <a member> member add {me}`"
+            ));
+        }
+        return Ok(());
+    }
+    let flags: std::collections::BTreeSet<&PeerAddr> = cfg.peers.iter().collect();
+    let held: std::collections::BTreeSet<&PeerAddr> = peers.members().collect();
+    if !fresh && flags != held {
+        log_event(&format!(
+            "the configuration in the data dir ({described}) is used, not --peers {}: --peers only bootstraps a new cluster; change members with `nacosctl member add|remove`",
+            names(&mut cfg.peers.iter())
+        ));
+    }
+    if !peers.is_unknown() && !peers.contains(me) {
+        log_event(&format!(
+            "{me} is not a member of this data dir's configuration ({described}): it was removed, and takes no part until it is added again"
+        ));
+    }
+    Ok(())
+}
+
 /// How a write may be conditional (compare-and-set) or safe to retry (a request id).
 #[derive(Clone, Debug, Default)]
 pub struct WriteOptions {
@@ -899,8 +991,10 @@ fn answer(key: &str, applied: Applied, at: LogId) -> Result<(Outcome, LogId)> {
                 "this client's request {latest} was applied already, so this older one was not; a client sends its requests in order, one at a time"
             )))
         }
-        Applied::Noop | Applied::Auth(_) | Applied::Imported { .. } => {
-            unreachable!("a datum write applied as a no-op, an auth change or an import")
+        Applied::Noop | Applied::Auth(_) | Applied::Imported { .. } | Applied::Config(_) => {
+            unreachable!(
+                "a datum write applied as a no-op, an auth change, an import or a configuration"
+            )
         }
     };
     match outcome {

@@ -3,12 +3,28 @@
 //! (the core does) or retry anything itself (Raft retransmits what matters).
 
 use std::io::Read;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{log_event, TOKEN_HEADER};
+use super::{log_event, Shared, TOKEN_HEADER};
 use crate::raft::{Envelope, PeerAddr};
+
+/// Starts the sender of `peer` and returns its queue; dropping every handle of the queue
+/// ends the thread (a member removed from the configuration).
+pub(super) fn spawn(shared: &Shared, peer: PeerAddr) -> Sender<Envelope> {
+    let (tx, rx) = mpsc::channel();
+    let cfg = &shared.cfg;
+    let token = cfg.cluster_token.clone();
+    let timeout = Duration::from_millis(cfg.election_timeout_ms.max(200));
+    let agent = cfg.peer_agent();
+    let url = cfg.peer_url(&peer, "/v1/raft/messages");
+    let m = shared.metrics.clone();
+    super::spawn_critical(&format!("send-{peer}"), move || {
+        run_sender(peer, url, agent, token, timeout, rx, &m)
+    });
+    tx
+}
 
 /// Largest POST a sender builds from queued messages (the peer endpoint accepts 64 MiB).
 const MAX_PEER_POST_BYTES: usize = 16 << 20;

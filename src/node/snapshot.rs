@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::datum_set::SESSIONS_FILE;
 use crate::error::{Error, Result};
-use crate::raft::{LogId, PeerAddr};
+use crate::raft::{LogId, PeerAddr, PeerSet};
 use crate::store::snapshot::SnapshotWriter;
 
 use super::{log_event, DriverEvent, Shared, TOKEN_HEADER};
@@ -46,6 +46,8 @@ pub struct ChunkHeader {
 pub struct Incoming {
     header: ChunkHeader,
     count: u64,
+    /// The configuration at the snapshot's index, from chunk 0.
+    peers: Option<PeerSet>,
 }
 
 /// Leader: streams the sessions (exact at `index`) and the datum set to `peer`, then
@@ -229,6 +231,7 @@ pub fn receive(shared: &Shared, header: ChunkHeader, body: &[u8]) -> Result<()> 
     }
     let data_dir = &shared.cfg.data_dir;
     let mut incoming = shared.incoming_snapshot.lock().expect("incoming lock");
+    let mut peers = None;
     let mut writer = if header.seq == 0 {
         *incoming = None;
         SnapshotWriter::begin(data_dir)?
@@ -239,6 +242,7 @@ pub fn receive(shared: &Shared, header: ChunkHeader, body: &[u8]) -> Result<()> 
                     && inc.header.index == header.index
                     && inc.header.seq + 1 == header.seq =>
             {
+                peers = inc.peers.clone();
                 SnapshotWriter::resume(data_dir, inc.count)?
             }
             _ => {
@@ -260,8 +264,11 @@ pub fn receive(shared: &Shared, header: ChunkHeader, body: &[u8]) -> Result<()> 
         let text = std::str::from_utf8(body)
             .map_err(|_| Error::BadRequest("snapshot sessions are not text".into()))?;
         for line in text.lines() {
-            super::datum_set::parse_side_line(line)
+            let record = super::datum_set::parse_side_line(line)
                 .map_err(|e| Error::BadRequest(format!("in a snapshot: {e}")))?;
+            if let super::datum_set::SideRecord::Peers(r) = record {
+                peers = Some(r.peers);
+            }
         }
         writer.add_file(SESSIONS_FILE, body)?;
     } else {
@@ -274,11 +281,17 @@ pub fn receive(shared: &Shared, header: ChunkHeader, body: &[u8]) -> Result<()> 
     *incoming = Some(Incoming {
         header: header.clone(),
         count: writer.count,
+        peers: peers.clone(),
     });
     if !header.last {
         return Ok(());
     }
     *incoming = None;
+    let Some(peers) = peers else {
+        return Err(Error::BadRequest(
+            "a snapshot without the cluster's configuration in chunk 0; the leader runs an older version: upgrade it".into(),
+        ));
+    };
     let (tx, rx) = mpsc::channel();
     shared
         .driver
@@ -286,6 +299,7 @@ pub fn receive(shared: &Shared, header: ChunkHeader, body: &[u8]) -> Result<()> 
             from: header.from.clone(),
             term: header.term,
             point: LogId::new(header.index, header.snap_term),
+            peers,
             reply: tx,
         })
         .map_err(|_| Error::ShuttingDown)?;
@@ -316,9 +330,13 @@ pub type OfferReply = Sender<std::result::Result<bool, String>>;
 /// begins after the backup's index: a member started with
 /// an empty data dir beside restored ones catches up by snapshot, never by replaying a log
 /// that lacks the restored datums. The whole file is checked before anything is written.
+///
+/// With `peers`, the restored dir records them as its configuration (a new cluster of
+/// those voters); without, the member bootstraps from its own `--peers` when it starts.
 pub fn restore_backup(
     file: &std::path::Path,
     data_dir: &std::path::Path,
+    peers: Option<&PeerSet>,
 ) -> Result<crate::store::backup::BackupInfo> {
     use crate::store::backup::{read, Item};
     let not_empty = match std::fs::read_dir(data_dir) {
@@ -347,6 +365,10 @@ pub fn restore_backup(
     })?;
     let existed = data_dir.exists();
     std::fs::create_dir_all(data_dir).map_err(|e| Error::store(data_dir, e))?;
+    if let Some(p) = peers {
+        p.validate().map_err(Error::Config)?;
+        auth.push(super::datum_set::peers_line(p));
+    }
     let built = build_restored(file, data_dir, &auth);
     if built.is_err() {
         // Nothing of it is usable: leave the dir as it was found (absent or empty), so the

@@ -1,14 +1,20 @@
 //! The core's configuration and the rules it must satisfy (raft-rs `Config::validate`).
 
-use std::collections::HashSet;
-
 use super::message::PeerAddr;
+use super::peer_set::PeerSet;
 
 #[derive(Clone, Debug)]
 pub struct Config {
     pub id: PeerAddr,
-    /// Every member, this one included.
-    pub peers: Vec<PeerAddr>,
+    /// The configuration in force after the entry at `peers_index` (the bootstrap list at
+    /// 0, or what a checkpoint recorded); configuration entries in the log after that index
+    /// replace it. Empty for a member started with `--join` that the cluster has not added
+    /// yet. This member need not be in it: a removed member restarts without itself.
+    pub peers: PeerSet,
+    pub peers_index: u64,
+    /// The leader promotes a learner added for it (`PeerSet::auto_promote`) once it has
+    /// caught up.
+    pub auto_promote: bool,
     pub heartbeat_interval_ms: u64,
     /// The election timer is drawn from `[election_timeout_ms, 2 * election_timeout_ms)`.
     pub election_timeout_ms: u64,
@@ -24,10 +30,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// A member of a cluster bootstrapped with `peers` as its voters.
     pub fn new(id: PeerAddr, peers: Vec<PeerAddr>) -> Config {
         Config {
             id,
-            peers,
+            peers: PeerSet::of_voters(peers),
+            peers_index: 0,
+            auto_promote: true,
             heartbeat_interval_ms: 100,
             election_timeout_ms: 500,
             seed: 0,
@@ -39,17 +48,11 @@ impl Config {
 
     /// Checks the rules the core depends on; the message states the rule that was broken.
     pub fn validate(&self) -> Result<(), String> {
-        if !self.peers.contains(&self.id) {
-            return Err(format!(
-                "this node's address {} is not in the member list [{}]; set --advertise to the address the others use for it, or fix the list",
-                self.id,
-                self.peers.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
-            ));
+        if !self.peers.is_unknown() {
+            self.peers.validate()?;
         }
-        let unique: HashSet<&PeerAddr> = self.peers.iter().collect();
-        if unique.len() != self.peers.len() {
-            return Err("the member list names a member twice".into());
-        }
+        super::peer_set::check_name(self.id.as_str())
+            .map_err(|e| format!("this member's own address: {e}"))?;
         if self.heartbeat_interval_ms == 0 {
             return Err("the heartbeat interval must be at least 1 ms".into());
         }
@@ -79,11 +82,21 @@ mod tests {
     fn each_broken_rule_is_named() {
         assert!(cfg().validate().is_ok());
         let mut c = cfg();
-        c.id = PeerAddr::new("x:1");
-        assert!(c.validate().unwrap_err().contains("not in the member list"));
+        c.id = PeerAddr::new("x y");
+        assert!(c.validate().unwrap_err().contains("own address"));
         let mut c = cfg();
-        c.peers.push(PeerAddr::new("b:1"));
-        assert!(c.validate().unwrap_err().contains("twice"));
+        c.peers.learners.insert(PeerAddr::new("b:1"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .contains("both a voter and a learner"));
+        // Joining (no configuration yet) and removed (not in it) members are valid.
+        let mut c = cfg();
+        c.peers = PeerSet::default();
+        assert!(c.validate().is_ok());
+        let mut c = cfg();
+        c.id = PeerAddr::new("x:1");
+        assert!(c.validate().is_ok());
         let mut c = cfg();
         c.heartbeat_interval_ms = 0;
         assert!(c.validate().unwrap_err().contains("heartbeat"));

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use super::config::Config;
 use super::log::{LogId, RaftLog};
 use super::message::{Command, Entry, Envelope, HardState, Message, PeerAddr};
+use super::peer_set::{PeerSet, PeerSetLog};
 use super::progress::{Progress, ProgressState};
 use super::read_only::ReadOnly;
 use super::ready::{InstallPoint, ReadState, Ready};
@@ -39,6 +40,8 @@ impl Role {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FollowerStatus {
     pub peer: PeerAddr,
+    /// A voter of the configuration in force (else a learner, or a member being removed).
+    pub voter: bool,
     pub match_index: u64,
     pub next_index: u64,
     pub last_contact_ms: u64,
@@ -55,6 +58,10 @@ pub struct Status {
     pub last_log_index: u64,
     pub stable_index: u64,
     pub followers: Vec<FollowerStatus>,
+    /// The configuration in force (the latest in this member's log) and the index of the
+    /// entry that holds it.
+    pub peers: PeerSet,
+    pub peers_index: u64,
     /// Milliseconds left before this node starts an election (Nacos `leaderDueMs`).
     pub leader_due_ms: u64,
     /// Milliseconds left before the next heartbeat (Nacos `heartbeatDueMs`).
@@ -71,6 +78,24 @@ pub enum ProposeError {
     Transferring,
 }
 
+/// Why a configuration change was refused; nothing was appended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChangeError {
+    NotLeader {
+        leader: Option<PeerAddr>,
+    },
+    /// Not now: another change is not committed yet, the leader has not committed in its
+    /// term, or leadership is moving. Retrying shortly succeeds.
+    Busy(String),
+    /// The change does not fit the configuration, or would leave the cluster without a
+    /// reachable majority: retrying does not help until something changes.
+    Refused(String),
+}
+
+/// A learner within this many entries of the leader's log counts as caught up (for
+/// promotion): close enough that making it a voter cannot stall commits for long.
+pub const CAUGHT_UP_ENTRIES: u64 = 100;
+
 pub struct RaftCore {
     pub(super) cfg: Config,
     pub(super) role: Role,
@@ -78,6 +103,8 @@ pub struct RaftCore {
     pub(super) vote_for: Option<PeerAddr>,
     pub(super) leader: Option<PeerAddr>,
     pub(super) log: RaftLog,
+    /// The configurations of the log; the latest is in force.
+    pub(super) peers: PeerSetLog,
 
     pub(super) election_elapsed: u64,
     pub(super) heartbeat_elapsed: u64,
@@ -98,6 +125,9 @@ pub struct RaftCore {
     pub(super) read_only: ReadOnly,
 
     pub(super) persisted_hard_state: HardState,
+    /// A term this member's disk is known to hold (from the start, a persisted entry of it,
+    /// or an answer to a vote request of it, which left only once it was durable).
+    pub(super) durable_term: u64,
     pub(super) ready: Ready,
 }
 
@@ -111,6 +141,12 @@ impl RaftCore {
         if let Err(e) = cfg.validate() {
             panic!("RaftCore::new with an invalid config (validate it first): {e}");
         }
+        let mut peers = PeerSetLog::new(cfg.peers_index, cfg.peers.clone());
+        for e in entries.iter().filter(|e| e.index > cfg.peers_index) {
+            if let Command::Config { peers: set } = &e.command {
+                peers.push(e.index, set.clone());
+            }
+        }
         let log = RaftLog::new(start, entries)
             .unwrap_or_else(|e| panic!("RaftCore::new with a log the store did not check: {e}"));
         let mut core = RaftCore {
@@ -119,6 +155,7 @@ impl RaftCore {
             vote_for: hs.vote_for.clone(),
             leader: None,
             log,
+            peers,
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             randomized_election_timeout: 0,
@@ -130,6 +167,7 @@ impl RaftCore {
             transfer_elapsed: 0,
             transfer_campaign: false,
             read_only: ReadOnly::default(),
+            durable_term: hs.term,
             persisted_hard_state: hs,
             ready: Ready::default(),
             cfg,
@@ -158,8 +196,14 @@ impl RaftCore {
     pub fn last_index(&self) -> u64 {
         self.log.last_index()
     }
-    pub fn peers(&self) -> &[PeerAddr] {
-        &self.cfg.peers
+    /// The configuration in force: the latest in the log, committed or not (thesis §4.1).
+    pub fn peer_set(&self) -> &PeerSet {
+        self.peers.latest()
+    }
+
+    /// The index of the entry holding the configuration in force (or where it was loaded).
+    pub fn peers_index(&self) -> u64 {
+        self.peers.latest_index()
     }
     /// Where the retained log starts (its compaction or snapshot point).
     pub fn log_start(&self) -> LogId {
@@ -171,29 +215,13 @@ impl RaftCore {
         self.log.term_at(index)
     }
 
-    pub(super) fn quorum(&self) -> usize {
-        self.cfg.peers.len() / 2 + 1
-    }
-
-    pub(super) fn others(&self) -> Vec<PeerAddr> {
-        self.cfg
-            .peers
-            .iter()
-            .filter(|p| **p != self.cfg.id)
-            .cloned()
-            .collect()
-    }
-
-    fn is_member(&self, p: &PeerAddr) -> bool {
-        self.cfg.peers.contains(p)
-    }
-
     pub fn status(&self) -> Status {
         let followers = if self.role == Role::Leader {
             self.progress
                 .iter()
                 .map(|(p, pr)| FollowerStatus {
                     peer: p.clone(),
+                    voter: self.peers.latest().is_voter(p),
                     match_index: pr.match_index,
                     next_index: pr.next_index,
                     last_contact_ms: pr.since_contact_ms,
@@ -212,6 +240,8 @@ impl RaftCore {
             last_log_index: self.log.last_index(),
             stable_index: self.log.stable_index(),
             followers,
+            peers: self.peers.latest().clone(),
+            peers_index: self.peers.latest_index(),
             leader_due_ms: if self.role == Role::Leader {
                 self.cfg.election_timeout_ms
             } else {
@@ -242,6 +272,8 @@ impl RaftCore {
         self.ready.truncate_from = truncate_from;
         self.ready.entries = entries;
         self.ready.committed = self.log.take_committed();
+        // Configurations up to the commit index can no longer be truncated away.
+        self.peers.commit_to(self.log.committed());
         std::mem::take(&mut self.ready)
     }
 
@@ -253,9 +285,13 @@ impl RaftCore {
         match self.role {
             Role::Leader => self.tick_leader(elapsed_ms),
             Role::Follower | Role::Candidate => {
+                if !self.may_campaign() {
+                    return;
+                }
                 // A one-member cluster needs nobody's vote: campaign at once (Nacos never
                 // elected a leader here, reference §13.2.1).
-                let alone = self.cfg.peers.len() == 1;
+                let voters = &self.peers.latest().voters;
+                let alone = voters.len() == 1 && voters.contains(&self.cfg.id);
                 if alone || self.election_elapsed >= self.randomized_election_timeout {
                     self.campaign(true);
                 }
@@ -281,10 +317,18 @@ impl RaftCore {
         // last contact, so it happens within one election timeout of losing the majority;
         // counting replies per election-timeout window instead can take up to two.
         let timeout = self.cfg.election_timeout_ms;
-        let active = 1 + self
-            .progress
-            .values()
-            .filter(|p| p.since_contact_ms < timeout)
+        let active = self
+            .peers
+            .latest()
+            .voters
+            .iter()
+            .filter(|v| {
+                **v == self.cfg.id
+                    || self
+                        .progress
+                        .get(*v)
+                        .is_some_and(|p| p.since_contact_ms < timeout)
+            })
             .count();
         if active < self.quorum() {
             self.become_follower(self.term, None);
@@ -310,6 +354,9 @@ impl RaftCore {
             for p in stuck {
                 self.send_append(&p);
             }
+            if self.cfg.auto_promote {
+                self.maybe_auto_promote();
+            }
         }
     }
 
@@ -331,7 +378,7 @@ impl RaftCore {
 
     // ---------------------------------------------------------------- roles
 
-    fn become_follower(&mut self, term: u64, leader: Option<PeerAddr>) {
+    pub(super) fn become_follower(&mut self, term: u64, leader: Option<PeerAddr>) {
         if term > self.term {
             self.term = term;
             self.vote_for = None;
@@ -366,14 +413,16 @@ impl RaftCore {
             self.vote_for = Some(self.cfg.id.clone());
             self.term
         };
-        self.votes.insert(self.cfg.id.clone(), true);
+        if self.is_voter() {
+            self.votes.insert(self.cfg.id.clone(), true);
+        }
         if self.votes_granted() >= self.quorum() {
             self.on_election_won();
             return;
         }
         let last = self.log.last_id();
         let transfer = std::mem::take(&mut self.transfer_campaign);
-        for p in self.others() {
+        for p in self.other_voters() {
             let msg = if pre {
                 Message::PreVote {
                     last_log_index: last.index,
@@ -411,7 +460,7 @@ impl RaftCore {
         self.transfer_to = None;
         let next = self.log.last_index() + 1;
         self.progress = self
-            .others()
+            .replication_targets()
             .into_iter()
             .map(|p| (p, Progress::new(next)))
             .collect();
@@ -442,10 +491,13 @@ impl RaftCore {
         Ok(first)
     }
 
-    fn append_local(&mut self, commands: Vec<Command>) {
+    pub(super) fn append_local(&mut self, commands: Vec<Command>) {
         let term = self.term;
         for command in commands {
             let index = self.log.last_index() + 1;
+            if let Command::Config { peers } = &command {
+                self.peers.push(index, peers.clone());
+            }
             self.log.push(Entry {
                 index,
                 term,
@@ -474,7 +526,8 @@ impl RaftCore {
             self.read_only.wait_for_commit(ctx, from);
             return;
         }
-        if self.cfg.peers.len() == 1 {
+        let voters = &self.peers.latest().voters;
+        if voters.len() == 1 && voters.contains(&self.cfg.id) {
             self.answer_read(ctx, from, Some(commit));
             return;
         }
@@ -497,16 +550,21 @@ impl RaftCore {
                 leader: self.leader.clone(),
             });
         }
+        let voters = self.peers.latest().voters.clone();
         let target = match target {
-            Some(t) if self.progress.contains_key(&t) => t,
-            Some(_) | None => match self.progress.iter().max_by_key(|(_, pr)| {
-                // A reachable follower first: handing over to a dead one stalls writes
-                // for an election timeout.
-                (
-                    pr.since_contact_ms < self.cfg.election_timeout_ms,
-                    pr.match_index,
-                )
-            }) {
+            Some(t) if self.progress.contains_key(&t) && voters.contains(&t) => t,
+            Some(_) | None => match self
+                .progress
+                .iter()
+                .filter(|(p, _)| voters.contains(*p))
+                .max_by_key(|(_, pr)| {
+                    // A reachable follower first: handing over to a dead one stalls writes
+                    // for an election timeout.
+                    (
+                        pr.since_contact_ms < self.cfg.election_timeout_ms,
+                        pr.match_index,
+                    )
+                }) {
                 Some((p, _)) => p.clone(),
                 None => return Err(ProposeError::NotLeader { leader: None }),
             },
@@ -591,10 +649,14 @@ impl RaftCore {
         from: &PeerAddr,
         term: u64,
         point: LogId,
+        peers: PeerSet,
     ) -> Result<bool, String> {
-        if !self.is_member(from) || *from == self.cfg.id {
+        if !self.takes_from(from, true) {
             return Err(format!("{from} is not another member"));
         }
+        peers
+            .validate()
+            .map_err(|e| format!("the snapshot's configuration: {e}"))?;
         if term > validate::MAX_POSITION || point.index > validate::MAX_POSITION {
             return Err(format!(
                 "term {term} or index {} is beyond any real log",
@@ -623,7 +685,9 @@ impl RaftCore {
         }
         // Committed entries match the snapshot's; if the log holds its last one, keep what
         // follows it (Raft §7), else every local entry from there on is not committed.
+        let keep = self.log.matches(point);
         let reset_log = self.log.restore(point);
+        self.peers.install(point.index, peers, keep);
         self.ready.install = Some(InstallPoint { point, reset_log });
         Ok(true)
     }
@@ -633,6 +697,8 @@ impl RaftCore {
     /// The shell made the log durable up to `id`. A report for an entry that was truncated
     /// meanwhile is ignored.
     pub fn on_persisted(&mut self, id: LogId) {
+        // The term and vote are written before any entry of that term.
+        self.durable_term = self.durable_term.max(id.term);
         if self.log.on_persisted(id) && self.role == Role::Leader {
             self.maybe_commit();
         }
@@ -644,7 +710,11 @@ impl RaftCore {
     /// without changing anything, and the reason comes back for the shell to log with the
     /// sender (a forged or buggy peer must never panic the core or bend its state).
     pub fn step(&mut self, env: Envelope) -> Result<(), Rejected> {
-        if !self.is_member(&env.from) || env.from == self.cfg.id {
+        let leads = matches!(
+            env.msg,
+            Message::Append { .. } | Message::Heartbeat { .. } | Message::TimeoutNow
+        );
+        if !self.takes_from(&env.from, leads) {
             // Only members take part (Nacos let anyone vote or append, reference §13.8).
             return Err(Rejected::new(format!("{} is not another member", env.from)));
         }
@@ -720,6 +790,7 @@ impl RaftCore {
                 let free =
                     self.vote_for.as_ref().is_none_or(|v| *v == from) && self.leader.is_none();
                 let granted = (term > self.term || free)
+                    && self.member_may_lead(&from)
                     && self.log_ok(LogId::new(last_log_index, last_log_term));
                 // A granted pre-vote carries the prospective term, a refusal our own.
                 let t = if granted { term } else { self.term };
@@ -732,7 +803,9 @@ impl RaftCore {
             } => {
                 let can_vote =
                     self.vote_for.as_ref().is_none_or(|v| *v == from) && self.leader.is_none();
-                let granted = can_vote && self.log_ok(LogId::new(last_log_index, last_log_term));
+                let granted = can_vote
+                    && self.member_may_lead(&from)
+                    && self.log_ok(LogId::new(last_log_index, last_log_term));
                 if granted {
                     self.vote_for = Some(from.clone());
                     self.reset_election_timer();
@@ -746,6 +819,7 @@ impl RaftCore {
             }
             Message::VoteResp { granted } => {
                 if self.role == Role::Candidate && !self.pre_vote {
+                    self.durable_term = self.durable_term.max(term);
                     self.record_vote(from, granted);
                 }
             }
@@ -812,7 +886,7 @@ impl RaftCore {
             Message::TimeoutNow => {
                 // Only the leader of this term hands leadership over (Raft thesis §3.10).
                 self.check_leader_of_term(&from)?;
-                if self.role != Role::Leader {
+                if self.role != Role::Leader && self.may_campaign() {
                     self.transfer_campaign = true;
                     self.campaign(false);
                 }
@@ -846,6 +920,10 @@ impl RaftCore {
     }
 
     fn record_vote(&mut self, from: PeerAddr, granted: bool) {
+        if !self.peers.latest().is_voter(&from) {
+            // A learner's or a stranger's vote counts for nothing.
+            return;
+        }
         self.votes.insert(from, granted);
         let yes = self.votes_granted();
         let no = self.votes.len() - yes;
@@ -866,7 +944,16 @@ impl RaftCore {
     }
 
     pub(super) fn send(&mut self, to: PeerAddr, term: u64, msg: Message) {
-        let before = msg.sendable_before_persist();
+        // A leader's message of a term not known durable here waits for the disk: a sole
+        // voter wins its election within one step, and its first Append must not promise a
+        // term that a crash could take back (it would win that term again, with other
+        // entries). After a contested election the term was durable before the vote
+        // requests left, which the answers prove.
+        let leads = matches!(
+            msg,
+            Message::Append { .. } | Message::Heartbeat { .. } | Message::TimeoutNow
+        );
+        let before = msg.sendable_before_persist() && !(leads && term > self.durable_term);
         let env = Envelope {
             from: self.cfg.id.clone(),
             to,
@@ -898,3 +985,7 @@ mod tests;
 #[cfg(test)]
 #[path = "snapshot_tests.rs"]
 mod snapshot_tests;
+
+#[cfg(test)]
+#[path = "membership_tests.rs"]
+mod membership_tests;

@@ -56,21 +56,25 @@ pub(super) fn env(from: &str, to: &str, term: u64, msg: Message) -> Envelope {
 /// A few cores wired together by an in-memory network. Persisting is instant, so
 /// `after_persist` leaves with `messages`; the tests that care about the split look at
 /// single `Ready`s instead.
-struct Cluster {
-    cores: BTreeMap<PeerAddr, RaftCore>,
+pub(super) struct Cluster {
+    pub(super) cores: BTreeMap<PeerAddr, RaftCore>,
     queue: VecDeque<Envelope>,
     /// Members cut off from everyone, both ways.
-    isolated: BTreeSet<PeerAddr>,
+    pub(super) isolated: BTreeSet<PeerAddr>,
     /// Lost as well.
-    drop_if: Option<fn(&Envelope) -> bool>,
-    applied: BTreeMap<PeerAddr, Vec<Entry>>,
+    pub(super) drop_if: Option<fn(&Envelope) -> bool>,
+    pub(super) applied: BTreeMap<PeerAddr, Vec<Entry>>,
     reads: BTreeMap<PeerAddr, Vec<ReadState>>,
     truncations: BTreeMap<PeerAddr, Vec<u64>>,
-    sent: Vec<Envelope>,
+    pub(super) sent: Vec<Envelope>,
+    /// Messages a member refused, with the reason (kept only with `tolerate_refusals`;
+    /// otherwise a refusal fails the test).
+    pub(super) refused: Vec<(Envelope, String)>,
+    pub(super) tolerate_refusals: bool,
 }
 
 impl Cluster {
-    fn new(n: usize) -> Cluster {
+    pub(super) fn new(n: usize) -> Cluster {
         let cores = names(n)
             .iter()
             .map(|p| {
@@ -98,10 +102,12 @@ impl Cluster {
             reads: BTreeMap::new(),
             truncations: BTreeMap::new(),
             sent: Vec::new(),
+            refused: Vec::new(),
+            tolerate_refusals: false,
         }
     }
 
-    fn core(&mut self, id: &str) -> &mut RaftCore {
+    pub(super) fn core(&mut self, id: &str) -> &mut RaftCore {
         self.cores.get_mut(&addr(id)).expect("member")
     }
 
@@ -136,7 +142,7 @@ impl Cluster {
     }
 
     /// Delivers until the network is quiet.
-    fn deliver(&mut self) {
+    pub(super) fn deliver(&mut self) {
         self.flush_all();
         let mut n = 0;
         while let Some(e) = self.queue.pop_front() {
@@ -150,13 +156,16 @@ impl Cluster {
             }
             self.sent.push(e.clone());
             let to = e.to.clone();
-            self.cores.get_mut(&to).expect("member").step(e).unwrap();
+            if let Err(r) = self.cores.get_mut(&to).expect("member").step(e.clone()) {
+                assert!(self.tolerate_refusals, "{to} refused {e:?}: {}", r.reason);
+                self.refused.push((e, r.reason));
+            }
             self.flush(&to);
         }
     }
 
     /// Advances every member's clock by `ms`, in ticks of 5 ms, delivering in between.
-    fn run(&mut self, ms: u64) {
+    pub(super) fn run(&mut self, ms: u64) {
         for _ in 0..ms / 5 {
             let ids: Vec<PeerAddr> = self.cores.keys().cloned().collect();
             for id in ids {
@@ -168,13 +177,13 @@ impl Cluster {
     }
 
     /// Makes `id` leader: only its timer runs out, the others just answer.
-    fn elect(&mut self, id: &str) {
+    pub(super) fn elect(&mut self, id: &str) {
         self.core(id).tick(2 * ET);
         self.deliver();
         assert_eq!(self.core(id).role(), Role::Leader, "{id} should have won");
     }
 
-    fn leaders(&self) -> Vec<PeerAddr> {
+    pub(super) fn leaders(&self) -> Vec<PeerAddr> {
         self.cores
             .iter()
             .filter(|(_, c)| c.role() == Role::Leader)

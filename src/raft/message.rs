@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 use super::log::LogId;
+use super::peer_set::PeerSet;
 
 /// A member's identity: the `host:port` of its HTTP listener, as Nacos `RaftPeer.ip`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -69,6 +70,10 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         user: Option<String>,
     },
+    /// A new configuration (Nacos `RaftPeerSet`): in force on each member as soon as it is
+    /// in that member's log, committed or not (Raft thesis §4.1), and different from the
+    /// one before it by at most one voter.
+    Config { peers: PeerSet },
 }
 
 /// One datum of an [`Command::Import`].

@@ -4,7 +4,7 @@
 //!
 //! Owns the read queue and the round numbers; must not send messages (the core does).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 
 use super::message::PeerAddr;
 
@@ -79,9 +79,16 @@ impl ReadOnly {
         self.round
     }
 
-    /// `from` acknowledged heartbeat round `round`; returns the reads now confirmed, in
-    /// order (rounds are acknowledged in order, so the front always completes first).
-    pub fn ack(&mut self, from: &PeerAddr, round: u64, quorum: usize) -> Vec<ReadyRead> {
+    /// `from` acknowledged heartbeat round `round`; returns the reads now confirmed by a
+    /// majority of `voters` (learners' acknowledgements count for nothing), in order
+    /// (rounds are acknowledged in order, so the front always completes first).
+    pub fn ack(
+        &mut self,
+        from: &PeerAddr,
+        round: u64,
+        voters: &BTreeSet<PeerAddr>,
+    ) -> Vec<ReadyRead> {
+        let quorum = voters.len() / 2 + 1;
         if round == 0 || round > self.round {
             return Vec::new();
         }
@@ -89,7 +96,11 @@ impl ReadOnly {
             r.acks.insert(from.clone());
         }
         let mut done = Vec::new();
-        while self.pending.front().is_some_and(|r| r.acks.len() >= quorum) {
+        while self
+            .pending
+            .front()
+            .is_some_and(|r| r.acks.iter().filter(|a| voters.contains(*a)).count() >= quorum)
+        {
             if let Some(r) = self.pending.pop_front() {
                 done.push((r.ctx, r.from, r.index));
             }
@@ -122,10 +133,18 @@ mod tests {
         assert!(r.take_round_needed());
         assert_eq!(r.start_round(), 1);
         r.add(2, Some(p("c")), 11, &p("a"));
-        assert!(r.ack(&p("b"), 2, 2).is_empty(), "round 2 was never sent");
-        assert_eq!(r.ack(&p("b"), 1, 2), vec![(1, None, 10)]);
+        let voters: BTreeSet<PeerAddr> = [p("a"), p("b"), p("c")].into();
+        assert!(
+            r.ack(&p("b"), 2, &voters).is_empty(),
+            "round 2 was never sent"
+        );
+        assert!(
+            r.ack(&p("l"), 1, &voters).is_empty(),
+            "a learner counts for nothing"
+        );
+        assert_eq!(r.ack(&p("b"), 1, &voters), vec![(1, None, 10)]);
         assert_eq!(r.start_round(), 2);
-        assert_eq!(r.ack(&p("b"), 2, 2), vec![(2, Some(p("c")), 11)]);
+        assert_eq!(r.ack(&p("b"), 2, &voters), vec![(2, Some(p("c")), 11)]);
         assert_eq!(r.start_round(), 0, "nothing waits");
     }
 

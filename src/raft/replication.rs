@@ -20,6 +20,7 @@ pub(super) fn approx_json_size(e: &Entry) -> usize {
         Command::Delete { key, .. } => key.len(),
         // Names, a prefix and a hash: each bounded by `AuthChange::validate`.
         Command::Auth { .. } => 1024,
+        Command::Config { peers } => peers.members().map(|p| 4 + p.as_str().len()).sum(),
         Command::Import { datums, .. } => datums
             .iter()
             .map(|d| 32 + d.key.len() + crate::datum::approx_json_size(&d.value))
@@ -94,16 +95,20 @@ impl RaftCore {
         // conflicting suffix may go; `validate::check` made the batch contiguous after
         // `prev`, so each push continues the log.
         let last_new = prev.index + entries.len() as u64;
-        let mut appending = false;
-        for e in entries {
-            if !appending {
-                match self.log.term_at(e.index) {
-                    Some(t) if t == e.term => continue,
-                    // A divergent, uncommitted suffix: drop it (Raft §5.3).
-                    Some(_) => self.log.truncate_from(e.index),
-                    None => {}
-                }
-                appending = true;
+        let new_from = entries
+            .iter()
+            .position(|e| self.log.term_at(e.index) != Some(e.term))
+            .unwrap_or(entries.len());
+        self.check_configurations(&entries[new_from..])?;
+        for (i, e) in entries.into_iter().enumerate().skip(new_from) {
+            if i == new_from && self.log.term_at(e.index).is_some() {
+                // A divergent, uncommitted suffix: drop it (Raft §5.3), and with it any
+                // configuration it held.
+                self.log.truncate_from(e.index);
+                self.peers.truncate_from(e.index);
+            }
+            if let Command::Config { peers } = &e.command {
+                self.peers.push(e.index, peers.clone());
             }
             self.log.push(e);
         }
@@ -116,6 +121,25 @@ impl RaftCore {
                 hint: 0,
             },
         );
+        Ok(())
+    }
+
+    /// Each configuration in `entries` (which follow the log after truncation) must differ
+    /// from the one before it by at most one voter: a leader that sends otherwise is broken
+    /// or forged, and following it could elect two leaders in one term.
+    fn check_configurations(&self, entries: &[Entry]) -> Result<(), Rejected> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let mut prev = self.peers.at(first.index - 1);
+        for e in entries {
+            if let Command::Config { peers } = &e.command {
+                prev.may_precede(peers).map_err(|why| {
+                    Rejected::new(format!("configuration entry {}: {why}", e.index))
+                })?;
+                prev = peers;
+            }
+        }
         Ok(())
     }
 
@@ -208,18 +232,31 @@ impl RaftCore {
                 self.send_append(&from);
             }
         }
-        let quorum = self.quorum();
-        for (ctx, from, index) in self.read_only.ack(&from, read_ctx, quorum) {
+        let voters = self.peers.latest().voters.clone();
+        for (ctx, from, index) in self.read_only.ack(&from, read_ctx, &voters) {
             self.answer_read(ctx, from, Some(index));
         }
         Ok(())
     }
 
     pub(super) fn maybe_commit(&mut self) {
-        let mut matches: Vec<u64> = self.progress.values().map(|p| p.match_index).collect();
-        matches.push(self.log.stable_index());
+        // Only voters of the configuration in force count; the leader too, unless it is
+        // removing itself (thesis §4.2.2).
+        let mut matches: Vec<u64> = self
+            .peers
+            .latest()
+            .voters
+            .iter()
+            .map(|v| match self.progress.get(v) {
+                _ if *v == self.cfg.id => self.log.stable_index(),
+                Some(pr) => pr.match_index,
+                None => 0,
+            })
+            .collect();
         matches.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = matches[self.quorum() - 1];
+        let Some(&candidate) = matches.get(self.quorum() - 1) else {
+            return;
+        };
         // Only entries of the current term are committed by counting (Raft §5.4.2, Figure 8).
         let committed = self.log.committed();
         if candidate > committed && self.log.term_at(candidate) == Some(self.term) {
@@ -230,11 +267,13 @@ impl RaftCore {
                     self.leader_read(ctx, from);
                 }
             }
+            self.after_leader_commit();
         }
     }
 
     pub(super) fn broadcast_append(&mut self) {
-        for p in self.others() {
+        let targets: Vec<PeerAddr> = self.progress.keys().cloned().collect();
+        for p in targets {
             self.send_append(&p);
         }
     }

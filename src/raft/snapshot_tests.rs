@@ -333,12 +333,22 @@ fn stream_reports_about_a_follower_not_in_snapshot_state_or_after_losing_leaders
 // ---------------------------------------------------------------- the follower
 
 #[test]
-fn offers_from_a_non_member_a_stale_term_or_to_the_leader_of_that_term_are_refused() {
+fn offers_from_another_leader_of_the_term_a_stale_term_or_to_the_leader_are_refused() {
     let mut b = follower(3, 2);
     let point = LogId::new(3, 1);
-    let err = b.offer_snapshot(&addr("x"), 2, point).unwrap_err();
-    assert!(err.contains("not another member"), "{err}");
-    let err = b.offer_snapshot(&addr("a"), 1, point).unwrap_err();
+    // Not refused for being outside b's configuration (a follower's may lag the leader's;
+    // the cluster secret keeps strangers out), but a leads term 2.
+    let err = b
+        .offer_snapshot(&addr("x"), 2, point, b.peer_set().clone())
+        .unwrap_err();
+    assert!(err.contains("which a leads"), "{err}");
+    let err = b
+        .offer_snapshot(&addr("a"), 2, point, crate::raft::PeerSet::default())
+        .unwrap_err();
+    assert!(err.contains("configuration"), "{err}");
+    let err = b
+        .offer_snapshot(&addr("a"), 1, point, b.peer_set().clone())
+        .unwrap_err();
     assert!(err.contains("stale"), "{err}");
     assert_eq!((b.term(), b.commit_index()), (2, 2));
     let rd = b.take_ready();
@@ -346,7 +356,7 @@ fn offers_from_a_non_member_a_stale_term_or_to_the_leader_of_that_term_are_refus
 
     let mut a = leader(3);
     let err = a
-        .offer_snapshot(&addr("b"), 2, LogId::new(4, 2))
+        .offer_snapshot(&addr("b"), 2, LogId::new(4, 2), a.peer_set().clone())
         .unwrap_err();
     assert!(err.contains("which a leads"), "{err}");
     assert_eq!(a.role(), Role::Leader);
@@ -358,7 +368,10 @@ fn offers_from_a_non_member_a_stale_term_or_to_the_leader_of_that_term_are_refus
 fn an_offer_of_a_newer_term_or_from_this_terms_leader_makes_the_receiver_follow_its_sender() {
     // A leader of term 2 hears of term 5.
     let mut a = leader(3);
-    assert_eq!(a.offer_snapshot(&addr("c"), 5, LogId::new(9, 4)), Ok(true));
+    assert_eq!(
+        a.offer_snapshot(&addr("c"), 5, LogId::new(9, 4), a.peer_set().clone()),
+        Ok(true)
+    );
     assert_eq!(
         (a.role(), a.term(), a.leader()),
         (Role::Follower, 5, Some(&addr("c")))
@@ -385,7 +398,10 @@ fn an_offer_of_a_newer_term_or_from_this_terms_leader_makes_the_receiver_follow_
     b.step(env("c", "b", 2, Message::PreVoteResp { granted: true }))
         .unwrap();
     assert_eq!((b.role(), b.term()), (Role::Candidate, 2));
-    assert_eq!(b.offer_snapshot(&addr("a"), 2, LogId::new(5, 2)), Ok(true));
+    assert_eq!(
+        b.offer_snapshot(&addr("a"), 2, LogId::new(5, 2), b.peer_set().clone()),
+        Ok(true)
+    );
     assert_eq!(
         (b.role(), b.term(), b.leader()),
         (Role::Follower, 2, Some(&addr("a")))
@@ -397,7 +413,7 @@ fn an_offer_at_or_below_the_commit_index_is_not_needed_and_changes_nothing() {
     let mut b = follower(5, 4);
     for index in [4, 2] {
         assert_eq!(
-            b.offer_snapshot(&addr("a"), 2, LogId::new(index, 1)),
+            b.offer_snapshot(&addr("a"), 2, LogId::new(index, 1), b.peer_set().clone()),
             Ok(false)
         );
     }
@@ -412,7 +428,10 @@ fn an_offer_at_or_below_the_commit_index_is_not_needed_and_changes_nothing() {
 #[test]
 fn a_log_holding_the_point_keeps_what_follows_it() {
     let mut b = follower(8, 2);
-    assert_eq!(b.offer_snapshot(&addr("a"), 2, LogId::new(5, 1)), Ok(true));
+    assert_eq!(
+        b.offer_snapshot(&addr("a"), 2, LogId::new(5, 1), b.peer_set().clone()),
+        Ok(true)
+    );
     let rd = b.take_ready();
     assert_eq!(
         rd.install,
@@ -441,7 +460,10 @@ fn a_log_holding_the_point_keeps_what_follows_it() {
 fn a_log_without_the_point_is_reset() {
     // Shorter than the point.
     let mut b = follower(3, 2);
-    assert_eq!(b.offer_snapshot(&addr("a"), 2, LogId::new(10, 2)), Ok(true));
+    assert_eq!(
+        b.offer_snapshot(&addr("a"), 2, LogId::new(10, 2), b.peer_set().clone()),
+        Ok(true)
+    );
     let rd = b.take_ready();
     let reset = Some(InstallPoint {
         point: LogId::new(10, 2),
@@ -456,7 +478,10 @@ fn a_log_without_the_point_is_reset() {
 
     // Long enough, but of another term there: a divergent, uncommitted suffix.
     let mut b = follower(8, 2);
-    assert_eq!(b.offer_snapshot(&addr("a"), 2, LogId::new(6, 2)), Ok(true));
+    assert_eq!(
+        b.offer_snapshot(&addr("a"), 2, LogId::new(6, 2), b.peer_set().clone()),
+        Ok(true)
+    );
     let rd = b.take_ready();
     assert_eq!(rd.install.map(|i| i.reset_log), Some(true));
     assert!(rd.entries.is_empty() && rd.committed.is_empty());
@@ -469,7 +494,10 @@ fn a_log_without_the_point_is_reset() {
 #[test]
 fn entries_after_an_installed_point_are_accepted_and_committed() {
     let mut b = follower(3, 2);
-    assert_eq!(b.offer_snapshot(&addr("a"), 2, LogId::new(10, 2)), Ok(true));
+    assert_eq!(
+        b.offer_snapshot(&addr("a"), 2, LogId::new(10, 2), b.peer_set().clone()),
+        Ok(true)
+    );
     assert!(b.take_ready().install.is_some());
 
     let e12 = Entry {
@@ -527,7 +555,10 @@ fn regression_an_offer_arriving_with_entries_not_yet_handed_out_reset_the_shells
     let mut b = follower(5, 2);
     let entries = (6..=9).map(|i| noop(i, 2)).collect();
     b.step(append(LogId::new(5, 1), entries, 2)).unwrap();
-    assert_eq!(b.offer_snapshot(&addr("a"), 2, LogId::new(7, 2)), Ok(true));
+    assert_eq!(
+        b.offer_snapshot(&addr("a"), 2, LogId::new(7, 2), b.peer_set().clone()),
+        Ok(true)
+    );
     let rd = b.take_ready();
     assert_eq!(
         rd.install,
@@ -562,7 +593,10 @@ fn regression_an_offer_arriving_with_entries_not_yet_handed_out_reset_the_shells
     let mut b = follower(8, 2);
     let entries = (5..=9).map(|i| noop(i, 2)).collect();
     b.step(append(LogId::new(4, 1), entries, 2)).unwrap();
-    assert_eq!(b.offer_snapshot(&addr("a"), 2, LogId::new(7, 2)), Ok(true));
+    assert_eq!(
+        b.offer_snapshot(&addr("a"), 2, LogId::new(7, 2), b.peer_set().clone()),
+        Ok(true)
+    );
     let rd = b.take_ready();
     assert_eq!(rd.install.map(|i| i.reset_log), Some(true));
     assert!(

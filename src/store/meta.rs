@@ -1,4 +1,5 @@
-//! `meta.properties`: the durable term and vote (Nacos `RaftStore.updateTerm` plus `voteFor`).
+//! `meta.properties`: the durable term and vote (Nacos `RaftStore.updateTerm` plus `voteFor`);
+//! and `bootstrap.json`, the configuration a new cluster started from (`--peers`).
 //!
 //! Rewritten atomically (temp file, fsync, rename, directory fsync) before any vote or
 //! acknowledgement that depends on it leaves the node; Nacos wrote it without fsync and
@@ -9,9 +10,64 @@ use std::io::{ErrorKind, Write};
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::raft::{HardState, PeerAddr};
+use crate::raft::{HardState, PeerAddr, PeerSet};
 
 pub const META_FILE: &str = "meta.properties";
+
+/// The configuration in force from index 0: what `--peers` (or `cluster.conf`) said when
+/// this member's data dir was new. Written once; later configurations live in the log,
+/// checkpoints and snapshots, so a restart never takes its members from flags again.
+pub const BOOTSTRAP_FILE: &str = "bootstrap.json";
+
+/// Reads `bootstrap.json`: `Ok(None)` when there is none (a member started with `--join`,
+/// or a data dir from before configurations were recorded).
+pub fn read_bootstrap(data_dir: &Path) -> Result<Option<PeerSet>> {
+    let path = data_dir.join(BOOTSTRAP_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::store(path, e)),
+    };
+    let corrupt = |reason: String| {
+        Error::Corrupt {
+        path: path.clone(),
+        offset: 0,
+        reason: format!(
+            "{reason}; it holds the members this cluster started with, written atomically, so it was damaged after it was written. {}",
+            super::WAY_OUT
+        ),
+    }
+    };
+    #[derive(serde::Deserialize)]
+    struct Bootstrap {
+        peers: PeerSet,
+    }
+    let b: Bootstrap = serde_json::from_slice(&bytes)
+        .map_err(|e| corrupt(format!("not the JSON expected: {e}")))?;
+    b.peers.validate().map_err(corrupt)?;
+    Ok(Some(b.peers))
+}
+
+/// Writes `bootstrap.json` atomically (a new member of a new cluster, before its first entry).
+pub fn write_bootstrap(data_dir: &Path, peers: &PeerSet) -> Result<()> {
+    let body = serde_json::to_vec_pretty(&serde_json::json!({ "peers": peers }))
+        .expect("a configuration serialises");
+    replace_atomically(data_dir, BOOTSTRAP_FILE, &body)
+}
+
+/// Replaces `data_dir/name` with `body`: temp file, fsync, rename, directory fsync.
+fn replace_atomically(data_dir: &Path, name: &str, body: &[u8]) -> Result<()> {
+    let path = data_dir.join(name);
+    let tmp = data_dir.join(format!(".{name}.tmp"));
+    let mut f = File::create(&tmp).map_err(|e| Error::store(&tmp, e))?;
+    f.write_all(body)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::store(&tmp, e))?;
+    fs::rename(&tmp, &path).map_err(|e| Error::store(&path, e))?;
+    File::open(data_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::store(data_dir, e))
+}
 
 /// Reads the term and vote: `Ok(None)` when the file does not exist (a new member; the
 /// caller checks that nothing else in the data dir says otherwise). An empty or unreadable
@@ -74,21 +130,12 @@ pub fn read_meta(data_dir: &Path) -> Result<Option<HardState>> {
 }
 
 pub fn write_meta(data_dir: &Path, hs: &HardState) -> Result<()> {
-    let path = data_dir.join(META_FILE);
-    let tmp = data_dir.join(".meta.properties.tmp");
     let body = format!(
         "# nacos-raft durable state; rewritten atomically, do not edit while the node runs\nterm={}\nvoteFor={}\n",
         hs.term,
         hs.vote_for.as_ref().map_or("", |v| v.as_str())
     );
-    let mut f = File::create(&tmp).map_err(|e| Error::store(&tmp, e))?;
-    f.write_all(body.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::store(&tmp, e))?;
-    fs::rename(&tmp, &path).map_err(|e| Error::store(&path, e))?;
-    File::open(data_dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::store(data_dir, e))
+    replace_atomically(data_dir, META_FILE, body.as_bytes())
 }
 
 #[cfg(test)]
@@ -111,6 +158,27 @@ mod tests {
         };
         write_meta(dir.path(), &none).unwrap();
         assert_eq!(read_meta(dir.path()).unwrap(), Some(none));
+    }
+
+    #[test]
+    fn the_bootstrap_configuration_round_trips_and_damage_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_bootstrap(dir.path()).unwrap(), None);
+        let peers = PeerSet::of_voters([PeerAddr::new("a:1"), PeerAddr::new("b:1")]);
+        write_bootstrap(dir.path(), &peers).unwrap();
+        assert_eq!(read_bootstrap(dir.path()).unwrap(), Some(peers));
+        for bad in [&b"{"[..], br#"{"peers":{"voters":[]}}"#] {
+            fs::write(dir.path().join(BOOTSTRAP_FILE), bad).unwrap();
+            match read_bootstrap(dir.path()) {
+                Err(Error::Corrupt { reason, .. }) => {
+                    assert!(
+                        reason.contains("members this cluster started with"),
+                        "{reason}"
+                    )
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -96,7 +96,7 @@ pub fn check_start(data_dir: &Path, meta: Option<&HardState>, log: &log::Recover
         _ => Ok(()),
     }
 }
-pub use meta::{read_meta, write_meta};
+pub use meta::{read_bootstrap, read_meta, write_bootstrap, write_meta};
 
 #[cfg(test)]
 mod tests {

@@ -61,6 +61,7 @@ fn check_command(c: &Command) -> Result<(), String> {
         Command::Delete { key, .. } => validate_key(key).map_err(|e| e.to_string()),
         Command::Auth { change } => change.validate(),
         Command::Import { datums, .. } => crate::raft::check_import(datums),
+        Command::Config { peers } => peers.validate(),
     }
 }
 

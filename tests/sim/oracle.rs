@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use nacos_raft::raft::{Command, Entry, LogId};
+use nacos_raft::raft::{Command, Entry, LogId, PeerSet};
 
 use super::log::SimLog;
 
@@ -44,8 +44,11 @@ fn value_word(v: &serde_json::Value) -> u64 {
 impl Datums {
     pub fn apply(&mut self, e: &Entry) {
         let key = match &e.command {
-            // The simulated clients write datums only.
-            Command::Noop | Command::Auth { .. } | Command::Import { .. } => return,
+            // The simulated clients write datums only (configurations are the members').
+            Command::Noop
+            | Command::Auth { .. }
+            | Command::Import { .. }
+            | Command::Config { .. } => return,
             Command::Publish { key, .. } | Command::Delete { key, .. } => key,
         };
         // Nacos timestamp rule: 1 for a new key, previous + 1 otherwise.
@@ -71,7 +74,9 @@ impl Datums {
 
 pub fn key_of(c: &Command) -> Option<&str> {
     match c {
-        Command::Noop | Command::Auth { .. } | Command::Import { .. } => None,
+        Command::Noop | Command::Auth { .. } | Command::Import { .. } | Command::Config { .. } => {
+            None
+        }
         Command::Publish { key, .. } | Command::Delete { key, .. } => Some(key),
     }
 }
@@ -104,6 +109,40 @@ pub struct Oracle {
 impl Oracle {
     pub fn leader_terms(&self) -> usize {
         self.leaders.len()
+    }
+
+    /// The index of the newest committed configuration entry (0: the bootstrap one).
+    pub fn committed_config_index(&self) -> u64 {
+        self.committed
+            .iter()
+            .rposition(|(_, c, _)| matches!(c, Command::Config { .. }))
+            .map_or(0, |i| i as u64 + 1)
+    }
+
+    /// The newest committed configuration entry's configuration (`bootstrap` if none).
+    pub fn committed_config(&self, bootstrap: &PeerSet) -> PeerSet {
+        self.committed
+            .iter()
+            .rev()
+            .find_map(|(_, c, _)| match c {
+                Command::Config { peers } => Some(peers.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| bootstrap.clone())
+    }
+
+    /// The configuration in force after the applied entry at `index` (`bootstrap` before
+    /// any configuration entry).
+    pub fn peers_at(&self, index: u64, bootstrap: &PeerSet) -> PeerSet {
+        self.applied
+            .iter()
+            .take(index as usize)
+            .rev()
+            .find_map(|(_, c)| match c {
+                Command::Config { peers } => Some(peers.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| bootstrap.clone())
     }
 
     pub fn leader_of(&self, term: u64) -> Option<usize> {

@@ -3,7 +3,9 @@
 //! yet durable when the member crashes, paused members (as under SIGSTOP), leadership
 //! transfers, and a client that publishes, deletes and reads. Members checkpoint their datum
 //! set and compact their log (most seeds, with a small retained log), so leaders stream
-//! snapshots to members that fall behind, over the same faulty network. It plays the shell's
+//! snapshots to members that fall behind, over the same faulty network. In half the seeds
+//! the configuration changes too: spare members (started as with `--join`) are added as
+//! learners, promoted, and members removed, the leader among them. It plays the shell's
 //! part of the `Ready` contract strictly and checks the invariants in `oracle` after every
 //! event.
 
@@ -11,8 +13,8 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 
 use nacos_raft::raft::{
-    Command, Config, Entry, Envelope, HardState, InstallPoint, LogId, Message, PeerAddr, RaftCore,
-    ReadState, Role,
+    Command, Config, Entry, Envelope, HardState, InstallPoint, LogId, Message, PeerAddr,
+    PeerChange, PeerSet, RaftCore, ReadState, Role,
 };
 
 use super::log::SimLog;
@@ -76,6 +78,12 @@ pub struct Params {
     pub retain: u64,
     /// How long a snapshot stream takes, from the leader's start to the last chunk.
     pub stream_time: (u64, u64),
+    /// Configuration changes among the faults, with this many spare members (started with
+    /// no configuration) to add; `false`: the schedules from before membership changes.
+    pub membership: bool,
+    pub spares: usize,
+    /// The members' `--auto-promote`.
+    pub auto_promote: bool,
 }
 
 impl Params {
@@ -99,7 +107,16 @@ impl Params {
         let compact_every = (!c.chance(0.3)).then(|| c.pick(&[2, 5, 12, 30]));
         let retain = c.pick(&[0, 1, 3, 8]);
         let stream_time = (2, c.pick(&[10, 60, 300]));
-        Params {
+        // Membership changes too, from a stream of their own.
+        let mut m = Rng::new(seed ^ 0x4D45_4D42_4552_5321);
+        let membership = m.chance(0.5);
+        let spares = if membership {
+            m.range((1, 2)) as usize
+        } else {
+            0
+        };
+        let auto_promote = m.chance(0.5);
+        let mut p = Params {
             nodes,
             mix,
             drop: if lossy { pct(&mut r, 20) } else { 0.0 },
@@ -126,7 +143,25 @@ impl Params {
             compact_every,
             retain,
             stream_time,
+            membership,
+            spares,
+            auto_promote,
+        };
+        // Spares run on skewed clocks as the others do.
+        for _ in 0..spares {
+            let rate = if skew { m.range((50, 200)) } else { 100 };
+            p.clock_rates.push(rate);
         }
+        p
+    }
+
+    /// The seed's parameters with membership changes off: the schedule a regression found
+    /// before they existed.
+    pub fn before_membership(seed: u64) -> Params {
+        let mut p = Params::for_seed(seed);
+        p.membership = false;
+        p.spares = 0;
+        p
     }
 }
 
@@ -151,6 +186,12 @@ pub struct SnapStats {
     pub unservable: u64,
     /// Malformed messages injected as if from a broken member, every one refused.
     pub malformed_refused: u64,
+    /// Configuration changes asked of a leader, appended, and refused (busy or unsafe);
+    /// elections won by members added during the run.
+    pub changes_asked: u64,
+    pub changes_appended: u64,
+    pub changes_refused: u64,
+    pub leaders_added: u64,
 }
 
 /// What one seed did, for the runner's statistics.
@@ -209,6 +250,8 @@ struct Stream {
     term: u64,
     point: LogId,
     datums: Datums,
+    /// The configuration at `point` (chunk 0 of the shell's stream).
+    peers: PeerSet,
 }
 
 impl std::fmt::Debug for Stream {
@@ -254,8 +297,9 @@ impl Ord for Sched {
 #[derive(Clone, Default)]
 struct Job {
     hs: Option<HardState>,
-    /// An accepted snapshot and its datum set, installed before the entries that follow.
-    install: Option<(InstallPoint, Datums)>,
+    /// An accepted snapshot, its datum set and configuration, installed before the entries
+    /// that follow.
+    install: Option<(InstallPoint, Datums, PeerSet)>,
     truncate_from: Option<u64>,
     entries: Vec<Entry>,
     after: Vec<Envelope>,
@@ -292,6 +336,8 @@ struct Node {
     /// is at: what a restart loads before replaying the log after it.
     disk_datums: Datums,
     disk_datums_at: u64,
+    /// The configuration at `disk_datums_at` (the bootstrap one at 0; none for a spare).
+    disk_peers: PeerSet,
     /// The core's log as the `Ready`s described it, checked against the core after each one.
     mem_log: SimLog,
     jobs: VecDeque<Job>,
@@ -299,6 +345,8 @@ struct Node {
     installs_queued: usize,
     last_job_at: u64,
     datums: Datums,
+    /// The configuration at `applied`, as the shell's datum set keeps it for checkpoints.
+    peers: PeerSet,
     applied: u64,
     /// Whether `datums` changed since it was last compared with the oracle.
     datums_changed: bool,
@@ -308,8 +356,9 @@ struct Node {
     /// `applied` at the last checkpoint, for the compaction cadence.
     checkpoint_at: u64,
     commit_seen: u64,
-    /// An accepted snapshot's point and datum set, until the `Ready` that installs it.
-    staged: Option<(LogId, Datums)>,
+    /// An accepted snapshot's point, datum set and configuration, until the `Ready` that
+    /// installs it.
+    staged: Option<(LogId, Datums, PeerSet)>,
     /// Snapshot streams under way, by follower, with the index each covers: compaction
     /// stops short of them (the shell's pins).
     streams: BTreeMap<usize, u64>,
@@ -331,6 +380,8 @@ pub struct Sim {
     queue: BinaryHeap<Reverse<Sched>>,
     nodes: Vec<Node>,
     addrs: Vec<PeerAddr>,
+    /// The configuration the cluster starts with: the first `p.nodes` members as voters.
+    bootstrap: PeerSet,
     /// Directed links that lose everything: (from, to).
     blocked: HashSet<(usize, usize)>,
     partition_gen: u64,
@@ -363,9 +414,10 @@ impl Sim {
     /// The seed's schedule under other parameters (a regression found before compaction
     /// replays with it off).
     pub fn with_params(seed: u64, p: Params, trace: bool) -> Sim {
-        let addrs: Vec<PeerAddr> = (0..p.nodes)
+        let addrs: Vec<PeerAddr> = (0..p.nodes + p.spares)
             .map(|i| PeerAddr::new(format!("n{i}")))
             .collect();
+        let bootstrap = PeerSet::of_voters(addrs[..p.nodes].iter().cloned());
         let mut sim = Sim {
             seed,
             rng: Rng::new(seed),
@@ -375,6 +427,7 @@ impl Sim {
             queue: BinaryHeap::new(),
             nodes: Vec::new(),
             addrs,
+            bootstrap,
             blocked: HashSet::new(),
             partition_gen: 0,
             healing: false,
@@ -391,7 +444,12 @@ impl Sim {
             trace,
             p,
         };
-        for n in 0..sim.p.nodes {
+        for n in 0..sim.p.nodes + sim.p.spares {
+            let disk_peers = if n < sim.p.nodes {
+                sim.bootstrap.clone()
+            } else {
+                PeerSet::default()
+            };
             sim.nodes.push(Node {
                 core: None,
                 inc: 0,
@@ -401,11 +459,13 @@ impl Sim {
                 disk_log: SimLog::default(),
                 disk_datums: Datums::default(),
                 disk_datums_at: 0,
+                disk_peers: disk_peers.clone(),
                 mem_log: SimLog::default(),
                 jobs: VecDeque::new(),
                 installs_queued: 0,
                 last_job_at: 0,
                 datums: Datums::default(),
+                peers: disk_peers,
                 applied: 0,
                 datums_changed: false,
                 handed: 0,
@@ -466,7 +526,7 @@ impl Sim {
                 Some(c) => {
                     let st = c.status();
                     s += &format!(
-                        "[n{n} {} t{} leader {:?} start {} commit {} last {} stable {} applied {}] ",
+                        "[n{n} {} t{} leader {:?} start {} commit {} last {} stable {} applied {} voters {:?} learners {:?} at {}] ",
                         st.role.as_str(),
                         st.term,
                         st.leader.map(|l| l.0),
@@ -474,7 +534,10 @@ impl Sim {
                         st.commit_index,
                         st.last_log_index,
                         st.stable_index,
-                        node.applied
+                        node.applied,
+                        st.peers.voters.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+                        st.peers.learners.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+                        st.peers_index,
                     );
                     for f in st.followers {
                         s += &format!(
@@ -554,12 +617,16 @@ impl Sim {
                 let Some(Ev::Deliver(env)) = self.defer_if_paused(to, Ev::Deliver(env)) else {
                     return;
                 };
-                self.nodes[to]
-                    .core
-                    .as_mut()
-                    .expect("alive")
-                    .step(env)
-                    .expect("a correct member's message was refused");
+                if let Err(r) = self.nodes[to].core.as_mut().expect("alive").step(env) {
+                    // A correct member's message is refused only for coming from outside the
+                    // receiver's configuration: a removed member that never learned it was
+                    // removed, still campaigning.
+                    assert!(
+                        r.reason.contains("is not another member"),
+                        "n{to} refused a correct member's message: {}",
+                        r.reason
+                    );
+                }
                 self.drive(to);
             }
             Ev::Persisted { node, inc } => {
@@ -668,7 +735,10 @@ impl Sim {
         for peer in &rd.snapshots {
             self.start_snapshot(n, peer);
         }
-        let install = rd.install.map(|ip| (ip, self.install(n, ip)));
+        let install = rd.install.map(|ip| {
+            let (datums, peers) = self.install(n, ip);
+            (ip, datums, peers)
+        });
         self.mirror_log(n, rd.truncate_from, &rd.entries);
         let persist = rd.needs_persist() || !rd.after_persist.is_empty();
         for env in rd.messages {
@@ -871,6 +941,9 @@ impl Sim {
             nd.applied
         );
         nd.datums.apply(&e);
+        if let Command::Config { peers } = &e.command {
+            nd.peers = peers.clone();
+        }
         nd.applied = e.index;
         nd.datums_changed = true;
         // How the shell confirms a publish: the leader that took it applies that index with
@@ -908,6 +981,7 @@ impl Sim {
         nd.checkpoint_at = nd.applied;
         nd.disk_datums = nd.datums.clone();
         nd.disk_datums_at = nd.applied;
+        nd.disk_peers = nd.peers.clone();
         let pinned = nd.streams.values().min().copied().unwrap_or(u64::MAX);
         let upto = nd.applied.saturating_sub(self.p.retain).min(pinned);
         // The oracle learns of commits from the retained log, so before it shrinks.
@@ -966,10 +1040,13 @@ impl Sim {
         };
         // Below what it applied only for a leader that restarted from a checkpoint ahead of
         // its commit index; its exact datum set there is the history's.
-        let datums = if index == nd.applied {
-            nd.datums.clone()
+        let (datums, peers) = if index == nd.applied {
+            (nd.datums.clone(), nd.peers.clone())
         } else {
-            self.oracle.state_at(index)
+            (
+                self.oracle.state_at(index),
+                self.oracle.peers_at(index, &self.bootstrap),
+            )
         };
         let stream = Stream {
             leader: n,
@@ -979,6 +1056,7 @@ impl Sim {
             term: core.term(),
             point: LogId::new(index, snap_term),
             datums,
+            peers,
         };
         if self.trace {
             eprintln!("        n{n} streams {stream:?}");
@@ -1007,14 +1085,14 @@ impl Sim {
         if delivered {
             let from = self.addrs[l].clone();
             let core = self.nodes[p].core.as_mut().expect("alive");
-            let answer = core.offer_snapshot(&from, s.term, s.point);
+            let answer = core.offer_snapshot(&from, s.term, s.point, s.peers.clone());
             if self.trace {
                 eprintln!("        n{p} offered {s:?}: {answer:?}");
             }
             match answer {
                 Ok(true) => {
                     self.snap.installs += 1;
-                    self.nodes[p].staged = Some((s.point, s.datums));
+                    self.nodes[p].staged = Some((s.point, s.datums, s.peers));
                 }
                 Ok(false) => self.snap.not_needed += 1,
                 Err(_) => self.snap.refused += 1,
@@ -1041,9 +1119,9 @@ impl Sim {
     /// this or any later `Ready`'s committed entries are applied on top of it, and the log
     /// continues after its point. Returns the datum set for the disk, where it is installed
     /// in the same order (before anything later is written).
-    fn install(&mut self, n: usize, ip: InstallPoint) -> Datums {
+    fn install(&mut self, n: usize, ip: InstallPoint) -> (Datums, PeerSet) {
         let nd = &mut self.nodes[n];
-        let (point, datums) = nd
+        let (point, datums, peers) = nd
             .staged
             .take()
             .unwrap_or_else(|| panic!("n{n}: Ready.install {ip:?} without an accepted offer"));
@@ -1080,6 +1158,7 @@ impl Sim {
         }
         nd.commit_seen = nd.commit_seen.max(point.index);
         nd.datums = datums.clone();
+        nd.peers = peers.clone();
         nd.applied = point.index;
         nd.handed = point.index;
         nd.checkpoint_at = point.index;
@@ -1087,7 +1166,7 @@ impl Sim {
         // Proposals it took as an earlier leader that the snapshot covers get no answer.
         nd.pending.retain(|&i, _| i > point.index);
         self.progress_at = self.now;
-        datums
+        (datums, peers)
     }
 
     /// Tells the oracle what `n` now counts committed; it must hold those entries.
@@ -1109,7 +1188,10 @@ impl Sim {
             "n{n}: commit index went back from {} to {commit}",
             nd.commit_seen
         );
-        let leading = (core.role() == Role::Leader).then(|| core.term());
+        // A leader whose own removal committed steps down in the same step: it still
+        // counted that commit as the leader of its term.
+        let led = self.oracle.leader_of(core.term()) == Some(n);
+        let leading = (core.role() == Role::Leader || led).then(|| core.term());
         for i in nd.commit_seen + 1..=commit {
             let e = nd.mem_log.get(i).unwrap_or_else(|| {
                 panic!(
@@ -1229,7 +1311,7 @@ impl Sim {
     /// A broken member (or a forger holding the secret) sends something no correct member
     /// sends: a batch with a gap or an entry out of place, an entry of a term after the
     /// sender's, a position beyond any log, a candidate claiming entries of its own term,
-    /// or a sender that is not a member. The receiver must refuse it (the core checks these
+    /// or a vote asked by one that is not a member. The receiver must refuse it (the core checks these
     /// before looking at its state), and since a refused message changes nothing, every
     /// invariant checked after this event still holds.
     fn inject_malformed(&mut self) {
@@ -1287,7 +1369,16 @@ impl Sim {
                     read_ctx: 0,
                 },
             ),
-            _ => (PeerAddr::new("stranger"), append(prev, vec![])),
+            // A leader's messages are taken from anyone holding the cluster secret (the
+            // HTTP layer checks it; a follower's configuration may lag the leader's), but a
+            // vote only from a member.
+            _ => (
+                PeerAddr::new("stranger"),
+                Message::PreVote {
+                    last_log_index: last,
+                    last_log_term: core.term_at(last).unwrap_or(0).min(term),
+                },
+            ),
         };
         // Case 1 is malformed only when the entry cannot sit at index 1 after `prev`.
         let msg = match msg {
@@ -1322,6 +1413,9 @@ impl Sim {
         }
         if self.p.transfers {
             kinds.push(3);
+        }
+        if self.p.membership {
+            kinds.push(4);
         }
         if kinds.is_empty() {
             return;
@@ -1368,8 +1462,70 @@ impl Sim {
                     .transfer_leader(target);
                 self.drive(n);
             }
+            4 => self.change_members(),
             _ => {}
         }
+    }
+
+    /// An operator changes the configuration through the leader: adds a member that is not
+    /// in it as a learner (promoted on its own or not), promotes a learner, or removes a
+    /// member, the leader itself too. The leader refuses what is not safe now (another
+    /// change pending, no reachable majority after it, a learner behind).
+    fn change_members(&mut self) {
+        let leaders: Vec<usize> = self
+            .usable()
+            .into_iter()
+            .filter(|&n| {
+                self.nodes[n]
+                    .core
+                    .as_ref()
+                    .is_some_and(|c| c.role() == Role::Leader)
+            })
+            .collect();
+        if leaders.is_empty() {
+            return;
+        }
+        let n = self.rng.pick(&leaders);
+        let peers = self.nodes[n]
+            .core
+            .as_ref()
+            .expect("usable")
+            .peer_set()
+            .clone();
+        let outside: Vec<PeerAddr> = self
+            .addrs
+            .iter()
+            .filter(|a| !peers.contains(a))
+            .cloned()
+            .collect();
+        let learners: Vec<PeerAddr> = peers.learners.iter().cloned().collect();
+        let members: Vec<PeerAddr> = peers.members().cloned().collect();
+        let change = match self.rng.below(3) {
+            0 if !outside.is_empty() => PeerChange::AddLearner {
+                peer: outside[self.rng.below(outside.len())].clone(),
+                promote: self.rng.chance(0.5),
+            },
+            1 if !learners.is_empty() => PeerChange::Promote {
+                peer: learners[self.rng.below(learners.len())].clone(),
+            },
+            _ => PeerChange::Remove {
+                peer: members[self.rng.below(members.len())].clone(),
+            },
+        };
+        if self.trace {
+            eprintln!("        n{n} asked to {change}");
+        }
+        self.snap.changes_asked += 1;
+        match self.nodes[n]
+            .core
+            .as_mut()
+            .expect("usable")
+            .propose_change(change)
+        {
+            Ok(_) => self.snap.changes_appended += 1,
+            Err(_) => self.snap.changes_refused += 1,
+        }
+        self.drive(n);
     }
 
     /// A live member to crash, pause or cut off: often the leader, where faults hurt most.
@@ -1485,7 +1641,12 @@ impl Sim {
 
     /// Rebuilds a member from its disk, as the shell does at start.
     fn restart(&mut self, n: usize) {
-        let mut cfg = Config::new(self.addrs[n].clone(), self.addrs.clone());
+        let mut cfg = Config::new(self.addrs[n].clone(), Vec::new());
+        // As the shell starts: the configuration its datum set recorded (the bootstrap one
+        // before any checkpoint), with configuration entries of the log after it on top.
+        cfg.peers = self.nodes[n].disk_peers.clone();
+        cfg.peers_index = self.nodes[n].disk_datums_at;
+        cfg.auto_promote = self.p.auto_promote;
         cfg.heartbeat_interval_ms = HEARTBEAT_MS;
         cfg.election_timeout_ms = ELECTION_MS;
         cfg.max_entries_per_append = self.p.max_entries;
@@ -1516,6 +1677,7 @@ impl Sim {
             nd.disk_log.start
         );
         nd.datums = nd.disk_datums.clone();
+        nd.peers = nd.disk_peers.clone();
         nd.applied = nd.disk_datums_at;
         nd.datums_changed = true;
         nd.checkpoint_at = nd.applied;
@@ -1565,6 +1727,26 @@ impl Sim {
             if core.role() == Role::Leader {
                 if self.oracle.on_leader(n, core.term()) {
                     self.oracle.check_complete(n, core.term(), &nd.mem_log);
+                    // Only a member that may campaign wins; its configuration is at least
+                    // the newest one committed (it holds every committed entry); and a
+                    // member that the newest committed configuration does not count as a
+                    // voter never leads, unless a later entry of its log made it one again.
+                    let c = self.oracle.committed_config_index();
+                    let voter_then = self
+                        .oracle
+                        .committed_config(&self.bootstrap)
+                        .is_voter(core.id());
+                    assert!(
+                        core.may_campaign()
+                            && core.peers_index() >= c
+                            && (voter_then || (core.peers_index() > c && core.is_voter())),
+                        "membership: n{n} won term {} (voter of its configuration at {}: {}), while the newest committed configuration, at {c}, {} it",
+                        core.term(),
+                        core.peers_index(),
+                        core.is_voter(),
+                        if voter_then { "counts" } else { "does not count" }
+                    );
+                    self.snap.leaders_added += (n >= self.p.nodes) as u64;
                 }
             } else if let Some(l) = core.leader() {
                 let led = self.oracle.leader_of(core.term());
@@ -1591,34 +1773,50 @@ impl Sim {
         }
     }
 
+    /// A leader followed by a majority of the voters of its configuration (itself counted
+    /// when it is one).
     fn majority_follows_a_leader(&self) -> bool {
         self.nodes
             .iter()
             .filter_map(|nd| nd.core.as_ref())
             .any(|l| {
+                let voters = &l.peer_set().voters;
                 l.role() == Role::Leader
                     && self
                         .nodes
                         .iter()
                         .filter_map(|nd| nd.core.as_ref())
+                        .filter(|c| voters.contains(c.id()))
                         .filter(|c| c.term() == l.term() && c.leader() == Some(l.id()))
                         .count()
-                        > self.nodes.len() / 2
+                        >= l.peer_set().quorum()
             })
     }
 
+    /// The members of the configuration the leader holds, and the leader.
+    fn final_members(&self) -> Option<(usize, Vec<usize>)> {
+        let (l, leader) = self.nodes.iter().enumerate().find_map(|(i, nd)| {
+            nd.core
+                .as_ref()
+                .filter(|c| c.role() == Role::Leader)
+                .map(|c| (i, c))
+        })?;
+        let members = leader.peer_set().members().map(idx).collect();
+        Some((l, members))
+    }
+
+    /// The leader committed its whole log, holds a configuration it committed, and every
+    /// member of it applied everything. (Members it removed hear no more.)
     fn converged(&self) -> bool {
-        let Some(leader) = self
-            .nodes
-            .iter()
-            .filter_map(|nd| nd.core.as_ref())
-            .find(|c| c.role() == Role::Leader)
-        else {
+        let Some((l, members)) = self.final_members() else {
             return false;
         };
+        let leader = self.nodes[l].core.as_ref().expect("leads");
         let last = leader.last_index();
         leader.commit_index() == last
-            && self.nodes.iter().all(|nd| {
+            && leader.peer_set().contains(leader.id())
+            && members.iter().all(|&m| {
+                let nd = &self.nodes[m];
                 nd.core.is_some()
                     && nd.applied == last
                     && nd.mem_log.last_index() == last
@@ -1629,15 +1827,17 @@ impl Sim {
 
     fn final_checks(&self) {
         let expect = self.oracle.replay();
-        let first = &self.nodes[0].mem_log;
-        for (n, nd) in self.nodes.iter().enumerate() {
+        let (l, members) = self.final_members().expect("converged with a leader");
+        let first = &self.nodes[l].mem_log;
+        for &n in &members {
+            let nd = &self.nodes[n];
             let log = &nd.mem_log;
             self.oracle.check_start(n, log.start);
             assert!(
                 log.last_index() == first.last_index()
                     && (log.start.index.max(first.start.index) + 1..=log.last_index())
                         .all(|i| log.get(i) == first.get(i)),
-                "log matching: n{n}'s log differs from n0's after convergence"
+                "log matching: n{n}'s log differs from the leader n{l}'s after convergence"
             );
             assert!(
                 nd.disk_log.start.index <= log.start.index
@@ -1687,13 +1887,14 @@ fn write_disk(nd: &mut Node, n: usize, job: &Job, mut stages: usize, oracle: &mu
         );
         nd.disk_hs = hs.clone();
     }
-    if let Some((ip, datums)) = &job.install {
+    if let Some((ip, datums, peers)) = &job.install {
         if !take() {
             return;
         }
         // One step (store::snapshot): a crash leaves the old datum set and log, or the new.
         nd.disk_datums = datums.clone();
         nd.disk_datums_at = ip.point.index;
+        nd.disk_peers = peers.clone();
         if ip.reset_log {
             nd.disk_log.reset(ip.point);
         } else {

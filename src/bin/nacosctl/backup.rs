@@ -41,8 +41,15 @@ pub fn snapshot(
                 .map(str::trim)
                 .filter(|p| !p.is_empty())
                 .collect();
-            let info =
-                nacos_raft::node::snapshot::restore_backup(file, data_dir).with_context(|| {
+            let set = if peers.is_empty() {
+                None
+            } else {
+                let voters = nacos_raft::node::members::parse_members(&peers.join(","))
+                    .context("--peers")?;
+                Some(nacos_raft::raft::PeerSet::of_voters(voters))
+            };
+            let info = nacos_raft::node::snapshot::restore_backup(file, data_dir, set.as_ref())
+                .with_context(|| {
                     format!(
                         "cannot restore {} into {}",
                         file.display(),
