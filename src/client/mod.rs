@@ -7,6 +7,7 @@
 
 mod auth;
 mod classify;
+mod members;
 mod naming;
 mod session_pool;
 mod watch;

@@ -261,7 +261,7 @@ pub(super) fn forward(
 /// gets the status and body it would have had from this member directly.
 pub(super) fn peer_forward(node: &Node, req: &Request) -> Result<Response> {
     use crate::wire::peer::{ForwardedAnswer, ForwardedWrite, MAX_FORWARD_BATCH};
-    if let Some(refusal) = refuse_stranger(node, req, None) {
+    if let Some(refusal) = refuse_stranger(node, req) {
         return Ok(refusal);
     }
     let writes: Vec<ForwardedWrite> = serde_json::from_slice(&req.body)

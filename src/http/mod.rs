@@ -9,7 +9,9 @@ mod auth;
 mod backup;
 pub mod error;
 mod forward;
+mod members;
 mod naming;
+mod peer;
 pub mod server;
 mod stream;
 #[cfg(test)]
@@ -33,6 +35,7 @@ use crate::wire::nacos::{NacosLeader, NacosListeners, NacosState, RaftPeer};
 use crate::wire::{ErrorBody, ErrorCode, Role};
 use error::{error_response, status_of};
 use forward::{forward, forwarder, peer_forward};
+use peer::{check_cluster_token, peer_messages, peer_snapshot, refuse_stranger, RateLimitedLog};
 
 /// Largest request body accepted from clients (DESIGN §5: a few MiB, 413 past it).
 pub const MAX_BODY_BYTES: usize = 4 << 20;
@@ -166,6 +169,10 @@ pub fn route(node: &Node, req: &Request) -> Response {
         ("POST", "/v1/raft/snapshot") => peer_snapshot(node, req),
         ("POST", "/v1/raft/forward") => peer_forward(node, req),
         ("POST", "/v1/transfer-leader") => transfer_leader(node, req, deadline),
+        ("GET", "/v1/members") => Ok(members::list(node)),
+        ("POST", "/v1/members") => members::add(node, req, deadline),
+        ("POST", "/v1/members/promote") => members::promote(node, req, deadline),
+        ("DELETE", "/v1/members") => members::remove(node, req, deadline),
         ("GET", "/nacos/v1/ns/raft/listeners") => (|| {
             auth::caller(node, req, deadline)?.check_root(node, "listing the listened keys")?;
             Ok(Response::json(
@@ -461,13 +468,14 @@ fn digest(node: &Node, req: &Request, deadline: Instant) -> Result<Response> {
 }
 
 fn status(node: &Node) -> Response {
-    Response::json(200, &node_status(node, &node.status()))
+    Response::json(200, &node_status(&node.status()))
 }
 
 /// `GET /v1/status`'s body for a status of this node.
-fn node_status(node: &Node, s: &crate::node::NodeStatus) -> Status {
+fn node_status(s: &crate::node::NodeStatus) -> Status {
     let s = s.clone();
     let r = s.raft;
+    let voter = r.peers.is_voter(&r.id);
     let followers = r
         .followers
         .into_iter()
@@ -476,6 +484,7 @@ fn node_status(node: &Node, s: &crate::node::NodeStatus) -> Status {
             match_index: f.match_index,
             next_index: f.next_index,
             last_contact_ms: Some(f.last_contact_ms),
+            voter: f.voter,
         })
         .collect();
     Status {
@@ -491,110 +500,10 @@ fn node_status(node: &Node, s: &crate::node::NodeStatus) -> Status {
         applied_index: s.applied_index,
         last_log_index: r.last_log_index.max(s.applied_index),
         datums: s.datums as u64,
-        peers: node.config().peers.iter().map(|p| p.0.clone()).collect(),
+        peers: r.peers.members().map(|p| p.0.clone()).collect(),
+        learners: r.peers.learners.iter().map(|p| p.0.clone()).collect(),
+        voter,
         followers,
-    }
-}
-
-/// Peer traffic: only members holding the cluster secret may vote, append or read-index
-/// (Nacos let anyone, reference §13.8). Each message is decoded on its own: a malformed
-/// one is dropped (and logged) without the rest of its batch.
-fn peer_messages(node: &Node, req: &Request) -> Result<Response> {
-    if let Some(refusal) = refuse_stranger(node, req, None) {
-        return Ok(refusal);
-    }
-    let decoded = crate::wire::peer::decode_batch(&req.body).map_err(Error::BadRequest)?;
-    let mut envs = Vec::with_capacity(decoded.len());
-    let mut malformed = Vec::new();
-    for d in decoded {
-        match d {
-            Ok(e) => {
-                if let Some(refusal) = refuse_stranger(node, req, Some(&e.from)) {
-                    return Ok(refusal);
-                }
-                envs.push(e);
-            }
-            Err(why) => malformed.push(why),
-        }
-    }
-    if let Some(first) = malformed.first() {
-        MALFORMED_PEER_LOG.note(&format!(
-            "{} malformed peer message(s) dropped ({first})",
-            malformed.len()
-        ));
-    }
-    node.deliver(envs)?;
-    Ok(Response::no_content())
-}
-
-/// At most one line a second about malformed peer messages, however many arrive.
-static MALFORMED_PEER_LOG: RateLimitedLog = RateLimitedLog::new();
-
-/// A log line that repeats at most once a second, counting what it held back.
-struct RateLimitedLog {
-    last: std::sync::Mutex<Option<(Instant, u64)>>,
-}
-
-impl RateLimitedLog {
-    const fn new() -> RateLimitedLog {
-        RateLimitedLog {
-            last: std::sync::Mutex::new(None),
-        }
-    }
-
-    fn note(&self, line: &str) {
-        let mut last = self.last.lock().expect("log limiter lock");
-        let now = Instant::now();
-        match &mut *last {
-            Some((at, held)) if now.duration_since(*at) < Duration::from_secs(1) => *held += 1,
-            _ => {
-                let held = last.map_or(0, |(_, h)| h);
-                let more = if held > 0 {
-                    format!(" ({held} similar lines held back)")
-                } else {
-                    String::new()
-                };
-                crate::node::log_event(&format!("warning: {line}{more}"));
-                *last = Some((now, 0));
-            }
-        }
-    }
-}
-
-/// A chunk of a snapshot from the leader (node::snapshot).
-fn peer_snapshot(node: &Node, req: &Request) -> Result<Response> {
-    if let Some(refusal) = refuse_stranger(node, req, None) {
-        return Ok(refusal);
-    }
-    let header = crate::node::snapshot::parse_header(&req.query)?;
-    if let Some(refusal) = refuse_stranger(node, req, Some(&header.from)) {
-        return Ok(refusal);
-    }
-    node.receive_snapshot(header, &req.body)?;
-    Ok(Response::no_content())
-}
-
-/// The 403 for peer traffic without the cluster secret or from a non-member, if any.
-fn refuse_stranger(node: &Node, req: &Request, from: Option<&PeerAddr>) -> Option<Response> {
-    if let Err(refusal) = check_cluster_token(node, req.token.as_deref()) {
-        return Some(refusal);
-    }
-    let members = &node.config().peers;
-    match from {
-        Some(f) if !members.contains(f) || *f == node.config().advertise => {
-            Some(Response::refusal(
-                ErrorCode::Forbidden,
-                format!(
-                    "{f} is not another member of this cluster; members: {}",
-                    members
-                        .iter()
-                        .map(|p| p.as_str())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                ),
-            ))
-        }
-        _ => None,
     }
 }
 
@@ -602,9 +511,16 @@ fn transfer_leader(node: &Node, req: &Request, deadline: Instant) -> Result<Resp
     auth::caller(node, req, deadline)?.check_root(node, "moving leadership")?;
     let target = req.param("to").filter(|t| !t.is_empty()).map(PeerAddr::new);
     if let Some(t) = &target {
-        if !node.config().peers.contains(t) || *t == node.config().advertise {
+        let peers = node.raft_status().peers;
+        if !peers.is_voter(t) || *t == node.config().advertise {
             return Err(Error::BadRequest(format!(
-                "{t} is not another member of this cluster"
+                "{t} is not another voting member of this cluster; voters: {}",
+                peers
+                    .voters
+                    .iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
             )));
         }
     }
@@ -631,12 +547,12 @@ fn nacos_self_peer(node: &Node) -> RaftPeer {
     }
 }
 
-/// Every member as this node sees it: only its own entry has a real vote and timers.
+/// Every member of the configuration in force here, voters then learners (Nacos has no
+/// learners; they show as followers): only its own entry has a real vote and timers.
 fn nacos_peer_list(node: &Node) -> Vec<RaftPeer> {
     let s = node.raft_status();
-    node.config()
-        .peers
-        .iter()
+    s.peers
+        .members()
         .map(|p| {
             if *p == s.id {
                 nacos_self_peer(node)
@@ -745,6 +661,8 @@ fn is_client_request(path: &str) -> bool {
             | "/v1/datums"
             | "/v1/watch"
             | "/v1/transfer-leader"
+            | "/v1/members"
+            | "/v1/members/promote"
             | "/v1/import"
             | "/v1/snapshot"
     )
@@ -937,29 +855,6 @@ fn parse_query(query: &str) -> std::result::Result<Vec<(String, String)>, String
             Ok((decode(k)?, decode(v)?))
         })
         .collect()
-}
-
-/// Compares secrets in time that depends only on their lengths.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The 403 for peer traffic without the cluster secret. A standalone member has no peers,
-/// so it takes no peer traffic at all.
-fn check_cluster_token(node: &Node, given: Option<&str>) -> std::result::Result<(), Response> {
-    let Some(expected) = &node.config().cluster_token else {
-        return Err(Response::refusal(
-            ErrorCode::Forbidden,
-            "this member is standalone and takes no peer traffic",
-        ));
-    };
-    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
-        return Ok(());
-    }
-    Err(Response::refusal(
-        ErrorCode::Forbidden,
-        "peer traffic needs the cluster secret; start every member with the same --cluster-token-file",
-    ))
 }
 
 /// Runs a handler so that a panic in it is a 500 for that request, never a dead server

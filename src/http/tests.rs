@@ -330,7 +330,11 @@ fn status_leader_health_and_digest_shapes() {
     for to in [ADDR, "stranger:8848"] {
         let r = n.call("POST", "/v1/transfer-leader", &[("to", to)], b"");
         let b = refused(&r, 400, ErrorCode::BadRequest);
-        assert!(b.message.contains("not another member"), "{}", b.message);
+        assert!(
+            b.message.contains("not another voting member"),
+            "{}",
+            b.message
+        );
     }
 }
 
@@ -517,7 +521,20 @@ fn peer_endpoints_refuse_non_members() {
             ("last", "1".into()),
         ]
     };
+    // A leader's messages are taken from any holder of the cluster secret (a follower's
+    // configuration may lag the leader's), and then judged on their own: this stream has
+    // no configuration in its chunk 0, so it is refused, and nothing changed.
     let q = chunk("10.9.9.9:8848");
+    let q: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = n.call("POST", "/v1/raft/snapshot", &q, b"[]");
+    let b = refused(&r, 400, ErrorCode::BadRequest);
+    assert!(b.message.contains("configuration"), "{}", b.message);
+    assert_eq!(
+        n.node.raft_status().term,
+        term,
+        "a stranger's snapshot changed the term"
+    );
+    let q = chunk(ADDR);
     let q: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let r = n.call("POST", "/v1/raft/snapshot", &q, b"[]");
     refused(&r, 403, ErrorCode::Forbidden);
@@ -816,6 +833,12 @@ fn access_control_flow_users_roles_tokens_and_refusals() {
         ("GET", "/v1/auth/users", none.clone()),
         ("POST", "/v1/auth/disable", none.clone()),
         ("POST", "/v1/transfer-leader", none.clone()),
+        ("POST", "/v1/members", json!({"addr": "127.0.0.1:1"})),
+        (
+            "POST",
+            "/v1/members/promote",
+            json!({"addr": "127.0.0.1:1"}),
+        ),
         ("POST", "/v1/auth/roles", json!({"name": "x"})),
     ] {
         let r = n.as_user(Some(&app), method, path, &[], body);

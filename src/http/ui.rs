@@ -60,9 +60,10 @@ pub(super) fn members(
         .build();
     let me = cfg.advertise.clone();
     let mine = node.status();
+    // The members of the configuration in force here (it changes with `member add|remove`).
+    let members: Vec<crate::raft::PeerAddr> = mine.raft.peers.members().cloned().collect();
     let answers: Vec<(String, std::result::Result<Status, String>)> = std::thread::scope(|s| {
-        let asks: Vec<_> = cfg
-            .peers
+        let asks: Vec<_> = members
             .iter()
             .map(|p| {
                 let agent = agent.clone();
@@ -90,7 +91,7 @@ pub(super) fn members(
             .collect()
     });
     // This member's own view, without a request to itself.
-    let own = super::node_status(node, &mine);
+    let own = super::node_status(&mine);
     let statuses: Vec<(String, std::result::Result<Status, String>)> = answers
         .into_iter()
         .map(|(addr, r)| {

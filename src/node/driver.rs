@@ -40,6 +40,11 @@ pub enum DriverEvent {
         target: Option<PeerAddr>,
         reply: Sender<Result<PeerAddr, ProposeError>>,
     },
+    /// A configuration change; answered like a proposal once applied.
+    ChangePeers {
+        change: crate::raft::PeerChange,
+        reply: ProposeReply,
+    },
     Persisted {
         last: Option<LogId>,
         messages: Vec<Envelope>,
@@ -259,6 +264,27 @@ impl Driver {
                     }
                     DriverEvent::TransferLeader { target, reply } => {
                         let _ = reply.send(self.core.transfer_leader(target));
+                    }
+                    DriverEvent::ChangePeers { change, reply } => {
+                        use crate::raft::ChangeError;
+                        match self.core.propose_change(change) {
+                            Ok(at) => {
+                                self.shared
+                                    .waiters
+                                    .lock()
+                                    .expect("waiters lock")
+                                    .insert(at.index, (at.term, reply));
+                            }
+                            Err(e) => {
+                                let _ = reply.send(Err(match e {
+                                    ChangeError::NotLeader { leader } => Error::NotLeader {
+                                        leader: leader.map(|l| l.0),
+                                    },
+                                    ChangeError::Busy(why) => Error::Busy(why),
+                                    ChangeError::Refused(why) => Error::Conflict(why),
+                                }));
+                            }
+                        }
                     }
                     DriverEvent::Persisted { last, messages } => {
                         if let Some(id) = last {

@@ -304,6 +304,7 @@ pub fn route_label(method: &str, path: &str) -> &'static str {
         ("GET", "/v1/digest") => "digest",
         ("GET", "/metrics") => "metrics",
         ("POST", "/v1/transfer-leader") => "transfer_leader",
+        (_, "/v1/members" | "/v1/members/promote") => "members",
         ("POST", "/v1/import") => "import",
         ("GET", "/v1/snapshot") => "snapshot",
         ("POST", "/v1/raft/messages") => "raft_messages",

@@ -710,6 +710,49 @@ impl Node {
         }
     }
 
+    /// Changes the configuration (this node must lead) and waits until the change is
+    /// committed and applied here; returns whether anything changed, the configuration
+    /// after it and where it is in the log. A change already in force appends nothing (so
+    /// an interrupted runbook step is safe to run again). While another change is not
+    /// committed yet it waits, up to the deadline, then answers `Busy`.
+    pub fn change_peers(
+        &self,
+        change: raft::PeerChange,
+        deadline: Instant,
+    ) -> Result<(bool, raft::PeerSet, LogId)> {
+        loop {
+            let s = self.raft_status();
+            let peer = change.peer();
+            let in_force = match &change {
+                raft::PeerChange::AddLearner { .. } => s.peers.contains(peer),
+                raft::PeerChange::Promote { .. } => s.peers.is_voter(peer),
+                raft::PeerChange::Remove { .. } => !s.peers.contains(peer),
+            };
+            if in_force && s.role == Role::Leader {
+                return Ok((false, s.peers, LogId::new(s.peers_index, s.term)));
+            }
+            let (tx, rx) = mpsc::channel();
+            self.shared
+                .driver
+                .send(DriverEvent::ChangePeers {
+                    change: change.clone(),
+                    reply: tx,
+                })
+                .map_err(|_| Error::ShuttingDown)?;
+            match wait_reply(&rx, deadline, self.shared.cfg.publish_timeout_ms)? {
+                Ok((Applied::Config(set), term, index)) => {
+                    log_event(&format!("configuration changed at index {index}: {change}"));
+                    return Ok((true, set, LogId::new(index, term)));
+                }
+                Ok((other, ..)) => unreachable!("a configuration change applied as {other:?}"),
+                Err(Error::Busy(_)) if Instant::now() + Duration::from_millis(20) < deadline => {
+                    thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Imports `datums` with their own timestamps (this node must lead): each is set unless
     /// its key holds the same or a newer timestamp. Returns the positions skipped and where
     /// the import was applied.

@@ -45,6 +45,8 @@ pub struct FollowerStatus {
     pub match_index: u64,
     pub next_index: u64,
     pub last_contact_ms: u64,
+    /// How the leader replicates to it: `probe`, `replicate` or `snapshot`.
+    pub state: &'static str,
 }
 
 #[derive(Clone, Debug)]
@@ -222,6 +224,11 @@ impl RaftCore {
                 .map(|(p, pr)| FollowerStatus {
                     peer: p.clone(),
                     voter: self.peers.latest().is_voter(p),
+                    state: match pr.state {
+                        ProgressState::Probe => "probe",
+                        ProgressState::Replicate => "replicate",
+                        ProgressState::Snapshot => "snapshot",
+                    },
                     match_index: pr.match_index,
                     next_index: pr.next_index,
                     last_contact_ms: pr.since_contact_ms,

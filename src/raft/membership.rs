@@ -128,8 +128,10 @@ impl RaftCore {
             }
         }
         // The new voters must hold a majority that answers now, or the change itself (and
-        // every write after it) could never commit.
-        let timeout = self.cfg.election_timeout_ms;
+        // every write after it) could never commit. "Now" is the last two heartbeats: a
+        // member that died longer ago than that is not counted (one that died since still
+        // is; the runbook says to bring it back if so).
+        let timeout = 2 * self.cfg.heartbeat_interval_ms;
         let reachable = next
             .voters
             .iter()

@@ -25,7 +25,9 @@ mod replication;
 mod validate;
 
 pub use self::config::Config;
-pub use self::core::{FollowerStatus, ProposeError, RaftCore, Role, Status};
+pub use self::core::{
+    ChangeError, FollowerStatus, ProposeError, RaftCore, Role, Status, CAUGHT_UP_ENTRIES,
+};
 pub use self::log::LogId;
 pub use self::peer_set::{check_addr, check_name, PeerChange, PeerSet, PeerSetLog, MAX_MEMBERS};
 pub use self::ready::{InstallPoint, ReadState, Ready};

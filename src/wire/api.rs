@@ -88,11 +88,23 @@ pub struct Status {
     pub last_log_index: u64,
     #[serde(default)]
     pub datums: u64,
+    /// Every member of the configuration in force here, voters and learners.
     #[serde(default)]
     pub peers: Vec<String>,
+    /// The learners among `peers`.
+    #[serde(default)]
+    pub learners: Vec<String>,
+    /// Whether this member votes (false for a learner, a member not added yet, or one
+    /// removed).
+    #[serde(default = "yes")]
+    pub voter: bool,
     /// The leader's view of its followers; empty on a follower.
     #[serde(default)]
     pub followers: Vec<FollowerStatus>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The leader's view of one follower, inside [`Status`].
@@ -106,6 +118,8 @@ pub struct FollowerStatus {
     /// Milliseconds since the leader last heard from it.
     #[serde(default)]
     pub last_contact_ms: Option<u64>,
+    #[serde(default = "yes")]
+    pub voter: bool,
 }
 
 /// Answer to `GET /v1/leader`.
@@ -307,11 +321,14 @@ mod tests {
                 last_log_index: 18,
                 datums: 1,
                 peers: vec!["127.0.0.1:8848".into(), "127.0.0.1:8849".into()],
+                learners: vec!["127.0.0.1:8849".into()],
+                voter: true,
                 followers: vec![FollowerStatus {
                     peer: "127.0.0.1:8849".into(),
                     match_index: 18,
                     next_index: 19,
                     last_contact_ms: Some(12),
+                    voter: false,
                 }],
             },
             concat!(
@@ -319,8 +336,9 @@ mod tests {
                 r#""leader":"127.0.0.1:8848","vote_for":null,"commit_index":18,"#,
                 r#""applied_index":18,"last_log_index":18,"datums":1,"#,
                 r#""peers":["127.0.0.1:8848","127.0.0.1:8849"],"#,
+                r#""learners":["127.0.0.1:8849"],"voter":true,"#,
                 r#""followers":[{"peer":"127.0.0.1:8849","match_index":18,"#,
-                r#""next_index":19,"last_contact_ms":12}]}"#,
+                r#""next_index":19,"last_contact_ms":12,"voter":false}]}"#,
             ),
         );
     }
@@ -437,4 +455,72 @@ pub struct ImportResult {
     pub skipped: Vec<u32>,
     pub term: u64,
     pub index: u64,
+}
+
+/// Answer to `GET /v1/members`: the configuration as the answering member holds it. Only
+/// the leader knows how far each member's log matches (`from_leader`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Members {
+    /// The member that answered.
+    pub from: String,
+    pub from_leader: bool,
+    #[serde(default)]
+    pub leader: Option<String>,
+    pub term: u64,
+    /// The index of the log entry that holds this configuration (0: the bootstrap one).
+    pub config_index: u64,
+    /// Whether that entry is committed; false while a change is under way.
+    pub committed: bool,
+    /// The leader's last log index (0 from a follower).
+    #[serde(default)]
+    pub last_index: u64,
+    pub members: Vec<MemberInfo>,
+}
+
+/// One member in [`Members`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub addr: String,
+    /// A voter; otherwise a learner (it receives the log, counts for no majority).
+    pub voter: bool,
+    /// `leader`; `ok` (in step with the leader); `catching-up` (behind, or being probed);
+    /// `snapshot` (receiving one); `unreachable` (not heard from for an election timeout);
+    /// `removing` (left the configuration, the change is not committed yet); `unknown` (the
+    /// answer did not come from the leader).
+    pub status: String,
+    /// The last log index known to match the leader's (the leader's own last index for it).
+    #[serde(default)]
+    pub match_index: Option<u64>,
+    /// Entries behind the leader's last one.
+    #[serde(default)]
+    pub lag: Option<u64>,
+    #[serde(default)]
+    pub last_contact_ms: Option<u64>,
+    /// A learner the leader promotes once it has caught up.
+    #[serde(default)]
+    pub auto_promote: bool,
+}
+
+/// Body of `POST /v1/members` (add) and `POST /v1/members/promote`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRequest {
+    pub addr: String,
+    /// Add as a learner that stays one until `member promote` (default: promoted by the
+    /// leader once caught up, when it runs with `--auto-promote`).
+    #[serde(default)]
+    pub learner: bool,
+}
+
+/// Answer to a configuration change: the configuration after it, and where it was
+/// committed. `changed: false` when it was in force already (nothing appended).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberChange {
+    pub changed: bool,
+    pub voters: Vec<String>,
+    pub learners: Vec<String>,
+    pub term: u64,
+    pub index: u64,
+    /// Something the operator should know (a member added that did not answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }

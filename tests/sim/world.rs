@@ -794,8 +794,11 @@ impl Sim {
                 nd.mem_log.last_index() + 1,
                 "n{n}: Ready.entries do not continue its log (no truncate_from for an overwrite?)"
             );
-            let prev_term = nd.mem_log.push(e.clone());
-            self.oracle.on_append(n, e, prev_term);
+            // Log Matching is checked as entries become durable (`write_disk`): a sole voter
+            // that crashed before its term was durable wins that term again with other
+            // entries, and the ones it held only in memory (never sent: a leader's messages
+            // wait until its term is durable) existed nowhere else.
+            nd.mem_log.push(e.clone());
         }
         let core = nd.core.as_ref().expect("alive");
         assert_eq!(

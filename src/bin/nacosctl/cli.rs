@@ -187,6 +187,12 @@ pub enum Command {
         #[arg(value_name = "ADDR")]
         to: Option<String>,
     },
+    /// Members of the cluster: list them, add, promote, remove or replace one. Changes go to
+    /// the leader (found from any endpoint), one at a time; each is safe to run again
+    Member {
+        #[command(subcommand)]
+        action: MemberCmd,
+    },
     /// Print the datum files of a data dir (no running node needed)
     Dump {
         /// A nacos-node --data-dir
@@ -333,6 +339,54 @@ pub enum ServiceCmd {
         name: String,
         #[command(flatten)]
         scope: NamingScope,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCmd {
+    /// Every member: address, role (voter or learner), status, match index and lag, as the
+    /// leader sees them; exit 4 if there is no leader (the answering member's view is shown)
+    #[command(visible_alias = "ls")]
+    List,
+    /// Add ADDR (started with `nacos-node --join`) as a learner: it catches up by snapshot
+    /// and log, and the leader makes it a voter once it is close behind (unless --learner,
+    /// or the leader runs with --auto-promote false)
+    Add {
+        #[arg(value_name = "ADDR")]
+        addr: String,
+        /// Keep it a learner until `member promote`
+        #[arg(long)]
+        learner: bool,
+        /// Wait until it is a voter (or, with --learner, caught up), up to --catch-up-timeout
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits
+        #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_duration)]
+        catch_up_timeout: Duration,
+    },
+    /// Make the learner ADDR a voter; refused while it is far behind the leader
+    Promote {
+        #[arg(value_name = "ADDR")]
+        addr: String,
+    },
+    /// Remove ADDR (a voter or a learner; the leader too, which then hands over); refused
+    /// when the voters left would have no reachable majority
+    #[command(visible_alias = "rm")]
+    Remove {
+        #[arg(value_name = "ADDR")]
+        addr: String,
+    },
+    /// Replace OLD with NEW (started with --join): add NEW as a learner, wait until it has
+    /// caught up, promote it, remove OLD. Each step is skipped when already done, so an
+    /// interrupted replace is finished by running it again
+    Replace {
+        #[arg(value_name = "OLD")]
+        old: String,
+        #[arg(value_name = "NEW")]
+        new: String,
+        /// How long NEW may take to catch up
+        #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_duration)]
+        catch_up_timeout: Duration,
     },
 }
 

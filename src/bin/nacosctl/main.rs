@@ -12,6 +12,7 @@ mod cli;
 mod commands;
 mod exit;
 mod import;
+mod members;
 mod naming;
 mod render;
 mod status;
@@ -107,6 +108,7 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         Command::TransferLeader { to } => {
             transfer::run(&client()?, cli.output, &mut out, to.as_deref())?
         }
+        Command::Member { action } => members::run(&client()?, cli.output, &mut out, action)?,
         Command::Dump { data_dir } => commands::dump(cli.output, &mut out, data_dir)?,
         Command::Bench {
             op,

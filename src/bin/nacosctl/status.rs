@@ -615,12 +615,14 @@ mod tests {
                 match_index: 9,
                 next_index: 10,
                 last_contact_ms: Some(12),
+                voter: true,
             },
             FollowerStatus {
                 peer: "c".into(),
                 match_index: 4,
                 next_index: 5,
                 last_contact_ms: Some(7000),
+                voter: true,
             },
         ];
         let mut b = up("b", 2, Some("a"));

@@ -1,0 +1,162 @@
+//! The peer API's entry: `POST /v1/raft/messages` and `/v1/raft/snapshot`, and who may
+//! use them: holders of the cluster secret, and, for anything but a leader's messages,
+//! members of this member's configuration.
+//!
+//! Must not decide anything about Raft: the core checks every message again with what it
+//! knows.
+
+use std::time::{Duration, Instant};
+
+use super::{Request, Response};
+use crate::error::{Error, Result};
+use crate::node::Node;
+use crate::raft::PeerAddr;
+use crate::wire::ErrorCode;
+
+/// Peer traffic: only members holding the cluster secret may vote, append or read-index
+/// (Nacos let anyone, reference §13.8). Each message is decoded on its own: a malformed
+/// one is dropped (and logged) without the rest of its batch.
+pub(super) fn peer_messages(node: &Node, req: &Request) -> Result<Response> {
+    if let Some(refusal) = refuse_stranger(node, req) {
+        return Ok(refusal);
+    }
+    let decoded = crate::wire::peer::decode_batch(&req.body).map_err(Error::BadRequest)?;
+    let mut envs = Vec::with_capacity(decoded.len());
+    let mut malformed = Vec::new();
+    let mut status = None;
+    for d in decoded {
+        match d {
+            Ok(e) => {
+                let leads = matches!(
+                    e.msg,
+                    crate::raft::Message::Append { .. }
+                        | crate::raft::Message::Heartbeat { .. }
+                        | crate::raft::Message::TimeoutNow
+                );
+                let s = status.get_or_insert_with(|| node.raft_status());
+                if let Some(refusal) = refuse_outsider(node, s, &e.from, leads) {
+                    return Ok(refusal);
+                }
+                envs.push(e);
+            }
+            Err(why) => malformed.push(why),
+        }
+    }
+    if let Some(first) = malformed.first() {
+        MALFORMED_PEER_LOG.note(&format!(
+            "{} malformed peer message(s) dropped ({first})",
+            malformed.len()
+        ));
+    }
+    node.deliver(envs)?;
+    Ok(Response::no_content())
+}
+
+/// At most one line a second about malformed peer messages, however many arrive.
+static MALFORMED_PEER_LOG: RateLimitedLog = RateLimitedLog::new();
+
+/// A log line that repeats at most once a second, counting what it held back.
+pub(super) struct RateLimitedLog {
+    last: std::sync::Mutex<Option<(Instant, u64)>>,
+}
+
+impl RateLimitedLog {
+    pub(super) const fn new() -> RateLimitedLog {
+        RateLimitedLog {
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub(super) fn note(&self, line: &str) {
+        let mut last = self.last.lock().expect("log limiter lock");
+        let now = Instant::now();
+        match &mut *last {
+            Some((at, held)) if now.duration_since(*at) < Duration::from_secs(1) => *held += 1,
+            _ => {
+                let held = last.map_or(0, |(_, h)| h);
+                let more = if held > 0 {
+                    format!(" ({held} similar lines held back)")
+                } else {
+                    String::new()
+                };
+                crate::node::log_event(&format!("warning: {line}{more}"));
+                *last = Some((now, 0));
+            }
+        }
+    }
+}
+
+/// A chunk of a snapshot from the leader (node::snapshot).
+pub(super) fn peer_snapshot(node: &Node, req: &Request) -> Result<Response> {
+    if let Some(refusal) = refuse_stranger(node, req) {
+        return Ok(refusal);
+    }
+    let header = crate::node::snapshot::parse_header(&req.query)?;
+    if let Some(refusal) = refuse_outsider(node, &node.raft_status(), &header.from, true) {
+        return Ok(refusal);
+    }
+    node.receive_snapshot(header, &req.body)?;
+    Ok(Response::no_content())
+}
+
+/// The 403 for peer traffic without the cluster secret, if any.
+pub(super) fn refuse_stranger(node: &Node, req: &Request) -> Option<Response> {
+    check_cluster_token(node, req.token.as_deref()).err()
+}
+
+/// The 403 for a peer message from outside this member's cluster, if it is one: anything
+/// but a leader's messages (`leads`: appends, heartbeats, snapshots, hand-overs) must come
+/// from a member of the configuration in force here, or the leader this member follows. A
+/// leader's messages are taken from any holder of the cluster secret: a follower's
+/// configuration may lag the leader's, or be empty (`--join`), and the core decides by term
+/// whether the sender leads. Nothing comes from this member itself.
+fn refuse_outsider(
+    node: &Node,
+    status: &crate::raft::Status,
+    from: &PeerAddr,
+    leads: bool,
+) -> Option<Response> {
+    let me = &node.config().advertise;
+    let member = status.peers.contains(from) || status.leader.as_ref() == Some(from);
+    if *from != *me && (leads || member) {
+        return None;
+    }
+    Some(Response::refusal(
+        ErrorCode::Forbidden,
+        format!(
+            "{from} is not another member of this cluster; members: {}",
+            status
+                .peers
+                .members()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    ))
+}
+
+/// Compares secrets in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The 403 for peer traffic without the cluster secret. A standalone member has no peers,
+/// so it takes no peer traffic at all.
+pub(super) fn check_cluster_token(
+    node: &Node,
+    given: Option<&str>,
+) -> std::result::Result<(), Response> {
+    let Some(expected) = &node.config().cluster_token else {
+        return Err(Response::refusal(
+            ErrorCode::Forbidden,
+            "this member is standalone and takes no peer traffic",
+        ));
+    };
+    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+        return Ok(());
+    }
+    Err(Response::refusal(
+        ErrorCode::Forbidden,
+        "peer traffic needs the cluster secret; start every member with the same --cluster-token-file",
+    ))
+}
