@@ -82,6 +82,16 @@ fn randomized_faults_three_nodes_tls_and_auth() {
     run::run(&cfg);
 }
 
+/// A member replaced by a new one (added as a learner, promoted, the old one removed) while
+/// the faults go on; the old member may be the leader.
+#[test]
+fn randomized_faults_replacing_a_member() {
+    let _serial = serial();
+    let mut cfg = ChaosConfig::from_env("randomized_faults_replacing_a_member", false, 3, 24);
+    cfg.replace = true;
+    run::run(&cfg);
+}
+
 /// The long run for `scripts/chaos.sh`: `CHAOS_NODES`, `CHAOS_SECONDS` (default 600) and
 /// `CHAOS_SEED` configure it.
 #[test]

@@ -214,6 +214,17 @@ fn grow_from_three_to_five_and_back_under_writes_without_a_failed_write() {
         );
     }
     check_acked(c.addrs()[..3].to_vec(), &report.acked);
+    // `status` over all five endpoints follows the configuration: three members, healthy,
+    // the two removed ones named and left out.
+    let out = nacosctl_at(&c.endpoints(), &["-o", "json", "status"]);
+    assert_code(&out, 0);
+    assert_eq!(
+        json(&out)["nodes"].as_array().unwrap().len(),
+        3,
+        "{}",
+        describe(&out)
+    );
+    assert!(stderr(&out).contains("left out"), "{}", describe(&out));
 }
 
 #[test]

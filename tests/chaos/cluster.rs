@@ -418,6 +418,19 @@ impl ChaosCluster {
     /// [`ChaosCluster::start`], over TLS when `secure` (see [`Security`]); access control
     /// is turned on afterwards, with [`ChaosCluster::enable_auth`].
     pub fn start_with(n: usize, timings: Timings, choice: NetChoice, secure: bool) -> ChaosCluster {
+        ChaosCluster::start_with_spares(n, 0, timings, choice, secure)
+    }
+
+    /// [`ChaosCluster::start_with`] plus `spares` nodes after the `n` members, started with
+    /// `--join` (not members until added).
+    pub fn start_with_spares(
+        members: usize,
+        spares: usize,
+        timings: Timings,
+        choice: NetChoice,
+        secure: bool,
+    ) -> ChaosCluster {
+        let n = members + spares;
         let dir = RunDir::new("nacos-chaos-");
         let env = std::env::var("CHAOS_NETNS").unwrap_or_default();
         let (net, network_note) = if choice == NetChoice::Loopback || env == "off" {
@@ -455,9 +468,7 @@ impl ChaosCluster {
                 .collect(),
         };
         let mut args: Vec<String> = [
-            "--peers".to_string(),
-            addrs.join(","),
-            "--heartbeat-interval-ms".into(),
+            "--heartbeat-interval-ms".to_string(),
             timings.heartbeat_ms.to_string(),
             "--election-timeout-ms".into(),
             timings.election_ms.to_string(),
@@ -504,15 +515,21 @@ impl ChaosCluster {
         let nodes = addrs
             .iter()
             .enumerate()
-            .map(|(i, addr)| ChaosNode {
-                index: i,
-                addr: addr.clone(),
-                data_dir: dir.path().join(format!("node-{i}")),
-                log_path: dir.path().join(format!("node-{i}.log")),
-                netns: net.as_ref().map(|n| n.namespace(i).to_string()),
-                args: args.clone(),
-                child: None,
-                paused: false,
+            .map(|(i, addr)| {
+                // The members bootstrap the cluster; a spare waits to be added.
+                let flag = if i < members { "--peers" } else { "--join" };
+                let mut a = vec![flag.to_string(), addrs[..members].join(",")];
+                a.extend(args.iter().cloned());
+                ChaosNode {
+                    index: i,
+                    addr: addr.clone(),
+                    data_dir: dir.path().join(format!("node-{i}")),
+                    log_path: dir.path().join(format!("node-{i}.log")),
+                    netns: net.as_ref().map(|n| n.namespace(i).to_string()),
+                    args: a,
+                    child: None,
+                    paused: false,
+                }
             })
             .collect();
         let mut cluster = ChaosCluster {
@@ -545,6 +562,18 @@ impl ChaosCluster {
         c.auth_enable().expect("auth enable");
         let token = c.login("chaos", "chaos-pw").expect("login").token;
         *s.token.lock().unwrap_or_else(|p| p.into_inner()) = Some(token);
+    }
+
+    /// Stops node `i` (removed from the configuration) and takes it out of the cluster: the
+    /// end-of-run checks cover the members only. Indexes after it move down by one.
+    pub fn retire(&mut self, i: usize) {
+        let mut node = self.nodes.remove(i);
+        if node.is_paused() {
+            node.resume();
+        }
+        if node.is_running() {
+            node.kill9();
+        }
     }
 
     pub fn has_partitions(&self) -> bool {
@@ -597,13 +626,21 @@ impl ChaosCluster {
             .map(|(i, _)| i)
     }
 
-    /// The leader every live node agrees on (same leader, same term, and it says LEADER).
+    /// The leader every live member agrees on (same leader, same term, and it says
+    /// LEADER). A node outside its own configuration (a spare not added yet) is left out.
     pub fn agreed_leader(&mut self) -> Option<(usize, u64)> {
         let live = (0..self.nodes.len())
             .filter(|&i| self.nodes[i].is_live())
             .count();
         let st = self.statuses(Duration::from_millis(500));
         if st.len() != live || st.is_empty() {
+            return None;
+        }
+        let st: Vec<(usize, Status)> = st
+            .into_iter()
+            .filter(|(i, s)| s.peers.contains(&self.nodes[*i].addr))
+            .collect();
+        if st.is_empty() {
             return None;
         }
         let (_, first) = &st[0];

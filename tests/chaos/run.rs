@@ -39,6 +39,9 @@ pub struct ChaosConfig {
     pub check_timeout: Duration,
     /// TLS between everyone and access control on (`CHAOS_SECURE=1`, or the secured test).
     pub secure: bool,
+    /// One more node, started with `--join`, replaces a random member while the faults go
+    /// on (`CHAOS_REPLACE=1`, or the replace test).
+    pub replace: bool,
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -73,6 +76,7 @@ impl ChaosConfig {
             think_ms: env_u64("CHAOS_THINK_MS").unwrap_or(0),
             check_timeout: Duration::from_secs(if long_run { 900 } else { 120 }),
             secure: env_u64("CHAOS_SECURE").is_some_and(|v| v == 1),
+            replace: env_u64("CHAOS_REPLACE").is_some_and(|v| v == 1),
         }
     }
 
@@ -99,6 +103,9 @@ impl ChaosConfig {
         }
         if self.secure {
             env.push_str("CHAOS_SECURE=1 ");
+        }
+        if self.replace {
+            env.push_str("CHAOS_REPLACE=1 ");
         }
         let ignored = if self.long_run { " --ignored" } else { "" };
         let mut cmd = format!(
@@ -133,8 +140,13 @@ pub fn run(cfg: &ChaosConfig) {
         cfg.keys,
         cfg.reproduce()
     );
-    let mut cluster =
-        ChaosCluster::start_with(cfg.nodes, Timings::default(), NetChoice::Auto, cfg.secure);
+    let mut cluster = ChaosCluster::start_with_spares(
+        cfg.nodes,
+        cfg.replace as usize,
+        Timings::default(),
+        NetChoice::Auto,
+        cfg.secure,
+    );
     eprintln!(
         "chaos: {}{}",
         cluster.network_note,
@@ -166,11 +178,40 @@ pub fn run(cfg: &ChaosConfig) {
     let mut rng = Rng::fork(cfg.seed, 1);
     let ncfg = NemesisConfig::all(&cluster);
     let chaos_end = epoch + Duration::from_secs(cfg.seconds);
+    // The replacement of a member begins a quarter into the faults and goes on under them.
+    let replacing = cfg.replace.then(|| {
+        let old = Rng::fork(cfg.seed, 2).index(cfg.nodes);
+        let old_addr = cluster.nodes[old].addr.clone();
+        let new_addr = cluster.nodes[cfg.nodes].addr.clone();
+        let begin = epoch + Duration::from_secs(cfg.seconds) / 4;
+        let until = chaos_end + HEAL_DEADLINE;
+        let addrs = cluster.addrs();
+        let job = std::thread::spawn(move || {
+            replace_member(addrs, &old_addr, &new_addr, epoch, begin, until)
+        });
+        (old, job)
+    });
     let faults = nemesis::run(&mut cluster, &ncfg, &mut rng, epoch, chaos_end);
     let chaos_end_ns = history::since(epoch);
 
     // Heal, let the clients see a healthy cluster for a while, then stop them.
     let mut problems: Vec<String> = Vec::new();
+    let mut replaced_line = None;
+    if let Some((old, job)) = replacing {
+        cluster.heal_all();
+        match job.join().expect("the replacing thread panicked") {
+            Ok(steps) => {
+                replaced_line = Some(format!(
+                    "membership: node {old} replaced by node {} under faults: {}",
+                    cfg.nodes,
+                    steps.join(", ")
+                ));
+                // Out of the configuration: the end-of-run checks cover the members.
+                cluster.retire(old);
+            }
+            Err(why) => problems.push(format!("replacing node {old}: {why}")),
+        }
+    }
     cluster.heal_all();
     if poll_until(HEAL_DEADLINE, || cluster.agreed_leader()).is_none() {
         problems.push(format!(
@@ -204,6 +245,8 @@ pub fn run(cfg: &ChaosConfig) {
 
     let end = finish(&mut cluster, &mut records, &keys, epoch, cfg.check_timeout);
     problems.extend(end.problems.iter().cloned());
+    let mut end_lines = end.lines.clone();
+    end_lines.extend(replaced_line);
 
     // The report.
     let mut report = String::new();
@@ -246,7 +289,7 @@ pub fn run(cfg: &ChaosConfig) {
             }
         );
     }
-    for line in &end.lines {
+    for line in &end_lines {
         let _ = writeln!(report, "{line}");
     }
     let passed = problems.is_empty();
@@ -259,6 +302,62 @@ pub fn run(cfg: &ChaosConfig) {
     eprintln!("{report}");
     std::fs::write(cluster.dir.path().join("report.txt"), &report).expect("write the report");
     conclude(&mut cluster, &problems, &cfg.reproduce());
+}
+
+/// Replaces the member `old` by `new` (started with `--join`) through whichever member
+/// leads, as `nacosctl member replace` does, one step at a time and each step again until
+/// it is done: add `new` as a learner, promote it once the leader sees it caught up, remove
+/// `old`. Faults may refuse or lose any request; it retries until `until`. Returns the
+/// steps with the second of the run each was acknowledged at.
+fn replace_member(
+    addrs: Vec<String>,
+    old: &str,
+    new: &str,
+    epoch: Instant,
+    begin: Instant,
+    until: Instant,
+) -> Result<Vec<String>, String> {
+    std::thread::sleep(begin.saturating_duration_since(Instant::now()));
+    let client = crate::cluster::client(addrs, Duration::from_secs(3));
+    let mut steps = Vec::new();
+    let mut last = String::from("no leader answered");
+    let at = || format!("{:.2} s", epoch.elapsed().as_secs_f64());
+    while Instant::now() < until {
+        match client.members() {
+            Ok(m) if m.from_leader => {
+                let newcomer = m.members.iter().find(|x| x.addr == new).cloned();
+                let old_in = m.members.iter().any(|x| x.addr == old);
+                let done = match &newcomer {
+                    None => client.add_member(new, true).map(|_| "add"),
+                    Some(x) if !x.voter && x.status == "ok" => {
+                        client.promote_member(new).map(|_| "promote")
+                    }
+                    Some(x) if !x.voter => {
+                        last = format!("{new} is {} with lag {:?}", x.status, x.lag);
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                    Some(_) if old_in => client.remove_member(old).map(|_| "remove"),
+                    Some(_) => return Ok(steps),
+                };
+                match done {
+                    Ok(step) => steps.push(format!("{step} at {}", at())),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            Ok(m) => last = format!("{} answered without a leader", m.from),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!(
+        "not finished in time (done: {}); last: {last}",
+        if steps.is_empty() {
+            "nothing".to_string()
+        } else {
+            steps.join(", ")
+        }
+    ))
 }
 
 /// The bound of every client request: a write may wait the publish timeout on a follower for a

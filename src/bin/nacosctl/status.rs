@@ -2,7 +2,8 @@
 //! when it is down (etcd #9531), and judges the cluster healthy, degraded or unavailable.
 //!
 //! Members are the endpoints given plus the `peers` any reachable member reports, so one
-//! endpoint is enough to see the whole cluster (etcd #8115). The leader's own view of its
+//! endpoint is enough to see the whole cluster (etcd #8115); an endpoint that the leader's
+//! configuration does not list (removed, or not added yet) is named and left out. The leader's own view of its
 //! followers adds how far behind each member is and when the leader last heard from it, for
 //! dead members too.
 
@@ -260,8 +261,29 @@ pub fn gather(client: &Client) -> Report {
         .into_iter()
         .collect();
     answers.extend(query_all(client, &extra));
-    let mut nodes: Vec<NodeRow> = answers.into_iter().map(|(row, _)| row).collect();
-    let (leader, health, problems) = judge(&nodes);
+    // The configuration as the leader holds it decides who is a member: an endpoint given
+    // that it does not list (a member removed, or one not added yet) is left out of the
+    // verdict and named.
+    let config: Option<BTreeSet<String>> = answers
+        .iter()
+        .filter_map(|(_, s)| s.as_ref())
+        .filter(|s| s.role == Role::Leader && !s.peers.is_empty())
+        .max_by_key(|s| s.term)
+        .map(|s| s.peers.iter().map(|p| display_name(p)).collect());
+    let mut outsiders = Vec::new();
+    let mut nodes: Vec<NodeRow> = Vec::new();
+    for (row, _) in answers {
+        match &config {
+            Some(members) if !members.contains(row.name()) => outsiders.push(row.endpoint),
+            _ => nodes.push(row),
+        }
+    }
+    let (leader, health, mut problems) = judge(&nodes);
+    for o in outsiders {
+        problems.push(format!(
+            "{o} is not in the cluster's configuration (removed, or not added yet); left out"
+        ));
+    }
     add_leader_view(&mut nodes, leader.as_deref());
     Report {
         leader,
