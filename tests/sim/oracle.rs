@@ -111,24 +111,20 @@ impl Oracle {
         self.leaders.len()
     }
 
-    /// The index of the newest committed configuration entry (0: the bootstrap one).
-    pub fn committed_config_index(&self) -> u64 {
+    /// The newest configuration entry committed in a term before `term` (its index, 0 for the
+    /// bootstrap one, and the configuration). As for leader completeness, a candidate whose
+    /// votes were delayed may win an older term after a newer one committed something; what
+    /// binds the leader of `term` is what was committed before it.
+    pub fn committed_config_before(&self, term: u64, bootstrap: &PeerSet) -> (u64, PeerSet) {
         self.committed
             .iter()
-            .rposition(|(_, c, _)| matches!(c, Command::Config { .. }))
-            .map_or(0, |i| i as u64 + 1)
-    }
-
-    /// The newest committed configuration entry's configuration (`bootstrap` if none).
-    pub fn committed_config(&self, bootstrap: &PeerSet) -> PeerSet {
-        self.committed
-            .iter()
+            .enumerate()
             .rev()
-            .find_map(|(_, c, _)| match c {
-                Command::Config { peers } => Some(peers.clone()),
+            .find_map(|(i, (_, c, in_term))| match c {
+                Command::Config { peers } if *in_term < term => Some((i as u64 + 1, peers.clone())),
                 _ => None,
             })
-            .unwrap_or_else(|| bootstrap.clone())
+            .unwrap_or_else(|| (0, bootstrap.clone()))
     }
 
     /// The configuration in force after the applied entry at `index` (`bootstrap` before

@@ -1731,19 +1731,18 @@ impl Sim {
                 if self.oracle.on_leader(n, core.term()) {
                     self.oracle.check_complete(n, core.term(), &nd.mem_log);
                     // Only a member that may campaign wins; its configuration is at least
-                    // the newest one committed (it holds every committed entry); and a
-                    // member that the newest committed configuration does not count as a
-                    // voter never leads, unless a later entry of its log made it one again.
-                    let c = self.oracle.committed_config_index();
-                    let voter_then = self
+                    // the newest one committed before its term (it holds every such entry);
+                    // and a member that configuration does not count as a voter never
+                    // leads, unless a later entry of its log made it one again.
+                    let (c, then) = self
                         .oracle
-                        .committed_config(&self.bootstrap)
-                        .is_voter(core.id());
+                        .committed_config_before(core.term(), &self.bootstrap);
+                    let voter_then = then.is_voter(core.id());
                     assert!(
                         core.may_campaign()
                             && core.peers_index() >= c
                             && (voter_then || (core.peers_index() > c && core.is_voter())),
-                        "membership: n{n} won term {} (voter of its configuration at {}: {}), while the newest committed configuration, at {c}, {} it",
+                        "membership: n{n} won term {} (voter of its configuration at {}: {}), while the newest configuration committed before that term, at {c}, {} it",
                         core.term(),
                         core.peers_index(),
                         core.is_voter(),
