@@ -2,8 +2,8 @@
 //! when it is down (etcd #9531), and judges the cluster healthy, degraded or unavailable.
 //!
 //! Members are the endpoints given plus the `peers` any reachable member reports, so one
-//! endpoint is enough to see the whole cluster (etcd #8115); an endpoint that the leader's
-//! configuration does not list (removed, or not added yet) is named and left out. The leader's own view of its
+//! endpoint is enough to see the whole cluster (etcd #8115); a member that answers but is
+//! not in the leader's configuration (removed, or not added yet) is named and left out. The leader's own view of its
 //! followers adds how far behind each member is and when the leader last heard from it, for
 //! dead members too.
 
@@ -261,9 +261,10 @@ pub fn gather(client: &Client) -> Report {
         .into_iter()
         .collect();
     answers.extend(query_all(client, &extra));
-    // The configuration as the leader holds it decides who is a member: an endpoint given
-    // that it does not list (a member removed, or one not added yet) is left out of the
-    // verdict and named.
+    // The configuration as the leader holds it decides who is a member: a member that
+    // answers under a name it does not list (removed, or not added yet) is left out of the
+    // verdict and named. One that does not answer stays (its name may be another spelling
+    // of a member's, and status is never green over a dead member).
     let config: Option<BTreeSet<String>> = answers
         .iter()
         .filter_map(|(_, s)| s.as_ref())
@@ -274,7 +275,9 @@ pub fn gather(client: &Client) -> Report {
     let mut nodes: Vec<NodeRow> = Vec::new();
     for (row, _) in answers {
         match &config {
-            Some(members) if !members.contains(row.name()) => outsiders.push(row.endpoint),
+            Some(members) if row.reachable && !members.contains(row.name()) => {
+                outsiders.push(row.endpoint)
+            }
             _ => nodes.push(row),
         }
     }
@@ -283,6 +286,14 @@ pub fn gather(client: &Client) -> Report {
         problems.push(format!(
             "{o} is not in the cluster's configuration (removed, or not added yet); left out"
         ));
+    }
+    if let Some(members) = &config {
+        for n in nodes.iter().filter(|n| !n.reachable && !members.contains(n.name())) {
+            problems.push(format!(
+                "{} is not in the leader's configuration either; if it was removed, drop it from --endpoints",
+                n.endpoint
+            ));
+        }
     }
     add_leader_view(&mut nodes, leader.as_deref());
     Report {
