@@ -109,67 +109,97 @@ fn connect(cli: &Cli) -> Result<Client> {
     auth::connect_to(cli, endpoints)
 }
 
-/// Sends the datums in key order, in batches of [`BATCH_DATUMS`] or [`BATCH_BYTES`],
-/// reading each file again just before (`migrate::load`).
+/// Sends the datums in key order, in batches of [`BATCH_DATUMS`] or [`BATCH_BYTES`].
+/// A reader thread reads the next batch's files again (`migrate::load`) while the current
+/// batch is on its way, so reading and the cluster's work overlap; it reads at most one
+/// batch ahead.
 fn send<'a>(
     client: &Client,
     datums: &'a [Found],
     counts: &mut BTreeMap<Option<&'a str>, Counts>,
 ) -> Result<Sent> {
+    let batches = batches(datums);
+    let total = datums.len();
     let mut sent = Sent {
         imported: 0,
         skipped: 0,
         batches: 0,
         index: None,
     };
-    let total = datums.len();
+    std::thread::scope(|s| -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let ranges = batches.clone();
+        s.spawn(move || {
+            for range in ranges {
+                let batch: Result<Vec<_>, _> = datums[range].iter().map(migrate::load).collect();
+                let failed = batch.is_err();
+                // The sender stopped (it failed): nothing more to read for it.
+                if tx.send(batch).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        for (k, range) in batches.iter().enumerate() {
+            let part = &datums[range.clone()];
+            let stopped = || {
+                format!(
+                    "the import stopped at batch {} of {} (keys {} to {}) with {} of {total} datums applied; running it again is safe and finishes it (what the cluster holds already is skipped)",
+                    k + 1,
+                    batches.len(),
+                    part[0].key,
+                    part[part.len() - 1].key,
+                    range.start
+                )
+            };
+            let batch = match rx.recv() {
+                Ok(b) => b.with_context(stopped)?,
+                Err(_) => anyhow::bail!("{}: the thread reading the files stopped", stopped()),
+            };
+            let r = client.import(batch).with_context(stopped)?;
+            let mut skipped = vec![false; part.len()];
+            for &i in &r.skipped {
+                if let Some(s) = skipped.get_mut(i as usize) {
+                    *s = true;
+                }
+            }
+            for (f, skipped) in part.iter().zip(skipped) {
+                let c = counts.entry(f.namespace.as_deref()).or_default();
+                if skipped {
+                    c.skipped += 1;
+                    sent.skipped += 1;
+                } else {
+                    c.imported += 1;
+                    sent.imported += 1;
+                }
+            }
+            sent.batches += 1;
+            sent.index = Some(r.index);
+            ui::progress(&format!("sent {} of {total} datums", range.end));
+        }
+        Ok(())
+    })?;
+    Ok(sent)
+}
+
+/// The datums cut into batches: consecutive runs of at most [`BATCH_DATUMS`] datums and
+/// [`BATCH_BYTES`] bytes, a datum larger than that alone.
+fn batches(datums: &[Found]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
     let mut start = 0;
-    while start < total {
+    while start < datums.len() {
         let mut end = start;
         let mut bytes = 0;
-        while end < total
+        while end < datums.len()
             && (end == start
                 || (end - start < BATCH_DATUMS && bytes + datums[end].bytes <= BATCH_BYTES))
         {
             bytes += datums[end].bytes;
             end += 1;
         }
-        let part = &datums[start..end];
-        let stopped = |done: usize| {
-            format!(
-                "the import stopped at batch {} (keys {} to {}) with {done} of {total} datums applied; running it again is safe and finishes it (what the cluster holds already is skipped)",
-                sent.batches + 1,
-                part[0].key,
-                part[part.len() - 1].key
-            )
-        };
-        let mut batch = Vec::with_capacity(part.len());
-        for f in part {
-            batch.push(migrate::load(f).with_context(|| stopped(start))?);
-        }
-        let r = client.import(batch).with_context(|| stopped(start))?;
-        let mut skipped = vec![false; part.len()];
-        for &i in &r.skipped {
-            if let Some(s) = skipped.get_mut(i as usize) {
-                *s = true;
-            }
-        }
-        for (f, skipped) in part.iter().zip(skipped) {
-            let c = counts.entry(f.namespace.as_deref()).or_default();
-            if skipped {
-                c.skipped += 1;
-                sent.skipped += 1;
-            } else {
-                c.imported += 1;
-                sent.imported += 1;
-            }
-        }
-        sent.batches += 1;
-        sent.index = Some(r.index);
+        out.push(start..end);
         start = end;
-        ui::progress(&format!("sent {end} of {total} datums"));
     }
-    Ok(sent)
+    out
 }
 
 fn ns_name(ns: Option<&str>) -> &str {
@@ -344,4 +374,32 @@ fn print(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(bytes: usize) -> Found {
+        Found {
+            key: "k".into(),
+            timestamp: 1,
+            path: "f".into(),
+            namespace: None,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn batches_hold_at_most_1000_datums_or_2_mib() {
+        let small: Vec<Found> = (0..2500).map(|_| found(100)).collect();
+        assert_eq!(batches(&small), vec![0..1000, 1000..2000, 2000..2500]);
+        // 700 KiB each: two fit in 2 MiB, a third does not.
+        let mid: Vec<Found> = (0..7).map(|_| found(700 << 10)).collect();
+        assert_eq!(batches(&mid), vec![0..2, 2..4, 4..6, 6..7]);
+        // A datum over the batch budget goes alone, and the others around it too.
+        let big = vec![found(10), found(3 << 20), found(10)];
+        assert_eq!(batches(&big), vec![0..1, 1..2, 2..3]);
+        assert!(batches(&[]).is_empty());
+    }
 }
