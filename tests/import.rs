@@ -568,6 +568,31 @@ fn dirs_that_are_not_nacos_naming_dirs_are_usage_errors_and_dry_runs_print_text(
         "{text}"
     );
     assert!(stderr(&out).is_empty(), "{}", describe(&out));
+    // An empty data dir: nothing to send, so no node is asked, and the counts are zeros.
+    let empty = tmp.path().join("empty");
+    fs::create_dir_all(empty.join("data")).unwrap();
+    let out = nacosctl_at(
+        &dead_addr(),
+        &[
+            "-o",
+            "json",
+            "import",
+            "--nacos-data-dir",
+            &path_str(&empty),
+        ],
+    );
+    assert_code(&out, 0);
+    let sum = json(&out);
+    assert_eq!(
+        (
+            &sum["imported"],
+            &sum["skipped"],
+            &sum["datums"],
+            &sum["nacos_term"]
+        ),
+        (&json!(0), &json!(0), &json!(0), &Value::Null),
+        "{sum}"
+    );
     // The table form has the namespaces and the files.
     let out = nacosctl_at(
         &dead_addr(),

@@ -40,6 +40,7 @@ struct Counts {
 }
 
 /// What the cluster did with the datums sent.
+#[derive(Default)]
 struct Sent {
     imported: u64,
     skipped: u64,
@@ -77,8 +78,10 @@ pub fn run(cli: &Cli, output: Output, out: &mut dyn Write, args: &Args) -> Resul
     for f in &scan.datums {
         counts.entry(f.namespace.as_deref()).or_default().datums += 1;
     }
-    let sent = if args.dry_run || scan.datums.is_empty() {
+    let sent = if args.dry_run {
         None
+    } else if scan.datums.is_empty() {
+        Some(Sent::default())
     } else {
         let client = connect(cli)?;
         Some(send(&client, &scan.datums, &mut counts)?)
@@ -120,12 +123,7 @@ fn send<'a>(
 ) -> Result<Sent> {
     let batches = batches(datums);
     let total = datums.len();
-    let mut sent = Sent {
-        imported: 0,
-        skipped: 0,
-        batches: 0,
-        index: None,
-    };
+    let mut sent = Sent::default();
     std::thread::scope(|s| -> Result<()> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let ranges = batches.clone();
@@ -340,8 +338,7 @@ fn print(
                     s.skipped,
                     scan.datums.len()
                 ),
-                None if args.dry_run => format!("OK dry-run datums={}", scan.datums.len()),
-                None => "OK imported=0 skipped=0 datums=0".to_string(),
+                None => format!("OK dry-run datums={}", scan.datums.len()),
             };
             writeln!(
                 out,
