@@ -288,7 +288,10 @@ pub fn gather(client: &Client) -> Report {
         ));
     }
     if let Some(members) = &config {
-        for n in nodes.iter().filter(|n| !n.reachable && !members.contains(n.name())) {
+        for n in nodes
+            .iter()
+            .filter(|n| !n.reachable && !members.contains(n.name()))
+        {
             problems.push(format!(
                 "{} is not in the leader's configuration either; if it was removed, drop it from --endpoints",
                 n.endpoint
