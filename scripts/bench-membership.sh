@@ -7,7 +7,7 @@
 #      another new member (`nacosctl member replace`): the writes' latency, the longest write
 #      among them, and whether any failed.
 # Usage: scripts/bench-membership.sh [N]   (default 100000; copy the results into
-# docs/benchmarks.md). NODE_ARGS adds nacos-node flags.
+# docs/benchmarks.md). NODE_ARGS adds nacos-node flags; KEEP=1 keeps the data and logs.
 set -euo pipefail
 export NACOS_CLUSTER_TOKEN="${NACOS_CLUSTER_TOKEN:-bench-secret-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
 cd "$(dirname "$0")/.."
@@ -18,7 +18,7 @@ work=$(mktemp -d /tmp/nacos-membership.XXXXXX)
 pids=("" "" "" "" "")
 cleanup() {
   for p in "${pids[@]}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null; done
-  rm -rf "$work"
+  if [ -n "${KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 read -r -a ports < <(python3 -c '
@@ -72,4 +72,5 @@ t0=$(date +%s%N)
 echo "   replace took $(ms_since "$t0") ms"
 wait "$bench" || true
 echo "   writes during it: $(cat "$work/bench.txt")"
+grep -h -i "snapshot\|configuration changed" "$work"/n*.log | tail -n 8 | sed 's/^/   /'
 "$BIN/nacosctl" --endpoints "$leader,$(addr 4)" -o table member list

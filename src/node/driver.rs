@@ -311,7 +311,11 @@ impl Driver {
                         peers,
                         reply,
                     } => {
-                        let _ = reply.send(self.core.offer_snapshot(&from, term, point, peers));
+                        let answer = self.core.offer_snapshot(&from, term, point, peers);
+                        if answer == Ok(true) {
+                            self.shared.installs_accepted.fetch_add(1, Ordering::SeqCst);
+                        }
+                        let _ = reply.send(answer);
                     }
                     DriverEvent::Shutdown => return,
                 }

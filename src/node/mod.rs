@@ -255,6 +255,10 @@ pub struct Shared {
     snapshot_pins: Mutex<HashMap<PeerAddr, u64>>,
     /// The snapshot this follower is receiving.
     incoming_snapshot: Mutex<Option<snapshot::Incoming>>,
+    /// Snapshot offers the core accepted; the writer counts the installs it finished
+    /// (`WriterDone::installs`). While one is not finished, its staged datums are still to
+    /// be swapped in, and a new stream must not start over the staging dir.
+    installs_accepted: AtomicU64,
     /// The driver, writer and applier threads, joined by a clean stop.
     workers: Mutex<Vec<thread::JoinHandle<()>>>,
     /// When the driver last finished a turn, in ms since `started`: health is false when it
@@ -396,6 +400,7 @@ impl Node {
             driver: driver_tx.clone(),
             snapshot_pins: Mutex::new(HashMap::new()),
             incoming_snapshot: Mutex::new(None),
+            installs_accepted: AtomicU64::new(0),
             workers: Mutex::new(Vec::new()),
             driver_turn_ms: AtomicU64::new(0),
             started: Instant::now(),

@@ -233,6 +233,23 @@ pub fn receive(shared: &Shared, header: ChunkHeader, body: &[u8]) -> Result<()> 
     let mut incoming = shared.incoming_snapshot.lock().expect("incoming lock");
     let mut peers = None;
     let mut writer = if header.seq == 0 {
+        // An accepted install may still wait in the writer for its turn: its staged datums
+        // are swapped in then, so a new stream must not clear them now (a second snapshot
+        // under load once left a member with none).
+        let accepted = shared
+            .installs_accepted
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if accepted
+            > shared
+                .writer_done
+                .installs
+                .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(Error::Busy(
+                "this member is still installing the previous snapshot; the leader tries again"
+                    .into(),
+            ));
+        }
         *incoming = None;
         SnapshotWriter::begin(data_dir)?
     } else {
@@ -421,4 +438,61 @@ fn build_restored(
     drop(log);
     crate::store::snapshot::clear_install(data_dir)?;
     Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{Node, NodeConfig};
+
+    fn header(seq: u64) -> ChunkHeader {
+        ChunkHeader {
+            from: PeerAddr::new("leader:1"),
+            term: 99,
+            index: 500,
+            snap_term: 99,
+            seq,
+            last: false,
+            sessions: true,
+        }
+    }
+
+    /// A member once took a second snapshot's first chunk while the install before it was
+    /// decided but not yet swapped in: the new stream cleared the staged datums, and the
+    /// install then put an empty datum set in place.
+    #[test]
+    fn regression_a_new_stream_cleared_the_staged_datums_of_an_install_not_yet_swapped_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = NodeConfig::standalone("node:1", dir.path().join("data"));
+        cfg.cluster_token = Some("secret-0123456789abcdef".into());
+        let node = Node::start(cfg).unwrap();
+        let shared = &node.shared;
+        let staged = dir.path().join("data").join("snapshot.tmp");
+        std::fs::create_dir_all(&staged).unwrap();
+        std::fs::write(staged.join("staged-datum"), b"{}").unwrap();
+        // The core accepted an install; the writer has not finished it.
+        shared
+            .installs_accepted
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let refused = receive(shared, header(0), b"").unwrap_err();
+        assert!(
+            matches!(&refused, Error::Busy(m) if m.contains("still installing")),
+            "{refused:?}"
+        );
+        assert!(
+            staged.join("staged-datum").exists(),
+            "the staged datums were cleared"
+        );
+        // Once the writer has finished it, a new stream may start.
+        shared
+            .writer_done
+            .installs
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        receive(shared, header(0), b"").unwrap();
+        assert!(
+            !staged.join("staged-datum").exists(),
+            "a new stream starts afresh"
+        );
+        node.shutdown();
+    }
 }
