@@ -50,10 +50,13 @@ pub enum DriverEvent {
         messages: Vec<Envelope>,
     },
     /// A checkpoint covers the state up to `limit`: the log may go up to `upto`, or
-    /// further (never past `limit`) to keep no more than `LOG_RETAIN_BYTES` behind it.
+    /// further (never past `limit`) to keep no more than `LOG_RETAIN_BYTES` behind it; and
+    /// never past `pinned` (a snapshot's followers continue from there), unless that would
+    /// keep more than `snapshot::PIN_MAX_LOG_BYTES` of log.
     Compact {
         upto: u64,
         limit: u64,
+        pinned: Option<u64>,
     },
     SnapshotSent {
         peer: PeerAddr,
@@ -292,7 +295,19 @@ impl Driver {
                         }
                         self.send_all(messages);
                     }
-                    DriverEvent::Compact { upto, limit } => {
+                    DriverEvent::Compact {
+                        upto,
+                        limit,
+                        pinned,
+                    } => {
+                        let cap = self
+                            .core
+                            .index_keeping_bytes(super::snapshot::PIN_MAX_LOG_BYTES);
+                        let limit = match pinned {
+                            Some(p) if p >= cap => limit.min(p),
+                            _ => limit,
+                        };
+                        let upto = upto.min(limit);
                         let by_bytes = self.core.index_keeping_bytes(super::LOG_RETAIN_BYTES);
                         let upto = upto.max(by_bytes).min(limit);
                         if upto > 0 && self.core.compact(upto) {
@@ -343,8 +358,32 @@ impl Driver {
                 last_role = now_role;
             }
             self.sync_senders();
-            self.shared.publish_status(self.core.status());
+            let status = self.core.status();
+            self.release_pins(&status);
+            self.shared.publish_status(status);
         }
+    }
+
+    /// Ends the holds on compaction of snapshots whose followers have installed them
+    /// (acknowledged an index past the snapshot's), left, or not come back in time; and all of
+    /// them once this member no longer leads.
+    fn release_pins(&self, status: &crate::raft::Status) {
+        let mut pins = self.shared.snapshot_pins.lock().expect("pins lock");
+        if pins.values().all(|p| p.streaming) {
+            return;
+        }
+        let leading = status.role == Role::Leader;
+        pins.retain(|peer, pin| {
+            if pin.streaming {
+                return true;
+            }
+            let installed = status
+                .followers
+                .iter()
+                .find(|f| f.peer == *peer)
+                .is_none_or(|f| f.match_index >= pin.index);
+            leading && !installed && pin.since.elapsed() < super::snapshot::PIN_AFTER_STREAM
+        });
     }
 
     /// Keeps a sender for every other member of the configuration in force and for the
@@ -455,7 +494,8 @@ impl Driver {
             .snapshot_pins
             .lock()
             .expect("pins lock")
-            .contains_key(&peer)
+            .get(&peer)
+            .is_some_and(|p| p.streaming)
         {
             return; // a stream is under way; it reports when it ends
         }
@@ -469,11 +509,14 @@ impl Driver {
                 return;
             }
         };
-        self.shared
-            .snapshot_pins
-            .lock()
-            .expect("pins lock")
-            .insert(peer.clone(), index);
+        self.shared.snapshot_pins.lock().expect("pins lock").insert(
+            peer.clone(),
+            super::snapshot::Pin {
+                index,
+                streaming: true,
+                since: Instant::now(),
+            },
+        );
         self.core.on_snapshot_started(&peer, index);
         let shared = self.shared.clone();
         let term = self.core.term();

@@ -76,13 +76,12 @@ pub(super) fn run_flusher(shared: &Shared) {
             .lock()
             .expect("pins lock")
             .values()
-            .min()
-            .copied()
-            .unwrap_or(u64::MAX);
-        let upto = previous.saturating_sub(cfg.log_retain_entries).min(pinned);
+            .map(|p| p.index)
+            .min();
         let _ = shared.driver.send(DriverEvent::Compact {
-            upto,
-            limit: previous.min(pinned),
+            upto: previous.saturating_sub(cfg.log_retain_entries),
+            limit: previous,
+            pinned,
         });
     }
 }

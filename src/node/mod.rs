@@ -251,8 +251,8 @@ pub struct Shared {
     waiters: Mutex<Waiters>,
     status: StatusCell,
     driver: Sender<DriverEvent>,
-    /// Snapshots being streamed, by follower, with their index (compaction stops short).
-    snapshot_pins: Mutex<HashMap<PeerAddr, u64>>,
+    /// Snapshots being streamed or installed, by follower (compaction stops short of them).
+    snapshot_pins: Mutex<HashMap<PeerAddr, snapshot::Pin>>,
     /// The snapshot this follower is receiving.
     incoming_snapshot: Mutex<Option<snapshot::Incoming>>,
     /// Snapshot offers the core accepted; the writer counts the installs it finished

@@ -41,6 +41,26 @@ pub struct ChunkHeader {
     pub sessions: bool,
 }
 
+/// A leader's hold on compaction for one follower's snapshot: the log after `index` is kept
+/// while the stream runs and then until the follower acknowledges an index past it. A
+/// follower installs after the last chunk (a large snapshot takes a while); if the log it
+/// continues from were compacted meanwhile, it would need another snapshot, and under
+/// steady writes another after that (a new member once took three minutes to join so).
+#[derive(Clone, Copy, Debug)]
+pub struct Pin {
+    pub index: u64,
+    /// The stream is under way (no second one is started); once it ended, the follower is
+    /// installing.
+    pub streaming: bool,
+    pub since: std::time::Instant,
+}
+
+/// How long a pin outlives its stream at most, and how many bytes of log it may hold behind
+/// it: a follower that does not come back (died mid-install) must not keep the log growing
+/// (the driver checks the bytes at each compaction).
+pub const PIN_AFTER_STREAM: Duration = Duration::from_secs(120);
+pub const PIN_MAX_LOG_BYTES: usize = 256 << 20;
+
 /// The follower's progress through one incoming stream.
 #[derive(Debug)]
 pub struct Incoming {
@@ -61,11 +81,22 @@ pub fn send(
     sessions: Vec<String>,
 ) {
     let result = stream(&shared, &peer, index, snap_term, term, &sessions);
-    shared
-        .snapshot_pins
-        .lock()
-        .expect("pins lock")
-        .remove(&peer);
+    {
+        let mut pins = shared.snapshot_pins.lock().expect("pins lock");
+        if result.is_ok() {
+            // The follower installs now: hold the log until it acknowledges past `index`.
+            pins.insert(
+                peer.clone(),
+                Pin {
+                    index,
+                    streaming: false,
+                    since: std::time::Instant::now(),
+                },
+            );
+        } else {
+            pins.remove(&peer);
+        }
+    }
     match &result {
         Ok(n) => {
             shared.metrics.snapshots_sent.inc();
