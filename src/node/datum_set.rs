@@ -1039,16 +1039,38 @@ impl DatumSet {
     }
 
     /// Replaces the applied state with a snapshot staged in the data dir (whose install was
-    /// decided): swaps the directories, reloads the map, and closes every listener, since
-    /// their event streams have a gap (a watcher resuming gets `Compacted`).
+    /// decided): puts its checkpoint in place, loads the map from it, queues every datum
+    /// file that differs for the flusher (the files trail the state, as after a crash), and
+    /// closes every listener, since their event streams have a gap (a watcher resuming gets
+    /// `Compacted`).
     pub fn install_snapshot(&self, index: u64) -> Result<()> {
         let _files = self.files.lock().expect("files lock");
         crate::store::snapshot::swap_in(&self.data_dir, index)?;
-        *self.checkpoints.lock().expect("checkpoint lock") = Checkpoints::default();
-        let loaded: BTreeMap<String, Datum> = datum_dir::read_datum_dir(&self.data_dir)?
+        let path = checkpoint::checkpoint_path(&self.data_dir);
+        let c = checkpoint::read_at(&path)?.ok_or_else(|| Error::Corrupt {
+            path: path.clone(),
+            offset: 0,
+            reason: "the installed snapshot's checkpoint is missing".into(),
+        })?;
+        *self.checkpoints.lock().expect("checkpoint lock") = Checkpoints {
+            newest: Some(c.base),
+            previous: None,
+        };
+        let side = parse_sessions(&c.sessions).map_err(|reason| Error::Corrupt {
+            path: path.clone(),
+            offset: 0,
+            reason,
+        })?;
+        // The files of the state replaced: those of keys the snapshot lacks go.
+        let old_files = datum_dir::DatumFiles::walk(&self.data_dir)?.keys();
+        let loaded: BTreeMap<String, Datum> =
+            c.datums.into_iter().map(|d| (d.key.clone(), d)).collect();
+        let mut rewrite: HashMap<String, Option<Datum>> = old_files
             .into_iter()
-            .map(|(d, _)| (d.key.clone(), d))
+            .filter(|k| !loaded.contains_key(k))
+            .map(|k| (k, None))
             .collect();
+        rewrite.extend(loaded.values().map(|d| (d.key.clone(), Some(d.clone()))));
         let digest = loaded.values().map(datum_hash).fold(0, |a, h| a ^ h);
         self.live_bytes
             .store(loaded.values().map(datum_bytes).sum(), Ordering::Relaxed);
@@ -1056,7 +1078,6 @@ impl DatumSet {
         // newest of them the map is not the exact state at any one index, so no digest is
         // recorded and no watch may resume before it (as after a restart).
         let newest = loaded.values().map(|d| d.index).max().unwrap_or(0);
-        let side = read_sessions_file(&self.data_dir)?;
         {
             let mut map = self.datums.write().expect("datums lock");
             *map = loaded;
@@ -1073,7 +1094,7 @@ impl DatumSet {
             }
             *self.auth.write().expect("auth lock") = side.auth;
         }
-        self.dirty.lock().expect("dirty lock").clear();
+        *self.dirty.lock().expect("dirty lock") = rewrite;
         {
             let mut d = self.digests.lock().expect("digest lock");
             d.current = digest;

@@ -878,7 +878,7 @@ fn a_frozen_view_ends_with_a_snapshot_install() {
     sm.start_at(0, 0);
     sm.apply(&[e(1, publish("a", 1))]).unwrap();
     let view = sm.freeze().unwrap();
-    let mut w = crate::store::snapshot::SnapshotWriter::begin(dir.path()).unwrap();
+    let mut w = crate::store::snapshot::SnapshotWriter::begin(dir.path(), 9).unwrap();
     w.add(&Datum {
         key: "z".into(),
         value: json!(1),
@@ -892,4 +892,58 @@ fn a_frozen_view_ends_with_a_snapshot_install() {
     drop(view);
     // Not exact until the log passes the install: refused meanwhile.
     assert_eq!(sm.freeze().err(), Some(FreezeRefused::Converging));
+}
+
+#[test]
+fn a_snapshot_install_loads_its_checkpoint_and_rewrites_the_datum_files_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sm = DatumSet::load(dir.path().into()).unwrap();
+    sm.start_at(0, 0);
+    sm.apply(&[e(1, publish("gone", 1)), e(2, publish("kept", 2))])
+        .unwrap();
+    sm.flush().unwrap();
+    let mut w = crate::store::snapshot::SnapshotWriter::begin(dir.path(), 9).unwrap();
+    w.add_sessions(&[peers_line(&crate::raft::PeerSet::of_voters([
+        crate::raft::PeerAddr::new("a:1"),
+    ]))])
+    .unwrap();
+    for (key, v) in [("kept", 5), ("new", 6)] {
+        w.add(&Datum {
+            key: key.into(),
+            value: json!(v),
+            timestamp: 3,
+            index: 8,
+        })
+        .unwrap();
+    }
+    w.commit(LogId::new(9, 2)).unwrap();
+    sm.install_snapshot(9).unwrap();
+    assert_eq!(sm.get("gone"), None);
+    assert_eq!(sm.get("new").map(|d| d.value), Some(json!(6)));
+    assert_eq!(sm.applied_index(), 9);
+    assert_eq!(
+        sm.peer_set().map(|p| p.voters.len()),
+        Some(1),
+        "the configuration came with it"
+    );
+    assert_eq!(sm.checkpoints().newest, Some(9));
+    // The files follow at the next flush: the removed key's goes, the others are written.
+    sm.flush().unwrap();
+    let mut files: Vec<(String, serde_json::Value)> = datum_dir::read_datum_dir(dir.path())
+        .unwrap()
+        .into_iter()
+        .map(|(d, _)| (d.key, d.value))
+        .collect();
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        files,
+        vec![
+            ("kept".to_string(), json!(5)),
+            ("new".to_string(), json!(6))
+        ]
+    );
+    // A restart starts from the checkpoint the install put in place.
+    drop(sm);
+    let (again, base) = DatumSet::open(dir.path().into(), 9, 9).unwrap();
+    assert_eq!((base, again.len()), (9, 2));
 }

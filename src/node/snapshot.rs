@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::datum_set::SESSIONS_FILE;
 use crate::error::{Error, Result};
 use crate::raft::{LogId, PeerAddr, PeerSet};
 use crate::store::snapshot::SnapshotWriter;
@@ -62,10 +61,10 @@ pub const PIN_AFTER_STREAM: Duration = Duration::from_secs(120);
 pub const PIN_MAX_LOG_BYTES: usize = 256 << 20;
 
 /// The follower's progress through one incoming stream.
-#[derive(Debug)]
 pub struct Incoming {
     header: ChunkHeader,
-    count: u64,
+    /// The staged checkpoint being written.
+    writer: SnapshotWriter,
     /// The configuration at the snapshot's index, from chunk 0.
     peers: Option<PeerSet>,
 }
@@ -262,8 +261,7 @@ pub fn receive(shared: &Shared, header: ChunkHeader, body: &[u8]) -> Result<()> 
     }
     let data_dir = &shared.cfg.data_dir;
     let mut incoming = shared.incoming_snapshot.lock().expect("incoming lock");
-    let mut peers = None;
-    let mut writer = if header.seq == 0 {
+    let (mut writer, mut peers) = if header.seq == 0 {
         // An accepted install may still wait in the writer for its turn: its staged datums
         // are swapped in then, so a new stream must not clear them now (a second snapshot
         // under load once left a member with none).
@@ -282,22 +280,22 @@ pub fn receive(shared: &Shared, header: ChunkHeader, body: &[u8]) -> Result<()> 
             ));
         }
         *incoming = None;
-        SnapshotWriter::begin(data_dir)?
+        (SnapshotWriter::begin(data_dir, header.index)?, None)
     } else {
-        match incoming.as_ref() {
-            Some(inc)
-                if inc.header.from == header.from
-                    && inc.header.index == header.index
-                    && inc.header.seq + 1 == header.seq =>
-            {
-                peers = inc.peers.clone();
-                SnapshotWriter::resume(data_dir, inc.count)?
-            }
-            _ => {
+        let follows = incoming.as_ref().is_some_and(|inc| {
+            inc.header.from == header.from
+                && inc.header.index == header.index
+                && inc.header.seq + 1 == header.seq
+        });
+        match incoming.take() {
+            // A chunk that fails below drops the stream: the leader starts over.
+            Some(inc) if follows => (inc.writer, inc.peers),
+            other => {
+                *incoming = other;
                 return Err(Error::BadRequest(format!(
                     "snapshot chunk {} from {} does not follow the chunks received; start over",
                     header.seq, header.from
-                )))
+                )));
             }
         }
     };
@@ -311,35 +309,41 @@ pub fn receive(shared: &Shared, header: ChunkHeader, body: &[u8]) -> Result<()> 
         // install.
         let text = std::str::from_utf8(body)
             .map_err(|_| Error::BadRequest("snapshot sessions are not text".into()))?;
+        let mut lines = Vec::new();
         for line in text.lines() {
             let record = super::datum_set::parse_side_line(line)
                 .map_err(|e| Error::BadRequest(format!("in a snapshot: {e}")))?;
             if let super::datum_set::SideRecord::Peers(r) = record {
                 peers = Some(r.peers);
             }
+            lines.push(line.to_string());
         }
-        writer.add_file(SESSIONS_FILE, body)?;
+        writer.add_sessions(&lines)?;
     } else {
         let datums = crate::wire::peer::decode_chunk(body)
             .map_err(|e| Error::BadRequest(format!("snapshot chunk refused: {e}")))?;
         for d in &datums {
-            writer.add(d)?;
+            writer
+                .add(d)
+                .map_err(|e| Error::BadRequest(format!("snapshot chunk refused: {e}")))?;
         }
     }
-    *incoming = Some(Incoming {
-        header: header.clone(),
-        count: writer.count,
-        peers: peers.clone(),
-    });
     if !header.last {
+        *incoming = Some(Incoming {
+            header: header.clone(),
+            writer,
+            peers,
+        });
         return Ok(());
     }
-    *incoming = None;
     let Some(peers) = peers else {
         return Err(Error::BadRequest(
             "a snapshot without the cluster's configuration in chunk 0; the leader runs an older version: upgrade it".into(),
         ));
     };
+    let count = writer.count;
+    // Durable and complete before the core may accept it.
+    writer.finish()?;
     let (tx, rx) = mpsc::channel();
     shared
         .driver
@@ -354,8 +358,8 @@ pub fn receive(shared: &Shared, header: ChunkHeader, body: &[u8]) -> Result<()> 
     match rx.recv_timeout(Duration::from_secs(10)) {
         Ok(Ok(true)) => {
             log_event(&format!(
-                "accepted a snapshot of {} datums at index {} from {}",
-                writer.count, header.index, header.from
+                "accepted a snapshot of {count} datums at index {} from {}",
+                header.index, header.from
             ));
             Ok(())
         }
@@ -400,7 +404,7 @@ pub fn restore_backup(
     }
     // First pass: the whole file is sound, and so is every access-control record.
     let mut auth = Vec::new();
-    read(file, |item| {
+    let checked = read(file, |item| {
         if let Item::Auth(line) = item {
             super::datum_set::parse_side_line(line).map_err(|why| Error::Corrupt {
                 path: file.to_path_buf(),
@@ -417,7 +421,7 @@ pub fn restore_backup(
         p.validate().map_err(Error::Config)?;
         auth.push(super::datum_set::peers_line(p));
     }
-    let built = build_restored(file, data_dir, &auth);
+    let built = build_restored(file, data_dir, &auth, checked.index);
     if built.is_err() {
         // Nothing of it is usable: leave the dir as it was found (absent or empty), so the
         // same command can run again.
@@ -432,20 +436,16 @@ pub fn restore_backup(
 fn build_restored(
     file: &std::path::Path,
     data_dir: &std::path::Path,
-    auth: &[String],
+    side: &[String],
+    index: u64,
 ) -> Result<crate::store::backup::BackupInfo> {
     use crate::store::backup::{read, Item};
-    let mut staged = SnapshotWriter::begin(data_dir)?;
+    let mut staged = SnapshotWriter::begin(data_dir, index)?;
+    staged.add_sessions(side)?;
     let info = read(file, |item| match item {
         Item::Datum(d) => staged.add(&d),
         Item::Auth(_) => Ok(()),
     })?;
-    let mut sessions = Vec::new();
-    for l in auth {
-        sessions.extend_from_slice(l.as_bytes());
-        sessions.push(b'\n');
-    }
-    staged.add_file(SESSIONS_FILE, &sessions)?;
     // The term before the marker: a start that finds the marker resets the log to the
     // backup's point, and the term must not be behind it.
     crate::store::write_meta(
@@ -468,6 +468,19 @@ fn build_restored(
     log.store.reset(point)?;
     drop(log);
     crate::store::snapshot::clear_install(data_dir)?;
+    // The datum files too, so `nacosctl dump` of the restored dir shows the state before
+    // any member has run on it.
+    let restored =
+        crate::store::checkpoint::read_at(&crate::store::checkpoint::checkpoint_path(data_dir))?
+            .ok_or_else(|| Error::Corrupt {
+                path: crate::store::checkpoint::checkpoint_path(data_dir),
+                offset: 0,
+                reason: "the restored checkpoint is missing".into(),
+            })?;
+    for d in &restored.datums {
+        crate::store::write_datum(data_dir, d)?;
+    }
+    crate::store::snapshot::sync_filesystem(data_dir)?;
     Ok(info)
 }
 

@@ -210,6 +210,19 @@ impl DatumFiles {
         self.items.len()
     }
 
+    /// The keys the files' names encode, without reading them (names that encode no key are
+    /// left out).
+    pub fn keys(&self) -> Vec<String> {
+        self.items
+            .iter()
+            .filter_map(|&(d, f)| {
+                let (dir, _, names) = &self.dirs[d];
+                let path = dir.join(&names[f]);
+                crate::datum::key_from_rel_path(path.strip_prefix(&self.root).ok()?)
+            })
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
@@ -293,9 +306,9 @@ pub fn clear_clean_stop(data_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Records that the datum files hold the complete state as of `index` (a snapshot was just
-/// swapped in), so a start-up with no checkpoint may load them although the log starts
-/// after `index`. Idempotent.
+/// Records that the datum files hold the complete state as of `index` (written by an older
+/// version's snapshot install, which staged datum files), so a start-up with no checkpoint
+/// may load them although the log starts after `index`. Idempotent.
 pub fn mark_complete(data_dir: &Path, index: u64) -> Result<()> {
     let path = data_dir.join(COMPLETE);
     let tmp = data_dir.join(".datum-files.complete.tmp");
@@ -305,6 +318,15 @@ pub fn mark_complete(data_dir: &Path, index: u64) -> Result<()> {
         .map_err(|e| Error::store(&tmp, e))?;
     fs::rename(&tmp, &path).map_err(|e| Error::store(&path, e))?;
     sync_dir(data_dir)
+}
+
+/// Removes the mark: the datum files trail the state (after a snapshot install, which puts
+/// a checkpoint in place and leaves them to be rewritten). Idempotent.
+pub fn unmark_complete(data_dir: &Path) -> Result<()> {
+    if crate::store::remove_file_if_present(&data_dir.join(COMPLETE))? {
+        sync_dir(data_dir)?;
+    }
+    Ok(())
 }
 
 /// The index `mark_complete` recorded, if any (an unreadable mark counts as none).
