@@ -6,7 +6,8 @@
 //! `http` maps requests and errors; `client` is the typed HTTP client of `nacosctl` and tests;
 //! `wire` holds the JSON shapes the two exchange; `auth` is access control (users, roles,
 //! tokens), applied by `node` and enforced by `http`; `naming` is the Nacos naming layer
-//! (services and persistent instances) on top of the datums, a listener of the notifier.
+//! (services and persistent instances) on top of the datums, a listener of the notifier;
+//! `migrate` reads a Nacos 1.x naming data dir for `nacosctl import`.
 
 pub mod auth;
 pub mod client;
