@@ -1727,8 +1727,12 @@ impl Sim {
             let Some(core) = nd.core.as_ref() else {
                 continue;
             };
+            // A leader counts once its term is durable: a sole voter wins within one step,
+            // and if it crashes before its term reaches the disk it never led (nothing of that
+            // term left it), and may vote for another member in the same term after it
+            // restarts.
             if core.role() == Role::Leader {
-                if self.oracle.on_leader(n, core.term()) {
+                if nd.disk_hs.term >= core.term() && self.oracle.on_leader(n, core.term()) {
                     self.oracle.check_complete(n, core.term(), &nd.mem_log);
                     // Only a member that may campaign wins; its configuration is at least
                     // the newest one committed before its term (it holds every such entry);
