@@ -489,10 +489,63 @@ fn dump_of_a_stopped_node_lists_everything_written() {
         assert_eq!(row["value"], *v);
         let ts = if *k == "updated" { 2 } else { 1 };
         assert_eq!(row["timestamp"], ts, "{row}");
+        // Read from the checkpoint or the log: with --datum-files off (the default) no
+        // per-key file exists.
         let file = std::path::Path::new(row["file"].as_str().unwrap());
-        assert!(file.is_file(), "{row}");
+        assert!(file.exists(), "{row}");
         assert!(file.starts_with(&node.data_dir), "{row}");
     }
+    assert!(
+        !nacos_raft::store::datum_dir::has_datum_files(&node.data_dir),
+        "no datum files unless --datum-files on"
+    );
+
+    // The Nacos layout, one command away: the same datums as files, read back by the store.
+    let view = tempfile::tempdir().unwrap();
+    let to = view.path().join("nacos");
+    let out = nacosctl(&[
+        "dump",
+        "--data-dir",
+        &dir,
+        "--nacos-layout",
+        to.to_str().unwrap(),
+    ]);
+    assert_code(&out, 0);
+    assert!(
+        stdout(&out).starts_with("OK exported 4 datums"),
+        "{}",
+        describe(&out)
+    );
+    let files = nacos_raft::store::read_datum_dir(&to).unwrap();
+    let got: Vec<(String, Value, u64)> = files
+        .into_iter()
+        .map(|(d, _)| (d.key, d.value, d.timestamp))
+        .collect();
+    let want: Vec<(String, Value, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["key"].as_str().unwrap().to_string(),
+                r["value"].clone(),
+                r["timestamp"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert!(std::fs::read_to_string(to.join("meta.properties"))
+        .unwrap()
+        .contains("term="));
+    // Never over something that is there.
+    assert_code(
+        &nacosctl(&[
+            "dump",
+            "--data-dir",
+            &dir,
+            "--nacos-layout",
+            to.to_str().unwrap(),
+        ]),
+        2,
+    );
 
     let out = nacosctl(&["dump", "--data-dir", &dir]);
     assert_code(&out, 0);
@@ -508,6 +561,58 @@ fn dump_of_a_stopped_node_lists_everything_written() {
     assert_eq!(doc["value"], 2);
     assert_eq!(doc["timestamp"], 2);
     assert_code(&nacosctl_at(&ep, &["get", "gone"]), 3);
+}
+
+/// After a kill -9, dump shows the state at the applied index the member last recorded and
+/// no entry past it (those may not have been committed), and says so.
+#[test]
+fn dump_after_a_crash_shows_what_was_applied_and_says_what_is_left_out() {
+    let mut node = TestNode::standalone(&[]);
+    let ep = node.addr.clone();
+    let mut indexes = Vec::new();
+    for k in ["a", "b", "c"] {
+        let out = nacosctl_at(&ep, &["-o", "json", "put", k, k]);
+        assert_code(&out, 0);
+        indexes.push(json(&out)["index"].as_u64().unwrap());
+    }
+    // The member records its applied index once a second: wait until it has the last write.
+    let mark = node.data_dir.join("applied");
+    let recorded = |f: &std::path::Path| {
+        let t = std::fs::read_to_string(f).ok()?;
+        t.trim().strip_prefix("applied=")?.parse::<u64>().ok()
+    };
+    poll_until(Duration::from_secs(10), || {
+        (recorded(&mark)? >= indexes[2]).then_some(())
+    })
+    .expect("the applied index is recorded within a few seconds");
+    node.kill9();
+    let dir = node.data_dir.to_str().unwrap().to_string();
+    let keys = |out: &std::process::Output| -> Vec<String> {
+        json(out)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["key"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let out = nacosctl(&["-o", "json", "dump", "--data-dir", &dir]);
+    assert_code(&out, 0);
+    assert_eq!(keys(&out), ["a", "b", "c"]);
+
+    // As if the member had crashed before it recorded "c": "c" may not have been committed.
+    std::fs::write(&mark, format!("applied={:020}\n", indexes[1])).unwrap();
+    let out = nacosctl(&["-o", "json", "dump", "--data-dir", &dir]);
+    assert_code(&out, 0);
+    assert_eq!(keys(&out), ["a", "b"]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("did not stop cleanly") && err.contains(&format!("entries {} to", indexes[2])),
+        "{err}"
+    );
+    // Dump wrote nothing: the member starts and serves all three.
+    node.restart();
+    node.wait_ready(READY_DEADLINE);
+    assert_code(&nacosctl_at(&ep, &["get", "c"]), 0);
 }
 
 #[test]

@@ -307,7 +307,12 @@ fn values(client: &Client) -> std::collections::BTreeMap<String, serde_json::Val
 /// in line in the background.
 #[test]
 fn a_damaged_checkpoint_and_stale_datum_files_lose_nothing() {
-    let mut n = TestNode::standalone(&COMPACTING);
+    let args: Vec<&str> = COMPACTING
+        .iter()
+        .copied()
+        .chain(["--datum-files", "on"])
+        .collect();
+    let mut n = TestNode::standalone(&args);
     let client = n.client(T);
     overwrite(&client, 600, 150, "first");
     // Wait for both checkpoints to exist and for the log to be compacted behind them.
@@ -327,7 +332,7 @@ fn a_damaged_checkpoint_and_stale_datum_files_lose_nothing() {
     // The files trail the map by up to a flush round; wait for them before the crash so
     // that the edits below are what makes them stale.
     poll_until(T, || {
-        let files = try_dump_datums(&n)?;
+        let files = try_read_datum_files(&n)?;
         (files.len() == 159 && files.get("hot-9").map(|v| &v.0) == expected.get("hot-9"))
             .then_some(())
     })

@@ -46,6 +46,11 @@ struct Args {
     /// has caught up.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "true|false")]
     auto_promote: bool,
+    /// Keep a Nacos-layout file per key under <data-dir>/data (`on`), rewritten once a
+    /// second behind the state; `off` (the default) keeps only the log and the checkpoints,
+    /// which `nacosctl dump --data-dir` reads (and `dump --nacos-layout DIR` turns into files).
+    #[arg(long, value_enum, default_value = "off")]
+    datum_files: OnOff,
     #[arg(long, default_value_t = 100)]
     heartbeat_interval_ms: u64,
     /// Base election timeout; each election waits a random time in [N, 2N).
@@ -187,6 +192,7 @@ fn config(args: &Args) -> anyhow::Result<NodeConfig> {
         peers,
         join,
         auto_promote: args.auto_promote,
+        datum_files: args.datum_files == OnOff::On,
         heartbeat_interval_ms: args.heartbeat_interval_ms,
         election_timeout_ms: args.election_timeout_ms,
         publish_timeout_ms: args.publish_timeout_ms,
@@ -258,6 +264,12 @@ fn cluster_secret(args: &Args) -> anyhow::Result<String> {
         );
     }
     Ok(secret)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]

@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -246,6 +246,9 @@ pub struct DatumSet {
     flushed: Mutex<u64>,
     /// Serialises flush rounds, checkpoints and snapshot installs (all write the data dir).
     files: Mutex<()>,
+    /// Whether the datum files are kept at all (`--datum-files`); off, the flusher only
+    /// records the applied index (`store::datum_dir::write_applied_mark`).
+    write_files: AtomicBool,
     /// The `base` of the checkpoint files on disk.
     checkpoints: Mutex<Checkpoints>,
     /// About the bytes of every publish applied since start (checkpoint cadence by bytes).
@@ -395,6 +398,25 @@ impl DatumSet {
     /// index it reflects everything up to (0 when loaded from datum files: the log's start
     /// says it then). The log holds the entries after `log_start` up to `log_end`.
     pub fn open(data_dir: PathBuf, log_start: u64, log_end: u64) -> Result<(DatumSet, u64)> {
+        DatumSet::open_as(data_dir, log_start, log_end, false)
+    }
+
+    /// [`DatumSet::open`] for a reader that must not write (`nacosctl dump`): a damaged
+    /// newest checkpoint is skipped but not moved aside.
+    pub fn open_read_only(
+        data_dir: PathBuf,
+        log_start: u64,
+        log_end: u64,
+    ) -> Result<(DatumSet, u64)> {
+        DatumSet::open_as(data_dir, log_start, log_end, true)
+    }
+
+    fn open_as(
+        data_dir: PathBuf,
+        log_start: u64,
+        log_end: u64,
+        read_only: bool,
+    ) -> Result<(DatumSet, u64)> {
         let newest = checkpoint::checkpoint_path(&data_dir);
         let previous = checkpoint::previous_path(&data_dir);
         let mut problems = Vec::new();
@@ -453,7 +475,7 @@ impl DatumSet {
                 crate::store::WAY_OUT
             )));
         }
-        if from_previous {
+        if from_previous && !read_only {
             // Move the damaged newest checkpoint aside (for inspection), so that the next
             // checkpoint does not rotate it into the previous slot, which bounds compaction.
             let aside = data_dir.join("checkpoint.damaged");
@@ -545,6 +567,7 @@ impl DatumSet {
             dirty: Mutex::new(HashMap::new()),
             flushed: Mutex::new(0),
             files: Mutex::new(()),
+            write_files: AtomicBool::new(true),
             checkpoints: Mutex::new(Checkpoints::default()),
             applied_bytes: AtomicU64::new(0),
             live_bytes: AtomicU64::new(live),
@@ -871,7 +894,7 @@ impl DatumSet {
                 self.record_digest(&mut digests, e.index);
             }
         }
-        if !dirty.is_empty() {
+        if !dirty.is_empty() && self.writes_files() {
             self.dirty.lock().expect("dirty lock").extend(dirty);
         }
         // Listeners first: once a reader sees the applied index move, the events up to it
@@ -897,7 +920,15 @@ impl DatumSet {
         // Read the applied index before taking the queue: everything applied up to it is
         // either in this round's batch or was written by an earlier round.
         let upto = self.applied_index();
+        // For `nacosctl dump` of a member that stopped without a clean stop: how far its
+        // log was applied (so committed) about a second before (see `store::datum_dir`).
+        datum_dir::write_applied_mark(&self.data_dir, upto)?;
         let batch = std::mem::take(&mut *self.dirty.lock().expect("dirty lock"));
+        let batch = if self.writes_files() {
+            batch
+        } else {
+            HashMap::new()
+        };
         // With a checkpoint on disk, restarts read it and the log, never the files, so a
         // file may be rewritten in place (a crash can tear it; the check after an unclean
         // stop repairs it). Without one (a new node, just after a snapshot install) a
@@ -955,6 +986,25 @@ impl DatumSet {
             previous: c.newest.or(c.previous),
         };
         Ok((base, bytes))
+    }
+
+    /// The highest index any datum was last written at (0 when empty).
+    pub fn newest_index(&self) -> u64 {
+        let datums = self.datums.read().expect("datums lock");
+        datums.values().map(|d| d.index).max().unwrap_or(0)
+    }
+
+    /// Keeps the datum files (the Nacos layout under `data/`) behind the state, or not.
+    pub fn set_write_files(&self, on: bool) {
+        self.write_files.store(on, Ordering::Relaxed);
+        if !on {
+            self.dirty.lock().expect("dirty lock").clear();
+        }
+    }
+
+    /// Whether the datum files are kept (`--datum-files on`).
+    pub fn writes_files(&self) -> bool {
+        self.write_files.load(Ordering::Relaxed)
     }
 
     /// The checkpoint files on disk.

@@ -3,7 +3,8 @@
 //!
 //! Threads: HTTP connections (in `crate::http`), the driver (owns the core), the log
 //! writer (group commit), one sender per peer, the applier (datum set, listeners, answers)
-//! and the datum flusher (datum files and checkpoints, written behind the map). Only this
+//! and the datum flusher (the applied mark, checkpoints and, if kept, the datum files,
+//! written behind the map). Only this
 //! module and `crate::http` do I/O.
 //!
 //! Locks, and the order they are taken in. The core has none: the driver owns it. A thread
@@ -29,6 +30,7 @@ pub mod notifier;
 mod sender;
 pub mod sessions;
 pub mod snapshot;
+pub mod stopped;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -126,6 +128,10 @@ pub struct NodeConfig {
     pub join: bool,
     /// The leader promotes a learner added for it once it has caught up (`--auto-promote`).
     pub auto_promote: bool,
+    /// Keep the Nacos-layout datum files under `data/` (`--datum-files on`). Off, a new key
+    /// costs no file (an inode each, most of the disk and of a new-key write's cost:
+    /// docs/benchmarks.md); `nacosctl dump` reads the checkpoint and the log either way.
+    pub datum_files: bool,
     pub heartbeat_interval_ms: u64,
     pub election_timeout_ms: u64,
     pub publish_timeout_ms: u64,
@@ -163,6 +169,7 @@ impl NodeConfig {
             peers: vec![PeerAddr::new(advertise)],
             join: false,
             auto_promote: true,
+            datum_files: false,
             heartbeat_interval_ms: 100,
             election_timeout_ms: 500,
             publish_timeout_ms: 5000,
@@ -373,6 +380,7 @@ impl Node {
         };
         datums.note_start_term(start_term.unwrap_or(0));
         datums.notifier().set_max_listeners(cfg.max_watchers);
+        datums.set_write_files(cfg.datum_files);
         // Everything durable was read and agrees: from here on a crash is an unclean stop.
         store::datum_dir::clear_clean_stop(&cfg.data_dir)?;
         let fresh = meta.is_none() && log_end == 0;
@@ -429,10 +437,17 @@ impl Node {
             }));
         // After a clean stop too: a datum file edited or damaged while the node was down
         // would otherwise stay wrong for `nacosctl dump` until its key is written again.
-        let s4 = shared.clone();
-        spawn_critical("datum-reconcile", move || {
-            flusher::reconcile_datum_files(&s4, log_end, clean_stop)
-        });
+        if cfg.datum_files {
+            let s4 = shared.clone();
+            spawn_critical("datum-reconcile", move || {
+                flusher::reconcile_datum_files(&s4, log_end, clean_stop)
+            });
+        } else if store::datum_dir::has_datum_files(&cfg.data_dir) {
+            log_event(&format!(
+                "warning: {} holds datum files from a run with --datum-files on; they are no longer updated (nacosctl dump reads the checkpoint and the log). Start with --datum-files on to keep them, or remove them",
+                store::datum_dir::datum_root(&cfg.data_dir).display()
+            ));
+        }
         let s2 = shared.clone();
         let applier = spawn_critical("applier", move || driver::run_applier(s2, applier_rx));
         let drv = Driver {
@@ -898,7 +913,8 @@ impl Node {
     }
 
     /// Last step of a clean stop: stops the core, waits for the log writer and the applier
-    /// to finish what they were given, then writes every datum file and syncs them. Only
+    /// to finish what they were given, then records the applied index (and writes every
+    /// datum file, if kept) and syncs them. Only
     /// then is the stop marked clean: the next start may trust that no write was cut short.
     pub fn shutdown(&self) {
         let _ = self.shared.driver.send(DriverEvent::Shutdown);
@@ -924,8 +940,8 @@ impl Node {
             // A checkpoint in progress finishes first; it is bounded by the datum count.
             let _ = f.join();
         }
-        // Leave the datum files exactly up to date and durable, so `dump` of a cleanly
-        // stopped node shows every applied write.
+        // Leave the applied mark (and the datum files, if kept) exactly up to date and
+        // durable, so `dump` of a cleanly stopped node shows every applied write.
         let done = self
             .shared
             .datums
@@ -933,7 +949,7 @@ impl Node {
             .and_then(|_| store::datum_dir::mark_clean_stop(&self.shared.cfg.data_dir));
         if let Err(e) = done {
             log_event(&format!(
-                "warning: datum files not fully written: {e}; the next start checks them"
+                "warning: the data dir was not fully written at the stop: {e}; the next start checks it"
             ));
         }
     }

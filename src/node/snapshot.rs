@@ -457,8 +457,9 @@ fn build_restored(
     )?;
     let point = LogId::new(info.index, info.term);
     staged.commit(point)?;
-    // Finish the install as a start-up would, so the dir is a complete member's: the datum
-    // files in place, and a log that begins after the backup's point.
+    // Finish the install as a start-up would, so the dir is a complete member's: the
+    // checkpoint in place, and a log that begins after the backup's point (`nacosctl dump`
+    // reads it as it is).
     crate::store::snapshot::swap_in(data_dir, point.index)?;
     let mut log = crate::store::LogStore::open(
         &data_dir.join("log"),
@@ -468,18 +469,6 @@ fn build_restored(
     log.store.reset(point)?;
     drop(log);
     crate::store::snapshot::clear_install(data_dir)?;
-    // The datum files too, so `nacosctl dump` of the restored dir shows the state before
-    // any member has run on it.
-    let restored =
-        crate::store::checkpoint::read_at(&crate::store::checkpoint::checkpoint_path(data_dir))?
-            .ok_or_else(|| Error::Corrupt {
-                path: crate::store::checkpoint::checkpoint_path(data_dir),
-                offset: 0,
-                reason: "the restored checkpoint is missing".into(),
-            })?;
-    for d in &restored.datums {
-        crate::store::write_datum(data_dir, d)?;
-    }
     crate::store::snapshot::sync_filesystem(data_dir)?;
     Ok(info)
 }

@@ -4,8 +4,9 @@
 //! datum. They are not fsynced one by one: the durable truth is the Raft log and the
 //! checkpoint file (`store::checkpoint`). The files are a view of the state, kept for Nacos
 //! tools and `nacosctl dump`: synced at a clean stop, and brought back in line after a crash.
-//! They are read at start-up only when there is no checkpoint. See docs/architecture.md,
-//! "Durability".
+//! They are read at start-up only when there is no checkpoint, and are kept only with
+//! `--datum-files on` (`nacosctl dump` reads the checkpoint and the log instead). See
+//! docs/architecture.md, "Durability".
 
 use std::fs;
 use std::io::{ErrorKind, Write};
@@ -335,6 +336,49 @@ pub fn complete_at(data_dir: &Path) -> Option<u64> {
     text.trim().strip_prefix("index=")?.parse().ok()
 }
 
+/// Whether `data/` holds any datum file, without walking all of them: a name that is not
+/// hidden in a namespace directory (temp files and the sessions file are hidden).
+pub fn has_datum_files(data_dir: &Path) -> bool {
+    fn visible(dir: &Path) -> impl Iterator<Item = PathBuf> {
+        fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| e.path())
+    }
+    visible(&datum_root(data_dir)).any(|ns| !ns.is_dir() || visible(&ns).next().is_some())
+}
+
+/// Records, in place and without a sync, the applied index the node reached: once a
+/// second (each flush round) and at a clean stop. Every entry up to it was committed and is
+/// in this member's log, so `nacosctl dump` of a member that crashed replays its log up to
+/// here, and no further: entries after it may never have been committed. Fixed width, so a
+/// rewrite never leaves a longer number's digits behind.
+pub fn write_applied_mark(data_dir: &Path, index: u64) -> Result<()> {
+    let path = data_dir.join(APPLIED);
+    fs::create_dir_all(data_dir).map_err(|e| Error::store(data_dir, e))?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::store(&path, e))?;
+    f.write_all(format!("applied={index:020}\n").as_bytes())
+        .map_err(|e| Error::store(&path, e))
+}
+
+/// The index [`write_applied_mark`] recorded; none when the file is missing or unreadable
+/// (a crash can tear it: the caller then trusts the checkpoint only).
+pub fn applied_mark(data_dir: &Path) -> Option<u64> {
+    let text = fs::read_to_string(data_dir.join(APPLIED)).ok()?;
+    text.strip_suffix('\n')?
+        .strip_prefix("applied=")?
+        .parse()
+        .ok()
+}
+
+const APPLIED: &str = "applied";
 const COMPLETE: &str = "datum-files.complete";
 const CLEAN_STOP: &str = "clean-stop";
 

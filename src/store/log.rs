@@ -151,7 +151,14 @@ impl LogStore {
                 ));
                 continue;
             }
-            let prev = read_segment(&path, may_be_torn, &mut start, &mut entries, &mut warnings)?;
+            let prev = read_segment(
+                &path,
+                may_be_torn,
+                true,
+                &mut start,
+                &mut entries,
+                &mut warnings,
+            )?;
             segments.push(Segment { seq, path, prev });
         }
         let last = entries.last().map_or(start, Entry::id);
@@ -183,6 +190,53 @@ impl LogStore {
             entries,
             warnings,
         })
+    }
+
+    /// Reads the log of a stopped member without writing anything (for `nacosctl dump`):
+    /// the start point, the entries and the warnings. A tail a crash explains (after an
+    /// unclean stop) is read up to and reported, not cut; an empty segment being created
+    /// is skipped. Any other damage is the same error [`LogStore::open`] gives.
+    pub fn read_only(dir: &Path, clean_stop: bool) -> Result<(LogId, Vec<Entry>, Vec<String>)> {
+        let mut found: Vec<(u64, PathBuf)> = Vec::new();
+        let listing = match fs::read_dir(dir) {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((LogId::ZERO, Vec::new(), Vec::new()))
+            }
+            Err(e) => return Err(Error::store(dir, e)),
+        };
+        for entry in listing {
+            let entry = entry.map_err(|e| Error::store(dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let seq = name
+                .strip_suffix(".log")
+                .and_then(|stem| stem.split_once('-'))
+                .and_then(|(seq, first)| first.parse::<u64>().ok().and(seq.parse::<u64>().ok()));
+            if let Some(seq) = seq {
+                found.push((seq, entry.path()));
+            }
+        }
+        found.sort();
+        let (mut start, mut entries, mut warnings) = (LogId::ZERO, Vec::new(), Vec::new());
+        let count = found.len();
+        for (i, (_, path)) in found.into_iter().enumerate() {
+            let may_be_torn = i + 1 == count && !clean_stop;
+            let len = fs::metadata(&path)
+                .map_err(|e| Error::store(&path, e))?
+                .len();
+            if may_be_torn && len == 0 {
+                continue;
+            }
+            read_segment(
+                &path,
+                may_be_torn,
+                false,
+                &mut start,
+                &mut entries,
+                &mut warnings,
+            )?;
+        }
+        Ok((start, entries, warnings))
     }
 
     /// Buffers a truncation (if any) and entries; durable only after [`LogStore::sync`].
@@ -342,6 +396,7 @@ fn torn_tail(rest: &[u8]) -> Option<&'static str> {
 fn read_segment(
     path: &Path,
     may_be_torn: bool,
+    repair: bool,
     start: &mut LogId,
     entries: &mut Vec<Entry>,
     warnings: &mut Vec<String>,
@@ -374,6 +429,15 @@ fn read_segment(
         let zero_header = header_ok && bytes[off..off + HEADER].iter().all(|&b| b == 0);
         if !crc_ok || zero_header {
             let torn = torn_tail(&bytes[off..]);
+            if let (true, Some(what), Some(_), false) = (may_be_torn, torn, seg_start, repair) {
+                // Read only: the torn tail is left where it is (the node cuts it at its start).
+                warnings.push(format!(
+                    "{}: the last {} bytes are {what}, which a crash explains; read up to byte {off}",
+                    path.display(),
+                    bytes.len() - off
+                ));
+                break;
+            }
             if let (true, Some(what), Some(_)) = (may_be_torn, torn, seg_start) {
                 // etcd's WAL repairs its tail the same way; the bytes are kept for inspection.
                 let keep = path.with_extension(format!("log.torn-{off}"));

@@ -520,6 +520,11 @@ impl ChaosCluster {
                 let flag = if i < members { "--peers" } else { "--join" };
                 let mut a = vec![flag.to_string(), addrs[..members].join(",")];
                 a.extend(args.iter().cloned());
+                // Every other member keeps the Nacos-layout datum files too, so both ways of
+                // persisting the view run under the faults (the end checks read both).
+                if i % 2 == 1 && !a.iter().any(|x| x == "--datum-files") {
+                    a.extend(["--datum-files".to_string(), "on".to_string()]);
+                }
                 ChaosNode {
                     index: i,
                     addr: addr.clone(),
@@ -751,11 +756,35 @@ impl ChaosCluster {
         problems
     }
 
-    /// Each stopped node's datum files, read with `nacosctl dump`: key -> (value, timestamp).
-    /// Files are written behind the in-memory map, so they are complete only after a clean
-    /// stop (or a restart, which replays the log).
+    /// Each stopped node's state, read with `nacosctl dump` (its checkpoint and log):
+    /// key -> (value, timestamp). Exact after a clean stop.
     pub fn dumps(&self) -> Vec<BTreeMap<String, (Value, u64)>> {
         self.nodes.iter().map(|n| dump(&n.data_dir)).collect()
+    }
+
+    /// The datum files of each stopped node that keeps them (`--datum-files on`), by node
+    /// index: key -> (value, timestamp), or why they could not be read. Written behind the
+    /// state and synced at a clean stop, so then exact.
+    pub fn datum_files(&self) -> Vec<(usize, Result<Datums, String>)> {
+        self.nodes
+            .iter()
+            .filter(|n| {
+                n.args
+                    .windows(2)
+                    .any(|w| w[0] == "--datum-files" && w[1] == "on")
+            })
+            .map(|n| {
+                let files = nacos_raft::store::read_datum_dir(&n.data_dir)
+                    .map(|files| {
+                        files
+                            .into_iter()
+                            .map(|(d, _)| (d.key, (d.value, d.timestamp)))
+                            .collect()
+                    })
+                    .map_err(|e| e.to_string());
+                (n.index, files)
+            })
+            .collect()
     }
 
     /// A stopped node's Raft log, read from a copy of its log directory (opening a log may
@@ -815,7 +844,10 @@ impl ChaosCluster {
     }
 }
 
-/// A data dir's datum files, read offline with `nacosctl dump`.
+/// Key -> (value, timestamp).
+pub type Datums = BTreeMap<String, (Value, u64)>;
+
+/// A stopped node's state, read offline with `nacosctl dump`.
 pub fn dump(data_dir: &Path) -> BTreeMap<String, (Value, u64)> {
     let out = nacosctl(&[
         "-o",

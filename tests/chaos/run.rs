@@ -383,7 +383,8 @@ pub struct Finish {
 /// 2. every replica converges: same datums, timestamps and indexes, everything committed,
 ///    applied, and no uncommitted suffix left (polled up to [`HEAL_DEADLINE`]);
 /// 3. a clean stop of every node (a node that ignores SIGTERM is a problem);
-/// 4. every node's datum files equal the converged replica;
+/// 4. every node's dump (checkpoint and log) equals the converged replica, and so do the
+///    datum files of the nodes that keep them;
 /// 5. every node's Raft log is the same, and agrees with every acknowledged answer
 ///    ([`history::log_violations`]); indeterminate writes are settled with it;
 /// 6. the history file is written, and checked: linearizable key by key, log indexes
@@ -420,7 +421,7 @@ pub fn finish(
     match &converged {
         Ok(replica) => {
             lines.push(format!(
-                "convergence: all {} replicas hold the same {} datums (values, timestamps, indexes) in memory and in their datum files",
+                "convergence: all {} replicas hold the same {} datums (values, timestamps, indexes) in memory, in what dump reads after a clean stop, and in the datum files of those that keep them",
                 cluster.len(),
                 replica.len()
             ));
@@ -431,8 +432,17 @@ pub fn finish(
             for (i, d) in cluster.dumps().iter().enumerate() {
                 if *d != expected {
                     problems.push(format!(
-                        "node {i}'s datum files after a clean stop differ from the converged replica:\n  files: {d:?}\n  replica: {expected:?}"
+                        "node {i}'s dump after a clean stop differs from the converged replica:\n  dump: {d:?}\n  replica: {expected:?}"
                     ));
+                }
+            }
+            for (i, files) in cluster.datum_files() {
+                match files {
+                    Ok(f) if f == expected => {}
+                    Ok(f) => problems.push(format!(
+                        "node {i}'s datum files after a clean stop differ from the converged replica:\n  files: {f:?}\n  replica: {expected:?}"
+                    )),
+                    Err(e) => problems.push(format!("node {i}'s datum files: {e}")),
                 }
             }
             match read_logs(cluster) {

@@ -853,9 +853,8 @@ pub fn wait_listening(node: &TestNode, key: &str, deadline: Duration) {
     });
 }
 
-/// Every datum a node holds as key -> (value, timestamp), read offline with `nacosctl dump`.
-/// Datum files trail the log on a running node, so this is for stopped nodes (a clean stop
-/// flushes them).
+/// Every datum a node holds as key -> (value, timestamp), read offline with `nacosctl dump`
+/// (the checkpoint and the log): for stopped nodes, exact after a clean stop.
 pub fn dump_datums(
     node: &TestNode,
 ) -> std::collections::BTreeMap<String, (serde_json::Value, u64)> {
@@ -864,17 +863,22 @@ pub fn dump_datums(
     datums_of(&out)
 }
 
-/// [`dump_datums`] of a running node, `None` while a file is being rewritten: files are
-/// rewritten in place once a checkpoint exists, so a reader may meet one half-written
-/// (docs/architecture.md, "Durability"). For polls.
-pub fn try_dump_datums(
+/// The datum files of a node started with `--datum-files on`, read with the library, `None`
+/// while a file is being rewritten: files are rewritten in place once a checkpoint exists,
+/// so a reader may meet one half-written (docs/architecture.md, "Durability"). For polls.
+pub fn try_read_datum_files(
     node: &TestNode,
 ) -> Option<std::collections::BTreeMap<String, (serde_json::Value, u64)>> {
-    let out = dump_output(node);
-    (code(&out) == 0).then(|| datums_of(&out))
+    let files = nacos_raft::store::read_datum_dir(&node.data_dir).ok()?;
+    Some(
+        files
+            .into_iter()
+            .map(|(d, _)| (d.key, (d.value, d.timestamp)))
+            .collect(),
+    )
 }
 
-fn dump_output(node: &TestNode) -> Output {
+pub fn dump_output(node: &TestNode) -> Output {
     nacosctl(&[
         "-o",
         "json",

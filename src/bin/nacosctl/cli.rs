@@ -198,6 +198,10 @@ pub enum Command {
         /// A nacos-node --data-dir
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
+        /// Write the datums as Nacos-layout files (DIR/data/<namespace>/<file> and
+        /// DIR/meta.properties) into DIR, a new directory, instead of printing them
+        #[arg(long, value_name = "DIR")]
+        nacos_layout: Option<PathBuf>,
     },
     /// Move a Nacos 1.x naming data dir in: every datum with its key, value and Nacos
     /// timestamp, sent to the leader in batches; a re-run changes nothing. Exit 1 if a file

@@ -2,7 +2,7 @@
 //! a client answer into one of the three output forms. `status` has its own module.
 
 use std::io::{IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use nacos_raft::client::{Client, ClientError, LeaderInfo, UnavailableKind};
@@ -245,7 +245,12 @@ struct DumpRow<'a> {
     file: &'a Path,
 }
 
-pub fn dump(output: Output, out: &mut dyn Write, data_dir: &Path) -> Result<Exit> {
+pub fn dump(
+    output: Output,
+    out: &mut dyn Write,
+    data_dir: &Path,
+    nacos_layout: Option<&Path>,
+) -> Result<Exit> {
     if !data_dir.is_dir() {
         return Err(UsageError::new(
             format!("{} is not a directory", data_dir.display()),
@@ -262,8 +267,15 @@ pub fn dump(output: Output, out: &mut dyn Write, data_dir: &Path) -> Result<Exit
             data_dir.display()
         );
     }
-    let datums: Vec<(nacos_raft::Datum, PathBuf)> = nacos_raft::store::read_datum_dir(data_dir)
+    let state = nacos_raft::node::stopped::read_stopped(data_dir)
         .with_context(|| format!("cannot dump {}", data_dir.display()))?;
+    for w in &state.warnings {
+        eprintln!("nacosctl: warning: {w}");
+    }
+    if let Some(to) = nacos_layout {
+        return export_nacos_layout(output, out, data_dir, to, &state);
+    }
+    let datums = state.datums;
     let rows: Vec<DumpRow> = datums
         .iter()
         .map(|(d, file)| DumpRow {
@@ -302,6 +314,57 @@ pub fn dump(output: Output, out: &mut dyn Write, data_dir: &Path) -> Result<Exit
                 )?;
             }
         }
+    }
+    Ok(Exit::Ok)
+}
+
+/// `dump --nacos-layout DIR`: the state as Nacos-layout datum files (DESIGN §6, what
+/// `nacos-node --datum-files on` keeps) and a `meta.properties`, in a new directory.
+fn export_nacos_layout(
+    output: Output,
+    out: &mut dyn Write,
+    data_dir: &Path,
+    to: &Path,
+    state: &nacos_raft::node::stopped::StoppedState,
+) -> Result<Exit> {
+    let occupied = std::fs::read_dir(to).is_ok_and(|mut it| it.next().is_some());
+    if occupied {
+        return Err(UsageError::new(
+            format!("{} is not empty", to.display()),
+            "give a path that does not exist yet (or an empty directory)",
+        )
+        .into());
+    }
+    let root = to.join("data");
+    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    for (d, _) in &state.datums {
+        nacos_raft::store::datum_dir::write_datum_under(&root, d)
+            .with_context(|| format!("cannot export {}", d.key))?;
+    }
+    let term = nacos_raft::store::read_meta(data_dir)
+        .with_context(|| format!("cannot read the term of {}", data_dir.display()))?
+        .map_or(0, |m| m.term);
+    let meta = to.join("meta.properties");
+    std::fs::write(
+        &meta,
+        format!(
+            "#exported by nacosctl dump at index {}\nterm={term}\n",
+            state.applied
+        ),
+    )
+    .with_context(|| format!("cannot write {}", meta.display()))?;
+    match output {
+        Output::Json => render::json(
+            out,
+            &serde_json::json!({"datums": state.datums.len(), "index": state.applied, "dir": to}),
+        )?,
+        _ => writeln!(
+            out,
+            "OK exported {} datums (index {}) to {}",
+            state.datums.len(),
+            state.applied,
+            root.display()
+        )?,
     }
     Ok(Exit::Ok)
 }

@@ -109,7 +109,10 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
             transfer::run(&client()?, cli.output, &mut out, to.as_deref())?
         }
         Command::Member { action } => members::run(&client()?, cli.output, &mut out, action)?,
-        Command::Dump { data_dir } => commands::dump(cli.output, &mut out, data_dir)?,
+        Command::Dump {
+            data_dir,
+            nacos_layout,
+        } => commands::dump(cli.output, &mut out, data_dir, nacos_layout.as_deref())?,
         Command::Bench {
             op,
             clients,
