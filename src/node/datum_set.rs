@@ -684,7 +684,9 @@ impl DatumSet {
             self.live_bytes
                 .fetch_sub(datum_bytes(&old), Ordering::Relaxed);
         }
-        c.dirty.insert(d.key.clone(), Some(d));
+        if self.writes_files() {
+            c.dirty.insert(d.key.clone(), Some(d));
+        }
     }
 
     /// Applies committed entries in order and returns each one's result. The datum files
