@@ -367,40 +367,73 @@ fn refusal(code: ErrorCode, msg: impl Into<String>) -> ReadError {
 /// Bytes read from the socket and not yet used.
 struct Conn {
     stream: Stream,
+    /// Storage read into, zeroed once when it grows (not per read); bytes `pos..end` are
+    /// read and not yet used.
     buf: Vec<u8>,
     pos: usize,
+    end: usize,
+    /// The socket's read timeout as last set: set again only when it changes.
+    armed: Option<Duration>,
 }
 
-impl Conn {
-    fn buffered(&self) -> &[u8] {
-        &self.buf[self.pos..]
-    }
+/// Room for one read.
+const READ_CHUNK: usize = 16 << 10;
 
-    fn consume(&mut self, n: usize) {
-        self.pos += n;
-        if self.pos == self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
+impl Conn {
+    fn new(stream: Stream) -> Conn {
+        Conn {
+            stream,
+            buf: Vec::new(),
+            pos: 0,
+            end: 0,
+            armed: None,
         }
     }
 
-    /// Reads more bytes, waiting until `deadline` at most. `Ok(false)`: end of stream.
+    fn buffered(&self) -> &[u8] {
+        &self.buf[self.pos..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.end);
+        if self.pos == self.end {
+            self.pos = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Reads more bytes, waiting until `deadline` at most, or a little past it: the socket
+    /// timeout is rounded up (to whole seconds, or 10 ms under a second) so that the
+    /// requests of a keep-alive connection set it once rather than with a system call
+    /// each (measured at about 1% of the leader's CPU). `Ok(false)`: end of stream.
     fn fill(&mut self, deadline: Instant) -> Result<bool, io::Error> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(io::ErrorKind::TimedOut.into());
         }
-        self.stream.set_read_timeout(Some(left))?;
-        if self.pos > 0 && self.pos * 2 > self.buf.capacity() {
-            self.buf.drain(..self.pos);
+        let timeout = if left >= Duration::from_secs(1) {
+            Duration::from_secs(left.as_secs() + 1)
+        } else {
+            Duration::from_millis((left.as_millis() as u64 / 10 + 1) * 10)
+        };
+        if self.armed != Some(timeout) {
+            self.stream.set_read_timeout(Some(timeout))?;
+            self.armed = Some(timeout);
+        }
+        if self.pos > 0 && (self.pos * 2 > self.buf.len() || self.buf.len() - self.end < READ_CHUNK)
+        {
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.end -= self.pos;
             self.pos = 0;
         }
-        let mut chunk = [0u8; 16 << 10];
+        if self.buf.len() - self.end < READ_CHUNK {
+            self.buf.resize(self.end + READ_CHUNK, 0);
+        }
         loop {
-            match self.stream.read(&mut chunk) {
+            match self.stream.read(&mut self.buf[self.end..]) {
                 Ok(0) => return Ok(false),
                 Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
+                    self.end += n;
                     return Ok(true);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -440,11 +473,7 @@ fn serve_connection(
             }
         },
     };
-    let mut conn = Conn {
-        stream,
-        buf: Vec::new(),
-        pos: 0,
-    };
+    let mut conn = Conn::new(stream);
     let set_idle = |idle: bool| {
         if let Some(c) = shared.conns.lock().expect("conns lock").get_mut(&id) {
             c.idle_since = idle.then(Instant::now);
