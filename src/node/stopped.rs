@@ -59,8 +59,13 @@ pub fn read_stopped(data_dir: &Path) -> Result<StoppedState> {
         .min(log_end)
         .max(from);
     if applied < log_end && (!clean_stop || mark.is_none()) {
+        let why = if mark.is_none() {
+            "the data dir has no readable record of how far its log was applied (its applied file)"
+        } else {
+            "the member did not stop cleanly"
+        };
         warnings.push(format!(
-            "the member did not stop cleanly: shown is its state at index {applied} (the last it recorded as applied, up to a second before it stopped); entries {} to {log_end} of its log are not shown, as they may not have been committed. For an exact dump, start the member and stop it with SIGTERM",
+            "{why}: shown is its state at index {applied} (the last known applied, up to a second before it stopped); entries {} to {log_end} of its log are not shown, as they may not have been committed. For an exact dump, start the member and stop it with SIGTERM",
             applied + 1
         ));
     }
