@@ -1319,12 +1319,7 @@ fn record_ends(bytes: &[u8]) -> Vec<usize> {
 #[test]
 fn a_cut_log_tail_after_a_clean_stop_refuses_to_start() {
     // With the datum files kept, which then still hold every acknowledged write.
-    let args: Vec<&str> = FAST
-        .iter()
-        .copied()
-        .chain(["--datum-files", "on"])
-        .collect();
-    let mut node = TestNode::standalone(&args);
+    let mut node = TestNode::standalone(&with_datum_files(&FAST));
     three_acknowledged_writes(&node);
     clean_stop(&mut node);
     let seg = newest_segment(&node);

@@ -352,7 +352,7 @@ fn assert_nacos_shapes(cluster: &TestCluster, leader: &str) {
 #[test]
 fn transfer_leader_check_and_status_on_a_cluster() {
     // With the datum files kept: the divergence check below edits one.
-    let mut cluster = TestCluster::start(3, &["--datum-files", "on"]);
+    let mut cluster = TestCluster::start(3, &DATUM_FILES_ON);
     let first = cluster.wait_for_leader(LEADER_DEADLINE);
     let eps = cluster.endpoints();
     for k in ["k1", "k2", "k3"] {

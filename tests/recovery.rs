@@ -307,12 +307,7 @@ fn values(client: &Client) -> std::collections::BTreeMap<String, serde_json::Val
 /// in line in the background.
 #[test]
 fn a_damaged_checkpoint_and_stale_datum_files_lose_nothing() {
-    let args: Vec<&str> = COMPACTING
-        .iter()
-        .copied()
-        .chain(["--datum-files", "on"])
-        .collect();
-    let mut n = TestNode::standalone(&args);
+    let mut n = TestNode::standalone(&with_datum_files(&COMPACTING));
     let client = n.client(T);
     overwrite(&client, 600, 150, "first");
     // Wait for both checkpoints to exist and for the log to be compacted behind them.

@@ -115,7 +115,7 @@ fn oversize_body_is_413() {
 #[test]
 fn unsafe_and_invalid_keys_never_escape_the_data_dir() {
     // With the per-key datum files kept, whose names are built from the keys.
-    let n = TestNode::standalone(&["--datum-files", "on"]);
+    let n = TestNode::standalone(&DATUM_FILES_ON);
     let c = n.client(T);
     for key in [
         "../../escape",
@@ -213,7 +213,7 @@ fn peer_messages_from_strangers_are_refused() {
 #[test]
 fn a_corrupt_datum_file_stops_start_up_naming_file_and_offset() {
     // Stopped before its first checkpoint, a node with datum files starts from them.
-    let mut n = TestNode::standalone(&["--datum-files", "on"]);
+    let mut n = TestNode::standalone(&DATUM_FILES_ON);
     n.client(T).put("victim", json!({"a": 1})).unwrap();
     n.terminate(T);
     let file = n.data_dir.join("data/public/victim");

@@ -405,7 +405,7 @@ impl Conn {
     /// Reads more bytes, waiting until `deadline` at most, or a little past it: the socket
     /// timeout is rounded up (to whole seconds, or 10 ms under a second) so that the
     /// requests of a keep-alive connection set it once rather than with a system call
-    /// each (measured at about 1% of the leader's CPU). `Ok(false)`: end of stream.
+    /// each (`setsockopt` was 0.7% of the leader's samples under 64 connections). `Ok(false)`: end of stream.
     fn fill(&mut self, deadline: Instant) -> Result<bool, io::Error> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {

@@ -1097,7 +1097,7 @@ impl DatumSet {
     /// `Compacted`).
     pub fn install_snapshot(&self, index: u64) -> Result<()> {
         let _files = self.files.lock().expect("files lock");
-        crate::store::snapshot::swap_in(&self.data_dir, index)?;
+        crate::store::snapshot::swap_in(&self.data_dir)?;
         let path = checkpoint::checkpoint_path(&self.data_dir);
         let c = checkpoint::read_at(&path)?.ok_or_else(|| Error::Corrupt {
             path: path.clone(),
@@ -1113,16 +1113,21 @@ impl DatumSet {
             offset: 0,
             reason,
         })?;
-        // The files of the state replaced: those of keys the snapshot lacks go.
-        let old_files = datum_dir::DatumFiles::walk(&self.data_dir)?.keys();
         let loaded: BTreeMap<String, Datum> =
             c.datums.into_iter().map(|d| (d.key.clone(), d)).collect();
-        let mut rewrite: HashMap<String, Option<Datum>> = old_files
-            .into_iter()
-            .filter(|k| !loaded.contains_key(k))
-            .map(|k| (k, None))
-            .collect();
-        rewrite.extend(loaded.values().map(|d| (d.key.clone(), Some(d.clone()))));
+        // With the datum files kept, every one is rewritten from the new state, and those of
+        // keys the snapshot lacks go. Without them, nothing is walked or queued.
+        let mut rewrite: HashMap<String, Option<Datum>> = HashMap::new();
+        if self.writes_files() {
+            let old_files = datum_dir::DatumFiles::walk(&self.data_dir)?.keys();
+            rewrite.extend(
+                old_files
+                    .into_iter()
+                    .filter(|k| !loaded.contains_key(k))
+                    .map(|k| (k, None)),
+            );
+            rewrite.extend(loaded.values().map(|d| (d.key.clone(), Some(d.clone()))));
+        }
         let digest = loaded.values().map(datum_hash).fold(0, |a, h| a ^ h);
         self.live_bytes
             .store(loaded.values().map(datum_bytes).sum(), Ordering::Relaxed);

@@ -307,7 +307,6 @@ impl Driver {
                             Some(p) if p >= cap => limit.min(p),
                             _ => limit,
                         };
-                        let upto = upto.min(limit);
                         let by_bytes = self.core.index_keeping_bytes(super::LOG_RETAIN_BYTES);
                         let upto = upto.max(by_bytes).min(limit);
                         if upto > 0 && self.core.compact(upto) {

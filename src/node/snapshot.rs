@@ -460,7 +460,7 @@ fn build_restored(
     // Finish the install as a start-up would, so the dir is a complete member's: the
     // checkpoint in place, and a log that begins after the backup's point (`nacosctl dump`
     // reads it as it is).
-    crate::store::snapshot::swap_in(data_dir, point.index)?;
+    crate::store::snapshot::swap_in(data_dir)?;
     let mut log = crate::store::LogStore::open(
         &data_dir.join("log"),
         crate::store::log::SEGMENT_BYTES,

@@ -357,13 +357,22 @@ pub fn has_datum_files(data_dir: &Path) -> bool {
 /// rewrite never leaves a longer number's digits behind.
 pub fn write_applied_mark(data_dir: &Path, index: u64) -> Result<()> {
     let path = data_dir.join(APPLIED);
-    fs::create_dir_all(data_dir).map_err(|e| Error::store(data_dir, e))?;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| Error::store(&path, e))?;
+    let open = || {
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+    };
+    let mut f = match open() {
+        Ok(f) => f,
+        // Only a data dir nothing was written to yet (a datum set opened on a new path).
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            fs::create_dir_all(data_dir).map_err(|e| Error::store(data_dir, e))?;
+            open().map_err(|e| Error::store(&path, e))?
+        }
+        Err(e) => return Err(Error::store(&path, e)),
+    };
     f.write_all(format!("applied={index:020}\n").as_bytes())
         .map_err(|e| Error::store(&path, e))
 }

@@ -106,28 +106,7 @@ impl LogStore {
     /// damage: bytes were lost after they were written.
     pub fn open(dir: &Path, segment_bytes: u64, clean_stop: bool) -> Result<Recovered> {
         fs::create_dir_all(dir).map_err(|e| Error::store(dir, e))?;
-        let mut found: Vec<(u64, PathBuf)> = Vec::new();
-        for entry in fs::read_dir(dir).map_err(|e| Error::store(dir, e))? {
-            let entry = entry.map_err(|e| Error::store(dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(stem) = name.strip_suffix(".log") else {
-                continue;
-            };
-            let seq = stem
-                .split_once('-')
-                .and_then(|(seq, first)| first.parse::<u64>().ok().and(seq.parse::<u64>().ok()));
-            match seq {
-                Some(seq) => found.push((seq, entry.path())),
-                None => {
-                    return Err(Error::Corrupt {
-                        path: entry.path(),
-                        offset: 0,
-                        reason: "not a log segment name (<sequence>-<first index>.log); move it out of the log directory".into(),
-                    })
-                }
-            }
-        }
-        found.sort();
+        let found = segment_files(dir)?;
 
         let mut entries: Vec<Entry> = Vec::new();
         let mut start = LogId::ZERO;
@@ -197,26 +176,10 @@ impl LogStore {
     /// unclean stop) is read up to and reported, not cut; an empty segment being created
     /// is skipped. Any other damage is the same error [`LogStore::open`] gives.
     pub fn read_only(dir: &Path, clean_stop: bool) -> Result<(LogId, Vec<Entry>, Vec<String>)> {
-        let mut found: Vec<(u64, PathBuf)> = Vec::new();
-        let listing = match fs::read_dir(dir) {
-            Ok(l) => l,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok((LogId::ZERO, Vec::new(), Vec::new()))
-            }
-            Err(e) => return Err(Error::store(dir, e)),
-        };
-        for entry in listing {
-            let entry = entry.map_err(|e| Error::store(dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let seq = name
-                .strip_suffix(".log")
-                .and_then(|stem| stem.split_once('-'))
-                .and_then(|(seq, first)| first.parse::<u64>().ok().and(seq.parse::<u64>().ok()));
-            if let Some(seq) = seq {
-                found.push((seq, entry.path()));
-            }
+        if !dir.exists() {
+            return Ok((LogId::ZERO, Vec::new(), Vec::new()));
         }
-        found.sort();
+        let found = segment_files(dir)?;
         let (mut start, mut entries, mut warnings) = (LogId::ZERO, Vec::new(), Vec::new());
         let count = found.len();
         for (i, (_, path)) in found.into_iter().enumerate() {
@@ -393,6 +356,34 @@ fn torn_tail(rest: &[u8]) -> Option<&'static str> {
 /// Reads one segment into `entries` (applying its START and TRUNCATE records) and returns
 /// its START. `may_be_torn`: the newest segment after an unclean stop, whose tail may be
 /// a write that never finished (see `torn_tail`).
+/// The segment files of the log directory `dir`, in order. A `.log` file whose name is not
+/// `<sequence>-<first index>.log` is an error: it is not known what it holds.
+fn segment_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut found: Vec<(u64, PathBuf)> = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::store(dir, e))? {
+        let entry = entry.map_err(|e| Error::store(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".log") else {
+            continue;
+        };
+        let seq = stem
+            .split_once('-')
+            .and_then(|(seq, first)| first.parse::<u64>().ok().and(seq.parse::<u64>().ok()));
+        match seq {
+            Some(seq) => found.push((seq, entry.path())),
+            None => {
+                return Err(Error::Corrupt {
+                    path: entry.path(),
+                    offset: 0,
+                    reason: "not a log segment name (<sequence>-<first index>.log); move it out of the log directory".into(),
+                })
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
 fn read_segment(
     path: &Path,
     may_be_torn: bool,

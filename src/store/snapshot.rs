@@ -163,7 +163,7 @@ pub fn pending_install(data_dir: &Path) -> Result<Option<LogId>> {
 
 /// Step 3: puts the staged checkpoint (the state at `index`) in place of the old ones
 /// (idempotent: a finished swap is a no-op). Only valid once the install is decided.
-pub fn swap_in(data_dir: &Path, _index: u64) -> Result<()> {
+pub fn swap_in(data_dir: &Path) -> Result<()> {
     let dir = staging(data_dir);
     let staged = checkpoint::checkpoint_path(&dir);
     if staged.exists() {
@@ -207,7 +207,7 @@ pub fn discard_staging(data_dir: &Path) -> Result<()> {
 pub fn recover(data_dir: &Path) -> Result<Option<LogId>> {
     match pending_install(data_dir)? {
         Some(point) => {
-            swap_in(data_dir, point.index)?;
+            swap_in(data_dir)?;
             Ok(Some(point))
         }
         None => {
@@ -277,7 +277,7 @@ mod tests {
             w.add(&datum("other", 7)).unwrap();
             w.commit(LogId::new(9, 3)).unwrap();
             if crash_after_swap {
-                swap_in(dir.path(), 9).unwrap();
+                swap_in(dir.path()).unwrap();
             }
             assert_eq!(recover(dir.path()).unwrap(), Some(LogId::new(9, 3)));
             assert_eq!(keys(dir.path()), vec!["new", "other"]);

@@ -21,7 +21,7 @@ use nacos_raft::store::LogStore;
 use nacos_raft::wire::Role;
 use serde_json::Value;
 
-use crate::common::{free_ports, nacosctl, poll_until, NODE_BIN, READY_DEADLINE};
+use crate::common::{free_ports, nacosctl, poll_until, DATUM_FILES_ON, NODE_BIN, READY_DEADLINE};
 use crate::net::{self, Netns};
 
 /// The cluster secret every node of the harness starts with.
@@ -522,8 +522,8 @@ impl ChaosCluster {
                 a.extend(args.iter().cloned());
                 // Every other member keeps the Nacos-layout datum files too, so both ways of
                 // persisting the view run under the faults (the end checks read both).
-                if i % 2 == 1 && !a.iter().any(|x| x == "--datum-files") {
-                    a.extend(["--datum-files".to_string(), "on".to_string()]);
+                if i % 2 == 1 && !a.iter().any(|x| x == DATUM_FILES_ON[0]) {
+                    a.extend(DATUM_FILES_ON.map(str::to_string));
                 }
                 ChaosNode {
                     index: i,
@@ -768,11 +768,7 @@ impl ChaosCluster {
     pub fn datum_files(&self) -> Vec<(usize, Result<Datums, String>)> {
         self.nodes
             .iter()
-            .filter(|n| {
-                n.args
-                    .windows(2)
-                    .any(|w| w[0] == "--datum-files" && w[1] == "on")
-            })
+            .filter(|n| n.args.windows(2).any(|w| w == DATUM_FILES_ON))
             .map(|n| {
                 let files = nacos_raft::store::read_datum_dir(&n.data_dir)
                     .map(|files| {

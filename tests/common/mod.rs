@@ -32,6 +32,14 @@ pub const LEADER_DEADLINE: Duration = Duration::from_secs(20);
 /// A nacosctl run longer than this is a hang: it is killed and the test fails.
 pub const CTL_DEADLINE: Duration = Duration::from_secs(60);
 
+/// The node flags that keep the Nacos-layout datum files (off by default).
+pub const DATUM_FILES_ON: [&str; 2] = ["--datum-files", "on"];
+
+/// `args` with the datum files kept ([`DATUM_FILES_ON`]).
+pub fn with_datum_files<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    args.iter().copied().chain(DATUM_FILES_ON).collect()
+}
+
 /// Polls `f` until it gives `Some`, or `deadline` has passed (then `None`). The pause
 /// between polls is short and only spares the CPU; correctness never depends on it.
 pub fn poll_until<T>(deadline: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
