@@ -35,7 +35,10 @@ use crate::wire::nacos::{NacosLeader, NacosListeners, NacosState, RaftPeer};
 use crate::wire::{ErrorBody, ErrorCode, Role};
 use error::{error_response, status_of};
 use forward::{forward, forwarder, peer_forward};
-use peer::{check_cluster_token, peer_messages, peer_snapshot, refuse_stranger, RateLimitedLog};
+use peer::{
+    check_cluster_token, peer_messages, peer_snapshot, peer_stream, refuse_stranger, RateLimitedLog,
+};
+pub use peer::{PEER_STREAM_PATH, PEER_STREAM_PROTOCOL};
 
 /// Largest request body accepted from clients (DESIGN §5: a few MiB, 413 past it).
 pub const MAX_BODY_BYTES: usize = 4 << 20;
@@ -768,6 +771,7 @@ impl server::Handler for NodeHandler {
         let code = match &reply {
             server::Reply::Full(r) => r.status,
             server::Reply::Stream(_) => 200,
+            server::Reply::Frames { .. } => 101,
         };
         self.node
             .metrics()
@@ -785,6 +789,7 @@ impl NodeHandler {
             Ok(q) => q,
             Err(why) => return server::Reply::Full(Response::error(&Error::BadRequest(why))),
         };
+        let upgrade = head.header("Upgrade").map(str::to_string);
         let req = Request {
             proxied: head.header(PROXIED_HEADER).is_some(),
             token: head.header(TOKEN_HEADER).map(str::to_string),
@@ -804,6 +809,9 @@ impl NodeHandler {
                 }
                 Err(e) => server::Reply::Full(Response::error(&e)),
             };
+        }
+        if req.method == "POST" && req.path == PEER_STREAM_PATH {
+            return peer_stream(&self.node, &req, upgrade.as_deref());
         }
         if req.method == "GET" && req.path == "/v1/watch" {
             return match watch::start(&self.node, &req) {

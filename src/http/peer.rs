@@ -7,11 +7,19 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Request, Response};
+use super::{server, Request, Response};
 use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::raft::PeerAddr;
 use crate::wire::ErrorCode;
+
+/// Where a member opens its stream of peer messages to another (`sender`), and the
+/// protocol the connection switches to: frames of a length and a batch, as one
+/// `/v1/raft/messages` body each, and nothing back. A member's answers travel on its own
+/// stream, so a batch costs one write on one side and one read on the other, with no
+/// answer to wait for or to send.
+pub const PEER_STREAM_PATH: &str = "/v1/raft/stream";
+pub const PEER_STREAM_PROTOCOL: &str = "nacos-raft-frames/1";
 
 /// Peer traffic: only members holding the cluster secret may vote, append or read-index
 /// (Nacos let anyone, reference §13.8). Each message is decoded on its own: a malformed
@@ -20,7 +28,57 @@ pub(super) fn peer_messages(node: &Node, req: &Request) -> Result<Response> {
     if let Some(refusal) = refuse_stranger(node, req) {
         return Ok(refusal);
     }
-    let decoded = crate::wire::peer::decode_batch(&req.body).map_err(Error::BadRequest)?;
+    match admit_batch(node, &req.body)? {
+        Ok(envs) => {
+            node.deliver(envs)?;
+            Ok(Response::no_content())
+        }
+        Err(why) => Ok(Response::refusal(ErrorCode::Forbidden, why)),
+    }
+}
+
+/// A stream of peer batches (`PEER_STREAM_PATH`), checked as `peer_messages` checks one:
+/// the secret (and the client certificate, in `admit`) once, when it opens, and each
+/// message's sender in every frame. A frame from outside the configuration is dropped and
+/// logged here, since a stream carries no answers; a frame that is not a batch at all ends
+/// the stream.
+pub(super) fn peer_stream(node: &Node, req: &Request, upgrade: Option<&str>) -> server::Reply {
+    if let Some(refusal) = refuse_stranger(node, req) {
+        return server::Reply::Full(refusal);
+    }
+    if !upgrade.is_some_and(|u| u.trim().eq_ignore_ascii_case(PEER_STREAM_PROTOCOL)) {
+        return server::Reply::Full(Response::refusal(
+            ErrorCode::BadRequest,
+            format!(
+                "{PEER_STREAM_PATH} switches protocols: send `Connection: Upgrade` and `Upgrade: {PEER_STREAM_PROTOCOL}`, or POST batches to /v1/raft/messages"
+            ),
+        ));
+    }
+    let node = node.clone();
+    server::Reply::Frames {
+        protocol: PEER_STREAM_PROTOCOL,
+        max_frame: super::MAX_PEER_BODY_BYTES,
+        take: Box::new(move |frame| match admit_batch(&node, frame) {
+            Ok(Ok(envs)) => node.deliver(envs).map_err(|_| ()),
+            Ok(Err(why)) => {
+                OUTSIDER_LOG.note(&format!("peer messages dropped: {why}"));
+                Ok(())
+            }
+            Err(e) => {
+                MALFORMED_PEER_LOG.note(&format!("a peer stream closed: {e}"));
+                Err(())
+            }
+        }),
+    }
+}
+
+/// Decodes a batch and checks who sent each message: what to deliver, or why the whole
+/// batch is refused (`Err` inside). A body that is not a batch at all is a bad request.
+fn admit_batch(
+    node: &Node,
+    body: &[u8],
+) -> Result<std::result::Result<Vec<crate::raft::Envelope>, String>> {
+    let decoded = crate::wire::peer::decode_batch(body).map_err(Error::BadRequest)?;
     let mut envs = Vec::with_capacity(decoded.len());
     let mut malformed = Vec::new();
     let mut status = None;
@@ -34,8 +92,8 @@ pub(super) fn peer_messages(node: &Node, req: &Request) -> Result<Response> {
                         | crate::raft::Message::TimeoutNow
                 );
                 let s = status.get_or_insert_with(|| node.raft_status());
-                if let Some(refusal) = refuse_outsider(node, s, &e.from, leads) {
-                    return Ok(refusal);
+                if let Some(why) = outsider(node, s, &e.from, leads) {
+                    return Ok(Err(why));
                 }
                 envs.push(e);
             }
@@ -48,9 +106,11 @@ pub(super) fn peer_messages(node: &Node, req: &Request) -> Result<Response> {
             malformed.len()
         ));
     }
-    node.deliver(envs)?;
-    Ok(Response::no_content())
+    Ok(Ok(envs))
 }
+
+/// At most one line a second about messages dropped from a non-member's stream.
+static OUTSIDER_LOG: RateLimitedLog = RateLimitedLog::new();
 
 /// At most one line a second about malformed peer messages, however many arrive.
 static MALFORMED_PEER_LOG: RateLimitedLog = RateLimitedLog::new();
@@ -92,8 +152,8 @@ pub(super) fn peer_snapshot(node: &Node, req: &Request) -> Result<Response> {
         return Ok(refusal);
     }
     let header = crate::node::snapshot::parse_header(&req.query)?;
-    if let Some(refusal) = refuse_outsider(node, &node.raft_status(), &header.from, true) {
-        return Ok(refusal);
+    if let Some(why) = outsider(node, &node.raft_status(), &header.from, true) {
+        return Ok(Response::refusal(ErrorCode::Forbidden, why));
     }
     node.receive_snapshot(header, &req.body)?;
     Ok(Response::no_content())
@@ -104,34 +164,31 @@ pub(super) fn refuse_stranger(node: &Node, req: &Request) -> Option<Response> {
     check_cluster_token(node, req.token.as_deref()).err()
 }
 
-/// The 403 for a peer message from outside this member's cluster, if it is one: anything
+/// Why a peer message comes from outside this member's cluster, if it does: anything
 /// but a leader's messages (`leads`: appends, heartbeats, snapshots, hand-overs) must come
 /// from a member of the configuration in force here, or the leader this member follows. A
 /// leader's messages are taken from any holder of the cluster secret: a follower's
 /// configuration may lag the leader's, or be empty (`--join`), and the core decides by term
 /// whether the sender leads. Nothing comes from this member itself.
-fn refuse_outsider(
+fn outsider(
     node: &Node,
     status: &crate::raft::Status,
     from: &PeerAddr,
     leads: bool,
-) -> Option<Response> {
+) -> Option<String> {
     let me = &node.config().advertise;
     let member = status.peers.contains(from) || status.leader.as_ref() == Some(from);
     if *from != *me && (leads || member) {
         return None;
     }
-    Some(Response::refusal(
-        ErrorCode::Forbidden,
-        format!(
-            "{from} is not another member of this cluster; members: {}",
-            status
-                .peers
-                .members()
-                .map(|p| p.as_str())
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
+    Some(format!(
+        "{from} is not another member of this cluster; members: {}",
+        status
+            .peers
+            .members()
+            .map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
     ))
 }
 

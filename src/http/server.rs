@@ -131,12 +131,29 @@ impl Head {
 /// Writes a streamed answer straight to the connection.
 pub type StreamFn = Box<dyn FnOnce(&mut dyn Write) + Send>;
 
+/// Takes one frame of an upgraded connection; an error (logged by the taker) ends it.
+pub type FrameFn = Box<dyn FnMut(&[u8]) -> Result<(), ()> + Send>;
+
+/// Length of a frame's header: its body's length, a big-endian u32.
+pub const FRAME_HEADER_BYTES: usize = 4;
+
 /// What a handler answers.
 pub enum Reply {
     Full(Response),
     /// Takes the connection over (a watch stream): writes its own status line and headers,
     /// and the connection is closed when it returns.
     Stream(StreamFn),
+    /// Switches the connection to `protocol` (`101 Switching Protocols`, RFC 9110 §15.2.2):
+    /// from then on the client sends only frames, each a [`FRAME_HEADER_BYTES`] length and
+    /// that many bytes, at most `max_frame`, and gets nothing back. The server reads them
+    /// within its limits (a frame's body within `body_timeout`, held within the body budget;
+    /// between frames the connection may stay quiet for `idle_timeout`) and gives each to
+    /// `take`, in order, until the client closes, breaks a limit, or `take` fails.
+    Frames {
+        protocol: &'static str,
+        max_frame: usize,
+        take: FrameFn,
+    },
 }
 
 /// The routes, as the server sees them.
@@ -627,8 +644,89 @@ fn serve_one(
             f(&mut conn.stream);
             Ok(false)
         }
+        Reply::Frames {
+            protocol,
+            max_frame,
+            take,
+        } => {
+            let switch = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {protocol}\r\n\r\n"
+            );
+            if conn.stream.write_all(switch.as_bytes()).is_ok() && conn.stream.flush().is_ok() {
+                serve_frames(conn, limits, shared, max_frame, take);
+            }
+            Ok(false)
+        }
     }
 }
+
+/// The frames of an upgraded connection (`Reply::Frames`), until it ends; why it ended is
+/// logged when that is not the client closing it.
+fn serve_frames(
+    conn: &mut Conn,
+    limits: &Limits,
+    shared: &Shared,
+    max_frame: usize,
+    mut take: FrameFn,
+) {
+    let from = conn
+        .stream
+        .tcp()
+        .peer_addr()
+        .map_or_else(|_| "?".into(), |a| a.to_string());
+    let why = loop {
+        // Quiet between frames is normal (a member with nothing to say): the keep-alive
+        // limit applies, as between requests.
+        let idle_deadline = Instant::now() + limits.idle_timeout;
+        while conn.buffered().len() < FRAME_HEADER_BYTES {
+            match conn.fill(idle_deadline) {
+                Ok(true) => {}
+                Ok(false) if conn.buffered().is_empty() => return,
+                Ok(false) => break,
+                Err(e) if timed_out(&e) && conn.buffered().is_empty() => return,
+                Err(_) => return,
+            }
+        }
+        let Some(header) = conn.buffered().get(..FRAME_HEADER_BYTES) else {
+            break "it ended inside a frame header".to_string();
+        };
+        let mut len = [0u8; FRAME_HEADER_BYTES];
+        len.copy_from_slice(header);
+        let n = u32::from_be_bytes(len) as usize;
+        if n > max_frame {
+            break format!("a frame of {n} bytes is over the limit of {max_frame}");
+        }
+        let Ok(_budget) = BodyBudget::take(shared, n, limits.body_budget) else {
+            break "the body budget is spent (--max-connections and peer batches)".to_string();
+        };
+        conn.consume(FRAME_HEADER_BYTES);
+        let body_deadline = Instant::now() + limits.body_timeout;
+        while conn.buffered().len() < n {
+            match conn.fill(body_deadline) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) if timed_out(&e) => {
+                    break;
+                }
+                Err(_) => return,
+            }
+        }
+        let Some(frame) = conn.buffered().get(..n) else {
+            break format!(
+                "a frame's {n} bytes did not arrive within {} ms",
+                limits.body_timeout.as_millis()
+            );
+        };
+        if take(frame).is_err() {
+            return;
+        }
+        conn.consume(n);
+    };
+    FRAME_LOG.note(&format!("closed the frame stream from {from}: {why}"));
+}
+
+/// At most one line a second about broken frame streams, however many there are.
+static FRAME_LOG: super::RateLimitedLog = super::RateLimitedLog::new();
 
 /// After refusing a request whose body is left unread: closing at once, with bytes unread,
 /// makes the kernel reset the connection, and the client may lose the answer before it

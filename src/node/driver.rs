@@ -163,6 +163,10 @@ pub struct Driver {
     pub installs_sent: u64,
     pub routed_sent: u64,
     pub writer_done: Arc<WriterDone>,
+    /// When the oldest heartbeat each peer has not answered yet was sent: its answer gives
+    /// the round trip (`nacos_raft_peer_round_trip_seconds`), queues and the peer's driver
+    /// included, as peer streams carry no answers of their own.
+    pub heartbeats_out: HashMap<PeerAddr, Instant>,
 }
 
 /// What the log writer has finished of what needs ordering with the applier, and since
@@ -232,6 +236,9 @@ impl Driver {
                 match ev {
                     DriverEvent::Step(envs) => {
                         for env in envs {
+                            if matches!(env.msg, crate::raft::Message::HeartbeatResp { .. }) {
+                                self.heartbeat_answered(&env.from);
+                            }
                             let from = env.from.clone();
                             if let Err(r) = self.core.step(env) {
                                 refused.note(&from, &r.reason);
@@ -524,8 +531,31 @@ impl Driver {
         });
     }
 
+    fn heartbeat_answered(&mut self, from: &PeerAddr) {
+        if let Some(sent) = self.heartbeats_out.remove(from) {
+            self.shared
+                .metrics
+                .peer_rtt
+                .get_or_create(&super::metrics::PeerLabel {
+                    peer: from.0.clone(),
+                })
+                .observe(sent.elapsed().as_secs_f64());
+        }
+    }
+
     fn send_all(&mut self, messages: Vec<Envelope>) {
         for env in messages {
+            // A heartbeat lost (a dead peer) leaves its time behind: past a few seconds
+            // the next one starts the measure again, so a peer back from an outage does
+            // not report the outage as a round trip.
+            if matches!(env.msg, crate::raft::Message::Heartbeat { .. })
+                && self
+                    .heartbeats_out
+                    .get(&env.to)
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+            {
+                self.heartbeats_out.insert(env.to.clone(), Instant::now());
+            }
             // The core sends only to members it takes messages from (a member being removed
             // still hears of its removal; a joining one answers the leader that adds it).
             let tx = match self.senders.get(&env.to) {

@@ -177,7 +177,7 @@ impl Metrics {
         );
         r.register_with_unit(
             "nacos_raft_peer_round_trip",
-            "Time of one batch of Raft messages to a peer and its answer",
+            "Time from a heartbeat to a peer to its answer",
             Unit::Seconds,
             m.peer_rtt.clone(),
         );
@@ -308,6 +308,7 @@ pub fn route_label(method: &str, path: &str) -> &'static str {
         ("POST", "/v1/import") => "import",
         ("GET", "/v1/snapshot") => "snapshot",
         ("POST", "/v1/raft/messages") => "raft_messages",
+        ("POST", "/v1/raft/stream") => "raft_stream",
         ("POST", "/v1/raft/snapshot") => "raft_snapshot",
         ("POST", "/v1/raft/forward") => "raft_forward",
         (_, p) if p.starts_with("/v1/auth/") || p.starts_with("/nacos/v1/auth/") => "auth",

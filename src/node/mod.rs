@@ -27,6 +27,7 @@ mod flusher;
 pub mod members;
 pub mod metrics;
 pub mod notifier;
+mod peer_stream;
 mod sender;
 pub mod sessions;
 pub mod snapshot;
@@ -462,6 +463,7 @@ impl Node {
             installs_sent: 0,
             routed_sent: 0,
             writer_done,
+            heartbeats_out: HashMap::new(),
         };
         let driver = spawn_critical("driver", move || drv.run());
         // In the order they stop: the driver on `Shutdown`, then the writer and the applier

@@ -1,12 +1,16 @@
 //! The peer senders: one thread per peer that ships whatever Raft messages queued for it as
-//! one `POST /v1/raft/messages` over a keep-alive connection. Must not decide what to send
-//! (the core does) or retry anything itself (Raft retransmits what matters).
+//! one batch, a frame on a stream to the peer (`peer_stream`), or, to a member that serves
+//! no streams (an older version), one `POST /v1/raft/messages` over a keep-alive
+//! connection. Must not decide what to send (the core does) or retry anything itself (Raft
+//! retransmits what matters).
 
 use std::io::Read;
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::peer_stream::{OpenError, PeerStream};
 use super::{log_event, Shared, TOKEN_HEADER};
 use crate::raft::{Envelope, PeerAddr};
 
@@ -15,66 +19,94 @@ use crate::raft::{Envelope, PeerAddr};
 pub(super) fn spawn(shared: &Shared, peer: PeerAddr) -> Sender<Envelope> {
     let (tx, rx) = mpsc::channel();
     let cfg = &shared.cfg;
-    let token = cfg.cluster_token.clone();
     let timeout = Duration::from_millis(cfg.election_timeout_ms.max(200));
-    let agent = cfg.peer_agent();
-    let url = cfg.peer_url(&peer, "/v1/raft/messages");
-    let m = shared.metrics.clone();
-    super::spawn_critical(&format!("send-{peer}"), move || {
-        run_sender(peer, url, agent, token, timeout, rx, &m)
-    });
+    let link = Link {
+        url: cfg.peer_url(&peer, "/v1/raft/messages"),
+        agent: cfg
+            .peer_agent()
+            .timeout_connect(timeout)
+            .timeout(timeout)
+            .build(),
+        tls: cfg.tls.as_ref().map(|t| t.client.clone()),
+        token: cfg.cluster_token.clone(),
+        timeout,
+        peer,
+    };
+    super::spawn_critical(&format!("send-{}", link.peer), move || run_sender(link, rx));
     tx
 }
 
-/// Largest POST a sender builds from queued messages (the peer endpoint accepts 64 MiB).
+/// How to reach one peer.
+pub(super) struct Link {
+    pub peer: PeerAddr,
+    /// Its `/v1/raft/messages`, for a peer without streams.
+    pub url: String,
+    pub agent: ureq::Agent,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub token: Option<String>,
+    /// For connecting, and for each write or POST.
+    pub timeout: Duration,
+}
+
+/// Largest batch a sender builds from queued messages (the peer endpoint accepts 64 MiB).
 const MAX_PEER_POST_BYTES: usize = 16 << 20;
 
-/// One sender per peer: ships whatever queued up as one POST over a keep-alive connection.
-/// Failed batches are dropped; Raft retransmits what matters (heartbeats, probes).
-pub(super) fn run_sender(
-    peer: PeerAddr,
-    url: String,
-    agent: ureq::AgentBuilder,
-    token: Option<String>,
-    timeout: Duration,
-    rx: Receiver<Envelope>,
-    metrics: &super::metrics::Metrics,
-) {
-    // A handle of its own (the family's guard is dropped at the end of the statement: held,
-    // it would keep the other senders from registering their peers).
-    let rtt: prometheus_client::metrics::histogram::Histogram = metrics
-        .peer_rtt
-        .get_or_create(&super::metrics::PeerLabel {
-            peer: peer.0.clone(),
-        })
-        .clone();
-    let agent = agent.timeout_connect(timeout).timeout(timeout).build();
+/// How a batch goes to the peer.
+enum Mode {
+    /// Frames on a stream, once opened.
+    Stream(Option<PeerStream>),
+    /// POSTs: the peer serves no streams. Streams are tried again after a failure (the
+    /// peer may have been upgraded meanwhile).
+    Post,
+}
+
+/// One sender per peer: ships whatever queued up as one batch. Failed batches are dropped;
+/// Raft retransmits what matters (heartbeats, probes).
+pub(super) fn run_sender(link: Link, rx: Receiver<Envelope>) {
+    let agent = &link.agent;
+    let peer = &link.peer;
+    let mut mode = Mode::Stream(None);
     let mut failing_since: Option<Instant> = None;
     let mut carried: Option<Envelope> = None;
+    // The frame header's room, then the batch: one buffer, one write.
+    const AT: usize = crate::http::server::FRAME_HEADER_BYTES;
     while let Some(first) = carried.take().or_else(|| rx.recv().ok()) {
-        // One POST for whatever queued up, up to a size well under the peer body limit; the
-        // message that would pass it starts the next POST.
-        let mut body = b"[".to_vec();
-        crate::wire::peer::encode_into(&mut body, &first);
+        // One batch for whatever queued up, up to a size well under the peer body limit;
+        // the message that would pass it starts the next batch.
+        let mut frame = vec![0u8; AT];
+        frame.push(b'[');
+        crate::wire::peer::encode_into(&mut frame, &first);
         for env in rx.try_iter() {
             let mut one = Vec::new();
             crate::wire::peer::encode_into(&mut one, &env);
-            if body.len() + one.len() > MAX_PEER_POST_BYTES {
+            if frame.len() + one.len() > MAX_PEER_POST_BYTES {
                 carried = Some(env);
                 break;
             }
-            body.push(b',');
-            body.extend_from_slice(&one);
+            frame.push(b',');
+            frame.extend_from_slice(&one);
         }
-        body.push(b']');
-        let mut req = agent.post(&url).set("Content-Type", "application/json");
-        if let Some(t) = &token {
-            req = req.set(TOKEN_HEADER, t);
-        }
-        let sent = Instant::now();
-        match req.send_bytes(&body) {
-            Ok(_) => {
-                rtt.observe(sent.elapsed().as_secs_f64());
+        frame.push(b']');
+        let len = u32::try_from(frame.len() - AT).unwrap_or(u32::MAX);
+        frame[..AT].copy_from_slice(&len.to_be_bytes());
+        let sent = match &mut mode {
+            Mode::Stream(open) => match send_on_stream(open, &link, &frame) {
+                Err(OpenError::Unsupported) => {
+                    log_event(&format!(
+                        "peer {peer} serves no peer streams (an older version?): sending it POSTs"
+                    ));
+                    mode = Mode::Post;
+                    post(agent, &link, &frame[AT..])
+                }
+                Err(OpenError::Failed(why)) => Err(why),
+                Ok(()) => Ok(()),
+            },
+            Mode::Post => post(agent, &link, &frame[AT..]).inspect_err(|_| {
+                mode = Mode::Stream(None);
+            }),
+        };
+        match sent {
+            Ok(()) => {
                 if let Some(since) = failing_since.take() {
                     log_event(&format!(
                         "peer {peer} reachable again after {} ms",
@@ -82,21 +114,9 @@ pub(super) fn run_sender(
                     ));
                 }
             }
-            Err(e) => {
+            Err(why) => {
                 if failing_since.is_none() {
                     failing_since = Some(Instant::now());
-                    let why = match e {
-                        // A refusal says why (a wrong secret, not a member): show it.
-                        ureq::Error::Status(code, resp) => {
-                            let mut text = String::new();
-                            let _ = std::io::Read::take(resp.into_reader(), 1024)
-                                .read_to_string(&mut text);
-                            let message = serde_json::from_str::<crate::wire::ErrorBody>(&text)
-                                .map_or(text, |b| b.message);
-                            format!("it refuses our messages ({code}): {message}")
-                        }
-                        other => format!("unreachable: {other}"),
-                    };
                     log_event(&format!("peer {peer} {why}"));
                 }
                 // Drop what queued meanwhile (stale heartbeats and appends), and pause
@@ -106,5 +126,49 @@ pub(super) fn run_sender(
                 thread::sleep(Duration::from_millis(20));
             }
         }
+    }
+}
+
+/// Writes one frame on the stream, opening it first if need be; a stream that fails is
+/// closed, and the next frame opens a new one.
+fn send_on_stream(
+    open: &mut Option<PeerStream>,
+    link: &Link,
+    frame: &[u8],
+) -> Result<(), OpenError> {
+    let stream = match open {
+        Some(s) => s,
+        None => open.insert(PeerStream::open(
+            &link.peer,
+            link.tls.as_ref(),
+            link.token.as_deref(),
+            link.timeout,
+        )?),
+    };
+    stream.send(frame).map_err(|e| {
+        *open = None;
+        OpenError::Failed(format!("unreachable: {e}"))
+    })
+}
+
+/// Sends one batch as a `POST /v1/raft/messages`; why it failed, for the log.
+fn post(agent: &ureq::Agent, link: &Link, body: &[u8]) -> Result<(), String> {
+    let mut req = agent
+        .post(&link.url)
+        .set("Content-Type", "application/json");
+    if let Some(t) = &link.token {
+        req = req.set(TOKEN_HEADER, t);
+    }
+    match req.send_bytes(body) {
+        Ok(_) => Ok(()),
+        // A refusal says why (a wrong secret, not a member): show it.
+        Err(ureq::Error::Status(code, resp)) => {
+            let mut text = String::new();
+            let _ = std::io::Read::take(resp.into_reader(), 1024).read_to_string(&mut text);
+            let message =
+                serde_json::from_str::<crate::wire::ErrorBody>(&text).map_or(text, |b| b.message);
+            Err(format!("it refuses our messages ({code}): {message}"))
+        }
+        Err(other) => Err(format!("unreachable: {other}")),
     }
 }
