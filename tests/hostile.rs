@@ -502,6 +502,146 @@ fn peer_requests_without_the_secret_are_refused_and_change_nothing() {
     wait_consistent(&c);
 }
 
+/// Opens a peer stream on `addr` with these extra header lines; the answer to the upgrade
+/// and the connection, to write frames on.
+fn open_peer_stream(addr: &str, headers: &[(&str, &str)]) -> (Answer, BufReader<TcpStream>) {
+    let mut head =
+        format!("POST /v1/raft/stream HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut c = connect(addr);
+    send(&mut c, head.as_bytes());
+    let a = expect_answer(&mut c);
+    (a, c)
+}
+
+const UPGRADE: [(&str, &str); 2] = [
+    ("Connection", "Upgrade"),
+    ("Upgrade", "nacos-raft-frames/1"),
+];
+
+/// A frame of the peer stream: the body's length (big-endian u32), then the body.
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut f = (body.len() as u32).to_be_bytes().to_vec();
+    f.extend_from_slice(body);
+    f
+}
+
+// The peer stream is the same door as /v1/raft/messages: the secret is checked when it
+// opens (rows 1-3, 9, 11 again), and nothing a stranger writes after a refusal is read.
+#[test]
+fn a_peer_stream_without_the_secret_is_refused_and_changes_nothing() {
+    let (c, l) = three();
+    let client = c.client(T);
+    put(&client, "precious", json!("gold"));
+    wait_everywhere(&c, "precious", &json!("gold"));
+    let s = status(&c.nodes[l]);
+    let (term, last) = (s.term, s.last_log_index);
+    let leader = c.nodes[l].addr.clone();
+    for (i, node) in c.nodes.iter().enumerate() {
+        let from = &c.nodes[(i + 1) % 3].addr;
+        let forged = serde_json::to_vec(&[
+            envelope(
+                from,
+                &node.addr,
+                term + 1,
+                json!({"type": "append", "prev_log_index": last, "prev_log_term": term,
+                       "entries": [{"index": last + 1, "term": term + 1, "op": "publish",
+                                    "key": "precious", "value": "FORGED"}],
+                       "leader_commit": last + 1}),
+            ),
+            envelope(
+                from,
+                &node.addr,
+                term + 1,
+                json!({"type": "vote", "last_log_index": last + 1000, "last_log_term": term,
+                       "transfer": true}),
+            ),
+        ])
+        .unwrap();
+        for token in [None, Some("wrong-secret-0123456789abcdef")] {
+            let mut headers = UPGRADE.to_vec();
+            headers.extend(token.map(|t| (TOKEN_HEADER, t)));
+            let (a, mut conn) = open_peer_stream(&node.addr, &headers);
+            assert_eq!(a.status, 403, "{token:?}: {}", a.text());
+            assert_eq!(a.error(), "forbidden", "{}", a.text());
+            // Frames written anyway are never taken: the connection ends.
+            let _ = conn.get_mut().write_all(&frame(&forged));
+            assert_closed(&mut conn);
+        }
+        // With the secret but without the upgrade: a clear 400, not a hang.
+        let (a, _) = open_peer_stream(&node.addr, &[(TOKEN_HEADER, CLUSTER_SECRET)]);
+        assert_eq!(a.status, 400, "{}", a.text());
+        assert!(
+            a.message().contains("Upgrade: nacos-raft-frames/1"),
+            "{}",
+            a.text()
+        );
+    }
+    assert_eq!(terms(&c), vec![term; 3], "the term moved");
+    for n in &c.nodes {
+        assert_eq!(status(n).leader.as_deref(), Some(leader.as_str()));
+        assert_eq!(stale_get(n, "precious"), Some(json!("gold")), "{}", n.addr);
+    }
+}
+
+// A stream open with the secret still answers for every frame: a non-member's messages are
+// dropped and logged, a frame that is no batch or is over the limit ends the stream, and
+// the member goes on serving.
+#[test]
+fn a_peer_stream_drops_outsiders_and_ends_at_a_bad_frame() {
+    let (c, l) = three();
+    let (f, _) = others(l);
+    let client = c.client(T);
+    put(&client, "a", json!(1));
+    let term = status(&c.nodes[l]).term;
+    let leader = c.nodes[l].addr.clone();
+    let f_addr = c.nodes[f].addr.clone();
+    let mut member = UPGRADE.to_vec();
+    member.push((TOKEN_HEADER, CLUSTER_SECRET));
+
+    let (a, mut conn) = open_peer_stream(&f_addr, &member);
+    assert_eq!(a.status, 101, "{}", a.text());
+    let outsider = serde_json::to_vec(&[envelope(
+        "10.9.9.9:8848",
+        &f_addr,
+        term + 5,
+        json!({"type": "vote", "last_log_index": 1u64 << 40, "last_log_term": term + 4,
+               "transfer": true}),
+    )])
+    .unwrap();
+    send(&mut conn, &frame(&outsider));
+    wait_log(
+        &c.nodes[f],
+        "peer messages dropped: 10.9.9.9:8848 is not another member of this cluster",
+    );
+    // Dropped, not taken: the stream stays open for what follows, and nothing moved.
+    send(&mut conn, &frame(b"[]"));
+    send(&mut conn, &frame(b"{\"not\": \"a batch\"}"));
+    assert_closed(&mut conn);
+    wait_log(&c.nodes[f], "a peer stream closed");
+
+    let (a, mut conn) = open_peer_stream(&f_addr, &member);
+    assert_eq!(a.status, 101, "{}", a.text());
+    send(&mut conn, &((64u32 << 20) + 1).to_be_bytes());
+    assert_closed(&mut conn);
+    wait_log(&c.nodes[f], "is over the limit of 67108864");
+
+    // Half a frame, then silence: the member serves meanwhile.
+    let (a, mut conn) = open_peer_stream(&f_addr, &member);
+    assert_eq!(a.status, 101, "{}", a.text());
+    send(&mut conn, &frame(b"[]")[..3]);
+    let index = put(&client, "b", json!(2));
+    wait_applied(&c.nodes[f], index, T);
+    drop(conn);
+
+    assert_eq!(terms(&c), vec![term; 3], "the term moved");
+    assert_eq!(status(&c.nodes[f]).leader.as_deref(), Some(leader.as_str()));
+    wait_consistent(&c);
+}
+
 // Rows 4-5: the forged snapshot install and TimeoutNow that once wiped every member.
 #[test]
 fn forged_snapshot_and_timeout_now_without_the_secret_wipe_nothing() {

@@ -172,3 +172,99 @@ fn post(agent: &ureq::Agent, link: &Link, body: &[u8]) -> Result<(), String> {
         Err(other) => Err(format!("unreachable: {other}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::raft::Message;
+
+    /// A member of an older version: no streams (404), batches by POST.
+    fn old_member(posts: mpsc::Sender<Vec<u8>>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let posts = posts.clone();
+                thread::spawn(move || {
+                    let mut r = BufReader::new(conn);
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let target = line.split(' ').nth(1).unwrap_or("").to_string();
+                        let mut length = 0;
+                        loop {
+                            let mut h = String::new();
+                            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if h == "\r\n" {
+                                break;
+                            }
+                            if let Some((n, v)) = h.split_once(':') {
+                                if n.eq_ignore_ascii_case("content-length") {
+                                    length = v.trim().parse().unwrap();
+                                }
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        r.read_exact(&mut body).unwrap();
+                        let answer: &[u8] = if target == "/v1/raft/messages" {
+                            let _ = posts.send(body);
+                            b"HTTP/1.1 204 No Content\r\n\r\n"
+                        } else {
+                            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+                        };
+                        r.get_mut().write_all(answer).unwrap();
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_peer_without_streams_gets_each_batch_as_a_post() {
+        let (posts_tx, posts) = mpsc::channel();
+        let peer = PeerAddr::new(old_member(posts_tx));
+        let timeout = Duration::from_secs(5);
+        let link = Link {
+            url: format!("http://{peer}/v1/raft/messages"),
+            agent: ureq::AgentBuilder::new().timeout(timeout).build(),
+            tls: None,
+            token: Some("s3cret-s3cret-s3cret".into()),
+            timeout,
+            peer: peer.clone(),
+        };
+        let (tx, rx) = mpsc::channel();
+        let sender = thread::spawn(move || run_sender(link, rx));
+        for read_ctx in [7, 8] {
+            tx.send(Envelope {
+                from: PeerAddr::new("127.0.0.1:1"),
+                to: peer.clone(),
+                term: 3,
+                msg: Message::Heartbeat {
+                    leader_commit: 0,
+                    read_ctx,
+                },
+            })
+            .unwrap();
+            let body = posts.recv_timeout(Duration::from_secs(10)).expect("a POST");
+            let batch = crate::wire::peer::decode_batch(&body).unwrap();
+            assert_eq!(batch.len(), 1);
+            assert!(matches!(
+                batch[0].as_ref().unwrap().msg,
+                Message::Heartbeat { read_ctx: r, .. } if r == read_ctx
+            ));
+        }
+        drop(tx);
+        sender.join().unwrap();
+    }
+}
