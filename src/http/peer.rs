@@ -81,24 +81,27 @@ fn admit_batch(
     let decoded = crate::wire::peer::decode_batch(body).map_err(Error::BadRequest)?;
     let mut envs = Vec::with_capacity(decoded.len());
     let mut malformed = Vec::new();
-    let mut status = None;
     for d in decoded {
         match d {
-            Ok(e) => {
-                let leads = matches!(
-                    e.msg,
-                    crate::raft::Message::Append { .. }
-                        | crate::raft::Message::Heartbeat { .. }
-                        | crate::raft::Message::TimeoutNow
-                );
-                let s = status.get_or_insert_with(|| node.raft_status());
-                if let Some(why) = outsider(node, s, &e.from, leads) {
-                    return Ok(Err(why));
-                }
-                envs.push(e);
-            }
+            Ok(e) => envs.push(e),
             Err(why) => malformed.push(why),
         }
+    }
+    // One look at the status for the whole batch, without copying it (a frame arrives
+    // per batch on every member).
+    let refused = node.with_raft_status(|s| {
+        envs.iter().find_map(|e| {
+            let leads = matches!(
+                e.msg,
+                crate::raft::Message::Append { .. }
+                    | crate::raft::Message::Heartbeat { .. }
+                    | crate::raft::Message::TimeoutNow
+            );
+            outsider(node, s, &e.from, leads)
+        })
+    });
+    if let Some(why) = refused {
+        return Ok(Err(why));
     }
     if let Some(first) = malformed.first() {
         MALFORMED_PEER_LOG.note(&format!(

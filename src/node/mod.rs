@@ -577,6 +577,11 @@ impl Node {
         Ok(())
     }
 
+    /// Runs `f` on the status as the driver last published it, without copying it.
+    pub fn with_raft_status<R>(&self, f: impl FnOnce(&Status) -> R) -> R {
+        f(&self.shared.status.status.lock().expect("status lock"))
+    }
+
     pub fn raft_status(&self) -> Status {
         self.shared
             .status
