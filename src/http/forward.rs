@@ -29,9 +29,10 @@ pub(super) struct Forwarder {
     pub(super) sessions: crate::client::SessionPool,
 }
 
-/// Batches in flight to the leader at once: while some wait for their answers, the next
-/// one fills.
-const FORWARD_SENDERS: usize = 4;
+/// Batches in flight to the leader at once: while one waits for its answers, the next
+/// fills. Two did better than four once peer streams made the leader faster: fewer, fuller
+/// batches cost less CPU per write on both members (docs/benchmarks.md).
+const FORWARD_SENDERS: usize = 2;
 
 /// Client bodies one forwarded batch carries at most (the peer endpoint takes 64 MiB).
 const MAX_FORWARD_BATCH_BODY_BYTES: usize = 16 << 20;
