@@ -77,6 +77,19 @@ fn metrics_move_with_writes_on_a_three_member_cluster() {
         moved("nacos_http_requests_total{route=\"publish\",code=\"200\"}") >= 1.0,
         "{after:#?}"
     );
+    // Members talk over peer streams, one per direction, not a POST per batch.
+    assert!(
+        value(
+            &after,
+            "nacos_http_requests_total{route=\"raft_stream\",code=\"101\"}"
+        ) >= 2.0,
+        "{after:#?}"
+    );
+    assert_eq!(
+        after.get("nacos_http_requests_total{route=\"raft_messages\",code=\"204\"}"),
+        None,
+        "{after:#?}"
+    );
     // The leader measures its peers: round trips to both followers, and their lag.
     for (i, n) in c.nodes.iter().enumerate() {
         if i == leader {

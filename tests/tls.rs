@@ -150,6 +150,21 @@ fn a_tls_cluster_serves_clients_and_peers_over_https_with_mutual_tls() {
         }
         other => panic!("a peer request without a certificate: {other:?}"),
     }
+    // So is a peer stream: the certificate is checked before the connection switches.
+    let stream_url = format!("https://{}/v1/raft/stream", c.nodes[follower].addr);
+    match agent
+        .post(&stream_url)
+        .set(nacos_raft::node::TOKEN_HEADER, CLUSTER_SECRET)
+        .set("Connection", "Upgrade")
+        .set("Upgrade", "nacos-raft-frames/1")
+        .call()
+    {
+        Err(ureq::Error::Status(403, r)) => {
+            let text = r.into_string().unwrap();
+            assert!(text.contains("client certificate"), "{text}");
+        }
+        other => panic!("a peer stream without a certificate: {other:?}"),
+    }
     // With the member certificate it is taken (an empty batch changes nothing).
     let with_cert = nacos_raft::tls::client_config(Some(&f.ca), Some((&f.cert, &f.key))).unwrap();
     let agent = ureq::AgentBuilder::new()

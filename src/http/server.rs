@@ -681,9 +681,9 @@ fn serve_frames(
         while conn.buffered().len() < FRAME_HEADER_BYTES {
             match conn.fill(idle_deadline) {
                 Ok(true) => {}
+                // Closed between frames: the sender is done (or went quiet past the limit).
                 Ok(false) if conn.buffered().is_empty() => return,
                 Ok(false) => break,
-                Err(e) if timed_out(&e) && conn.buffered().is_empty() => return,
                 Err(_) => return,
             }
         }
@@ -697,7 +697,7 @@ fn serve_frames(
             break format!("a frame of {n} bytes is over the limit of {max_frame}");
         }
         let Ok(_budget) = BodyBudget::take(shared, n, limits.body_budget) else {
-            break "the body budget is spent (--max-connections and peer batches)".to_string();
+            break format!("no room for a frame of {n} bytes: the process holds as many request bodies as it may");
         };
         conn.consume(FRAME_HEADER_BYTES);
         let body_deadline = Instant::now() + limits.body_timeout;
@@ -705,9 +705,7 @@ fn serve_frames(
             match conn.fill(body_deadline) {
                 Ok(true) => {}
                 Ok(false) => return,
-                Err(e) if timed_out(&e) => {
-                    break;
-                }
+                Err(e) if timed_out(&e) => break,
                 Err(_) => return,
             }
         }
