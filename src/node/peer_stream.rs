@@ -70,7 +70,7 @@ const MAX_ANSWER_BYTES: usize = 16 << 10;
 
 /// A stream quiet for longer than this is checked before it is written to, so that a peer
 /// that closed it meanwhile (it restarted, or its keep-alive limit passed) costs no batch.
-const CHECK_AFTER_QUIET: Duration = Duration::from_millis(500);
+pub(super) const CHECK_AFTER_QUIET: Duration = Duration::from_millis(500);
 
 impl PeerStream {
     /// Connects and switches protocols, within `timeout` for each step. Writes then time

@@ -129,22 +129,28 @@ pub(super) fn run_sender(link: Link, rx: Receiver<Envelope>) {
     }
 }
 
-/// Writes one frame on the stream, opening it first if need be; a stream that fails is
-/// closed, and the next frame opens a new one.
+/// Writes one frame on the stream, opening it first if need be. A stream that was open
+/// and breaks (the peer restarted, or closed it after its idle limit) is replaced once
+/// before the peer counts as unreachable; the frame goes on the new one. If the broken
+/// stream had delivered it after all, the peer gets it twice, which Raft takes (as it must
+/// from any network).
 fn send_on_stream(
     open: &mut Option<PeerStream>,
     link: &Link,
     frame: &[u8],
 ) -> Result<(), OpenError> {
-    let stream = match open {
-        Some(s) => s,
-        None => open.insert(PeerStream::open(
-            &link.peer,
-            link.tls.as_ref(),
-            link.token.as_deref(),
-            link.timeout,
-        )?),
-    };
+    if let Some(s) = open.as_mut() {
+        if s.send(frame).is_ok() {
+            return Ok(());
+        }
+    }
+    *open = None;
+    let stream = open.insert(PeerStream::open(
+        &link.peer,
+        link.tls.as_ref(),
+        link.token.as_deref(),
+        link.timeout,
+    )?);
     stream.send(frame).map_err(|e| {
         *open = None;
         OpenError::Failed(format!("unreachable: {e}"))
@@ -228,6 +234,101 @@ mod tests {
             }
         });
         addr
+    }
+
+    /// A member that serves streams and closes the first one after its first frame (as
+    /// it would after a restart, or at its idle limit); every frame it reads is reported.
+    fn closing_member(frames: mpsc::Sender<Vec<u8>>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        thread::spawn(move || {
+            for (n, conn) in listener.incoming().enumerate() {
+                let Ok(conn) = conn else { return };
+                let frames = frames.clone();
+                thread::spawn(move || {
+                    let mut r = BufReader::new(conn);
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if h == "\r\n" {
+                            break;
+                        }
+                    }
+                    r.get_mut()
+                        .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: nacos-raft-frames/1\r\n\r\n")
+                        .unwrap();
+                    loop {
+                        let mut len = [0u8; 4];
+                        if r.read_exact(&mut len).is_err() {
+                            return;
+                        }
+                        let mut body = vec![0; u32::from_be_bytes(len) as usize];
+                        if r.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        let _ = frames.send(body);
+                        if n == 0 {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn heartbeat(to: &PeerAddr, read_ctx: u64) -> Envelope {
+        Envelope {
+            from: PeerAddr::new("127.0.0.1:1"),
+            to: to.clone(),
+            term: 3,
+            msg: Message::Heartbeat {
+                leader_commit: 0,
+                read_ctx,
+            },
+        }
+    }
+
+    fn read_ctx_of(body: &[u8]) -> u64 {
+        let batch = crate::wire::peer::decode_batch(body).unwrap();
+        match batch[0].as_ref().unwrap().msg {
+            Message::Heartbeat { read_ctx, .. } => read_ctx,
+            ref other => panic!("not a heartbeat: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stream_the_peer_closed_is_replaced_without_losing_the_frame() {
+        let (frames_tx, frames) = mpsc::channel();
+        let peer = PeerAddr::new(closing_member(frames_tx));
+        let timeout = Duration::from_secs(5);
+        let link = Link {
+            url: format!("http://{peer}/v1/raft/messages"),
+            agent: ureq::AgentBuilder::new().timeout(timeout).build(),
+            tls: None,
+            token: None,
+            timeout,
+            peer: peer.clone(),
+        };
+        let (tx, rx) = mpsc::channel();
+        let sender = thread::spawn(move || run_sender(link, rx));
+        tx.send(heartbeat(&peer, 1)).unwrap();
+        let first = frames
+            .recv_timeout(Duration::from_secs(10))
+            .expect("frame 1");
+        assert_eq!(read_ctx_of(&first), 1);
+        // The peer closed that stream; once it has been quiet long enough to be checked,
+        // the next frame goes on a new stream instead of into the closed one.
+        thread::sleep(super::super::peer_stream::CHECK_AFTER_QUIET + Duration::from_millis(100));
+        tx.send(heartbeat(&peer, 2)).unwrap();
+        let second = frames
+            .recv_timeout(Duration::from_secs(10))
+            .expect("frame 2");
+        assert_eq!(read_ctx_of(&second), 2);
+        drop(tx);
+        sender.join().unwrap();
     }
 
     #[test]
