@@ -435,16 +435,66 @@ fn cluster_token_flag_warning_names_process_lists() {
 
 // Rows 12, 1-3, 9-11: without the secret, with a wrong one, a prefix of it, an empty one or
 // a wrong one first, forged appends, heartbeats and votes are refused and change nothing.
-#[test]
-fn peer_requests_without_the_secret_are_refused_and_change_nothing() {
+/// The forged batch of the review, as a member `from` would send it to `to` at `term + 1`:
+/// the injection that rewrote a value and deleted a key on every member (row 3), the
+/// heartbeat that deposed the leader (row 9) and the vote that moved one (row 11).
+fn forged_batch(from: &str, to: &str, term: u64, last: u64) -> Vec<u8> {
+    serde_json::to_vec(&[
+        envelope(
+            from,
+            to,
+            term + 1,
+            json!({"type": "append", "prev_log_index": last, "prev_log_term": term,
+                   "entries": [
+                       {"index": last + 1, "term": term + 1, "op": "publish",
+                        "key": "precious", "value": "FORGED-by-attacker"},
+                       {"index": last + 2, "term": term + 1, "op": "delete", "key": "d1"}],
+                   "leader_commit": last + 2}),
+        ),
+        envelope(
+            from,
+            to,
+            term + 1,
+            json!({"type": "heartbeat", "leader_commit": 0, "read_ctx": 0}),
+        ),
+        envelope(
+            from,
+            to,
+            term + 1,
+            json!({"type": "vote", "last_log_index": last + 1000, "last_log_term": term,
+                   "transfer": true}),
+        ),
+    ])
+    .unwrap()
+}
+
+/// A cluster of three holding `precious` = "gold" and `d1` = "keep" on every member (what
+/// `forged_batch` attacks): it, the term, the last log index and the leader.
+fn cluster_with_precious_data() -> (TestCluster, u64, u64, String) {
     let (c, l) = three();
     let client = c.client(T);
     put(&client, "precious", json!("gold"));
     put(&client, "d1", json!("keep"));
     wait_everywhere(&c, "d1", &json!("keep"));
     let s = status(&c.nodes[l]);
-    let (term, last) = (s.term, s.last_log_index);
     let leader = c.nodes[l].addr.clone();
+    (c, s.term, s.last_log_index, leader)
+}
+
+/// Nothing `forged_batch` tried took: the same term and leader everywhere, the data intact.
+#[track_caller]
+fn assert_untouched(c: &TestCluster, term: u64, leader: &str) {
+    assert_eq!(terms(c), vec![term; 3], "the term moved");
+    for n in &c.nodes {
+        assert_eq!(status(n).leader.as_deref(), Some(leader));
+        assert_eq!(stale_get(n, "precious"), Some(json!("gold")), "{}", n.addr);
+        assert_eq!(stale_get(n, "d1"), Some(json!("keep")), "{}", n.addr);
+    }
+}
+
+#[test]
+fn peer_requests_without_the_secret_are_refused_and_change_nothing() {
+    let (c, term, last, leader) = cluster_with_precious_data();
 
     let prefix = &CLUSTER_SECRET[..16];
     let longer = format!("{CLUSTER_SECRET}x");
@@ -458,47 +508,14 @@ fn peer_requests_without_the_secret_are_refused_and_change_nothing() {
     ];
     for (i, node) in c.nodes.iter().enumerate() {
         let from = &c.nodes[(i + 1) % 3].addr;
-        // The injection that rewrote a value and deleted a key on every member (row 3),
-        // the heartbeat that deposed the leader (row 9) and the vote that moved one (row 11).
-        let forged = [
-            envelope(
-                from,
-                &node.addr,
-                term + 1,
-                json!({"type": "append", "prev_log_index": last, "prev_log_term": term,
-                       "entries": [
-                           {"index": last + 1, "term": term + 1, "op": "publish",
-                            "key": "precious", "value": "FORGED-by-attacker"},
-                           {"index": last + 2, "term": term + 1, "op": "delete", "key": "d1"}],
-                       "leader_commit": last + 2}),
-            ),
-            envelope(
-                from,
-                &node.addr,
-                term + 1,
-                json!({"type": "heartbeat", "leader_commit": 0, "read_ctx": 0}),
-            ),
-            envelope(
-                from,
-                &node.addr,
-                term + 1,
-                json!({"type": "vote", "last_log_index": last + 1000, "last_log_term": term,
-                       "transfer": true}),
-            ),
-        ];
-        let body = serde_json::to_vec(&forged).unwrap();
+        let body = forged_batch(from, &node.addr, term, last);
         for headers in variants {
             let a = peer_post_with(&node.addr, "/v1/raft/messages", &body, headers);
             assert_eq!(a.status, 403, "{headers:?}: {}", a.text());
             assert_eq!(a.error(), "forbidden", "{}", a.text());
         }
     }
-    assert_eq!(terms(&c), vec![term; 3], "the term moved");
-    for n in &c.nodes {
-        assert_eq!(status(n).leader.as_deref(), Some(leader.as_str()));
-        assert_eq!(stale_get(n, "precious"), Some(json!("gold")), "{}", n.addr);
-        assert_eq!(stale_get(n, "d1"), Some(json!("keep")), "{}", n.addr);
-    }
+    assert_untouched(&c, term, &leader);
     wait_consistent(&c);
 }
 
@@ -533,34 +550,10 @@ fn frame(body: &[u8]) -> Vec<u8> {
 // opens (rows 1-3, 9, 11 again), and nothing a stranger writes after a refusal is read.
 #[test]
 fn a_peer_stream_without_the_secret_is_refused_and_changes_nothing() {
-    let (c, l) = three();
-    let client = c.client(T);
-    put(&client, "precious", json!("gold"));
-    wait_everywhere(&c, "precious", &json!("gold"));
-    let s = status(&c.nodes[l]);
-    let (term, last) = (s.term, s.last_log_index);
-    let leader = c.nodes[l].addr.clone();
+    let (c, term, last, leader) = cluster_with_precious_data();
     for (i, node) in c.nodes.iter().enumerate() {
         let from = &c.nodes[(i + 1) % 3].addr;
-        let forged = serde_json::to_vec(&[
-            envelope(
-                from,
-                &node.addr,
-                term + 1,
-                json!({"type": "append", "prev_log_index": last, "prev_log_term": term,
-                       "entries": [{"index": last + 1, "term": term + 1, "op": "publish",
-                                    "key": "precious", "value": "FORGED"}],
-                       "leader_commit": last + 1}),
-            ),
-            envelope(
-                from,
-                &node.addr,
-                term + 1,
-                json!({"type": "vote", "last_log_index": last + 1000, "last_log_term": term,
-                       "transfer": true}),
-            ),
-        ])
-        .unwrap();
+        let forged = forged_batch(from, &node.addr, term, last);
         for token in [None, Some("wrong-secret-0123456789abcdef")] {
             let mut headers = UPGRADE.to_vec();
             headers.extend(token.map(|t| (TOKEN_HEADER, t)));
@@ -580,11 +573,7 @@ fn a_peer_stream_without_the_secret_is_refused_and_changes_nothing() {
             a.text()
         );
     }
-    assert_eq!(terms(&c), vec![term; 3], "the term moved");
-    for n in &c.nodes {
-        assert_eq!(status(n).leader.as_deref(), Some(leader.as_str()));
-        assert_eq!(stale_get(n, "precious"), Some(json!("gold")), "{}", n.addr);
-    }
+    assert_untouched(&c, term, &leader);
 }
 
 // A stream open with the secret still answers for every frame: a non-member's messages are

@@ -189,94 +189,90 @@ mod tests {
     use super::*;
     use crate::raft::Message;
 
-    /// A member of an older version: no streams (404), batches by POST.
-    fn old_member(posts: mpsc::Sender<Vec<u8>>) -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { return };
-                let posts = posts.clone();
-                thread::spawn(move || {
-                    let mut r = BufReader::new(conn);
-                    loop {
-                        let mut line = String::new();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let target = line.split(' ').nth(1).unwrap_or("").to_string();
-                        let mut length = 0;
-                        loop {
-                            let mut h = String::new();
-                            if r.read_line(&mut h).unwrap_or(0) == 0 {
-                                return;
-                            }
-                            if h == "\r\n" {
-                                break;
-                            }
-                            if let Some((n, v)) = h.split_once(':') {
-                                if n.eq_ignore_ascii_case("content-length") {
-                                    length = v.trim().parse().unwrap();
-                                }
-                            }
-                        }
-                        let mut body = vec![0; length];
-                        r.read_exact(&mut body).unwrap();
-                        let answer: &[u8] = if target == "/v1/raft/messages" {
-                            let _ = posts.send(body);
-                            b"HTTP/1.1 204 No Content\r\n\r\n"
-                        } else {
-                            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
-                        };
-                        r.get_mut().write_all(answer).unwrap();
-                    }
-                });
-            }
-        });
-        addr
-    }
-
-    /// A member that serves streams and closes the first one after its first frame (as
-    /// it would after a restart, or at its idle limit); every frame it reads is reported.
-    fn closing_member(frames: mpsc::Sender<Vec<u8>>) -> String {
+    /// A fake member on a loopback port: `serve` gets each connection (numbered from 0)
+    /// on a thread of its own, and a sender for what it wants to report.
+    fn fake_member(
+        reports: mpsc::Sender<Vec<u8>>,
+        serve: fn(usize, BufReader<std::net::TcpStream>, mpsc::Sender<Vec<u8>>),
+    ) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         thread::spawn(move || {
             for (n, conn) in listener.incoming().enumerate() {
                 let Ok(conn) = conn else { return };
-                let frames = frames.clone();
-                thread::spawn(move || {
-                    let mut r = BufReader::new(conn);
-                    loop {
-                        let mut h = String::new();
-                        if r.read_line(&mut h).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if h == "\r\n" {
-                            break;
-                        }
-                    }
-                    r.get_mut()
-                        .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: nacos-raft-frames/1\r\n\r\n")
-                        .unwrap();
-                    loop {
-                        let mut len = [0u8; 4];
-                        if r.read_exact(&mut len).is_err() {
-                            return;
-                        }
-                        let mut body = vec![0; u32::from_be_bytes(len) as usize];
-                        if r.read_exact(&mut body).is_err() {
-                            return;
-                        }
-                        let _ = frames.send(body);
-                        if n == 0 {
-                            return;
-                        }
-                    }
-                });
+                let reports = reports.clone();
+                thread::spawn(move || serve(n, BufReader::new(conn), reports));
             }
         });
         addr
+    }
+
+    /// Reads a request head: its target and `Content-Length`; `None` at the end.
+    fn read_head(r: &mut BufReader<std::net::TcpStream>) -> Option<(String, usize)> {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        let target = line.split(' ').nth(1).unwrap_or("").to_string();
+        let mut length = 0;
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                return None;
+            }
+            if h == "\r\n" {
+                return Some((target, length));
+            }
+            if let Some((n, v)) = h.split_once(':') {
+                if n.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+        }
+    }
+
+    /// A member of an older version: no streams (404), batches by POST (each reported).
+    fn old_member(posts: mpsc::Sender<Vec<u8>>) -> String {
+        fake_member(posts, |_, mut r, posts| {
+            while let Some((target, length)) = read_head(&mut r) {
+                let mut body = vec![0; length];
+                r.read_exact(&mut body).unwrap();
+                let answer: &[u8] = if target == "/v1/raft/messages" {
+                    let _ = posts.send(body);
+                    b"HTTP/1.1 204 No Content\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+                };
+                r.get_mut().write_all(answer).unwrap();
+            }
+        })
+    }
+
+    /// A member that serves streams and closes the first one after its first frame (as
+    /// it would after a restart, or at its idle limit); every frame it reads is reported.
+    fn closing_member(frames: mpsc::Sender<Vec<u8>>) -> String {
+        fake_member(frames, |n, mut r, frames| {
+            if read_head(&mut r).is_none() {
+                return;
+            }
+            r.get_mut()
+                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: nacos-raft-frames/1\r\n\r\n")
+                .unwrap();
+            loop {
+                let mut len = [0u8; 4];
+                if r.read_exact(&mut len).is_err() {
+                    return;
+                }
+                let mut body = vec![0; u32::from_be_bytes(len) as usize];
+                if r.read_exact(&mut body).is_err() {
+                    return;
+                }
+                let _ = frames.send(body);
+                if n == 0 {
+                    return;
+                }
+            }
+        })
     }
 
     fn heartbeat(to: &PeerAddr, read_ctx: u64) -> Envelope {
@@ -299,21 +295,30 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_stream_the_peer_closed_is_replaced_without_losing_the_frame() {
-        let (frames_tx, frames) = mpsc::channel();
-        let peer = PeerAddr::new(closing_member(frames_tx));
+    /// A sender to `peer` on a thread of its own: its queue, and the thread (it ends once
+    /// the queue is dropped).
+    fn start_sender(
+        peer: &PeerAddr,
+        token: Option<&str>,
+    ) -> (mpsc::Sender<Envelope>, thread::JoinHandle<()>) {
         let timeout = Duration::from_secs(5);
         let link = Link {
             url: format!("http://{peer}/v1/raft/messages"),
             agent: ureq::AgentBuilder::new().timeout(timeout).build(),
             tls: None,
-            token: None,
+            token: token.map(str::to_string),
             timeout,
             peer: peer.clone(),
         };
         let (tx, rx) = mpsc::channel();
-        let sender = thread::spawn(move || run_sender(link, rx));
+        (tx, thread::spawn(move || run_sender(link, rx)))
+    }
+
+    #[test]
+    fn a_stream_the_peer_closed_is_replaced_without_losing_the_frame() {
+        let (frames_tx, frames) = mpsc::channel();
+        let peer = PeerAddr::new(closing_member(frames_tx));
+        let (tx, sender) = start_sender(&peer, None);
         tx.send(heartbeat(&peer, 1)).unwrap();
         let first = frames
             .recv_timeout(Duration::from_secs(10))
@@ -335,35 +340,12 @@ mod tests {
     fn a_peer_without_streams_gets_each_batch_as_a_post() {
         let (posts_tx, posts) = mpsc::channel();
         let peer = PeerAddr::new(old_member(posts_tx));
-        let timeout = Duration::from_secs(5);
-        let link = Link {
-            url: format!("http://{peer}/v1/raft/messages"),
-            agent: ureq::AgentBuilder::new().timeout(timeout).build(),
-            tls: None,
-            token: Some("s3cret-s3cret-s3cret".into()),
-            timeout,
-            peer: peer.clone(),
-        };
-        let (tx, rx) = mpsc::channel();
-        let sender = thread::spawn(move || run_sender(link, rx));
+        let (tx, sender) = start_sender(&peer, Some("s3cret-s3cret-s3cret"));
         for read_ctx in [7, 8] {
-            tx.send(Envelope {
-                from: PeerAddr::new("127.0.0.1:1"),
-                to: peer.clone(),
-                term: 3,
-                msg: Message::Heartbeat {
-                    leader_commit: 0,
-                    read_ctx,
-                },
-            })
-            .unwrap();
+            tx.send(heartbeat(&peer, read_ctx)).unwrap();
             let body = posts.recv_timeout(Duration::from_secs(10)).expect("a POST");
-            let batch = crate::wire::peer::decode_batch(&body).unwrap();
-            assert_eq!(batch.len(), 1);
-            assert!(matches!(
-                batch[0].as_ref().unwrap().msg,
-                Message::Heartbeat { read_ctx: r, .. } if r == read_ctx
-            ));
+            assert_eq!(crate::wire::peer::decode_batch(&body).unwrap().len(), 1);
+            assert_eq!(read_ctx_of(&body), read_ctx);
         }
         drop(tx);
         sender.join().unwrap();
