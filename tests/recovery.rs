@@ -27,13 +27,26 @@ const COMPACTING: [&str; 6] = [
     "100",
 ];
 
+/// Bytes under `dir` of a running member: a file (or dir) that goes between the listing
+/// and its `stat` (a temporary file renamed into place, a segment compacted away) is gone
+/// from the total too, not an error.
 fn dir_bytes(dir: &Path) -> u64 {
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let m = e.metadata().unwrap();
+        let entries = match fs::read_dir(&d) {
+            Ok(entries) => entries,
+            Err(e) if gone(&e) => continue,
+            Err(e) => panic!("list {}: {e}", d.display()),
+        };
+        for e in entries {
+            let e = e.unwrap_or_else(|e| panic!("list {}: {e}", d.display()));
+            let m = match e.metadata() {
+                Ok(m) => m,
+                Err(err) if gone(&err) => continue,
+                Err(err) => panic!("stat {}: {err}", e.path().display()),
+            };
             if m.is_dir() {
                 stack.push(e.path());
             } else {
