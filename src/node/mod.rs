@@ -583,12 +583,7 @@ impl Node {
     }
 
     pub fn raft_status(&self) -> Status {
-        self.shared
-            .status
-            .status
-            .lock()
-            .expect("status lock")
-            .clone()
+        self.with_raft_status(Status::clone)
     }
 
     /// Waits until some member is known to lead (this one or another) and returns it.

@@ -77,14 +77,15 @@ pub(super) fn run_sender(link: Link, rx: Receiver<Envelope>) {
         frame.push(b'[');
         crate::wire::peer::encode_into(&mut frame, &first);
         for env in rx.try_iter() {
-            let mut one = Vec::new();
-            crate::wire::peer::encode_into(&mut one, &env);
-            if frame.len() + one.len() > MAX_PEER_POST_BYTES {
+            // Encoded in place; one that would pass the limit is cut off again.
+            let before = frame.len();
+            frame.push(b',');
+            crate::wire::peer::encode_into(&mut frame, &env);
+            if frame.len() - AT > MAX_PEER_POST_BYTES {
+                frame.truncate(before);
                 carried = Some(env);
                 break;
             }
-            frame.push(b',');
-            frame.extend_from_slice(&one);
         }
         frame.push(b']');
         let len = u32::try_from(frame.len() - AT).unwrap_or(u32::MAX);
