@@ -264,8 +264,11 @@ fn a_torn_log_tail_is_cut_with_a_warning_and_the_node_serves() {
     let seg = n
         .data_dir
         .join("log/00000000000000000001-00000000000000000001.log");
-    // A write that never completed: half a record at the end.
+    // A write that never completed: half a record at the end of the records (where the
+    // zeros written ahead of them begin; the file ends there, as after an append).
     let mut bytes = fs::read(&seg).unwrap();
+    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    bytes.truncate(end);
     bytes.extend_from_slice(&[40, 0, 0, 0, 1, 2]);
     fs::write(&seg, &bytes).unwrap();
     n.start();

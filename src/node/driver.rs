@@ -6,7 +6,7 @@
 //! across I/O: there is no lock, only the driver's ownership.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -174,6 +174,8 @@ pub struct Driver {
 pub struct WriterDone {
     pub installs: AtomicU64,
     pub routed: AtomicU64,
+    /// The writer closed the log at the stop ([`LogStore::close`]).
+    pub log_closed: AtomicBool,
     /// Milliseconds after `base` at which the current round began; 0 when idle.
     busy_since_ms: AtomicU64,
     base: Instant,
@@ -184,6 +186,7 @@ impl WriterDone {
         WriterDone {
             installs: AtomicU64::new(0),
             routed: AtomicU64::new(0),
+            log_closed: AtomicBool::new(false),
             busy_since_ms: AtomicU64::new(0),
             base: Instant::now(),
         }
@@ -668,8 +671,17 @@ pub fn run_writer(
             .send(DriverEvent::Persisted { last, messages })
             .is_err()
         {
-            return;
+            break;
         }
+    }
+    // The stop: the log ends with its last record, which a clean stop promises the next
+    // start. If that fails the stop is not marked clean, and the next start reads the log
+    // as after a crash.
+    match log.close() {
+        Ok(()) => done.log_closed.store(true, Ordering::SeqCst),
+        Err(e) => super::log_event(&format!(
+            "warning: could not close the log at the stop: {e}; the next start checks it as after a crash"
+        )),
     }
 }
 

@@ -942,6 +942,15 @@ impl Node {
             // A checkpoint in progress finishes first; it is bounded by the datum count.
             let _ = f.join();
         }
+        if !self
+            .shared
+            .writer_done
+            .log_closed
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            log_event("warning: the log was not closed; not marking the stop clean, so the next start checks everything");
+            return;
+        }
         // Leave the applied mark (and the datum files, if kept) exactly up to date and
         // durable, so `dump` of a cleanly stopped node shows every applied write.
         let done = self
