@@ -1454,6 +1454,11 @@ fn a_cut_log_tail_after_a_clean_stop_refuses_to_start() {
     clean_stop(&mut node);
     let seg = newest_segment(&node);
     let mut bytes = fs::read(&seg).unwrap();
+    assert_eq!(
+        record_ends(&bytes).last(),
+        Some(&bytes.len()),
+        "a clean stop ends the log with its last record, not the zeros written ahead"
+    );
     let cut = bytes.len() - 192;
     assert!(
         !record_ends(&bytes).contains(&cut),
