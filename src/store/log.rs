@@ -828,6 +828,17 @@ mod tests {
         fs::metadata(path).unwrap().len()
     }
 
+    /// Where the records of `seg` end: its last byte that is not a zero written ahead
+    /// (a record never ends in a zero byte: entries are JSON).
+    fn records_end(seg: &Path) -> usize {
+        fs::read(seg)
+            .unwrap()
+            .iter()
+            .rposition(|&b| b != 0)
+            .unwrap()
+            + 1
+    }
+
     /// An entry of about `bytes` bytes, so that records span several sectors.
     fn big_entry(index: u64, bytes: usize) -> Entry {
         Entry {
@@ -918,12 +929,7 @@ mod tests {
             let mut r = open(dir.path(), SEGMENT_BYTES);
             r.store.append(None, &[big_entry(1, 3000)]).unwrap();
             r.store.sync().unwrap();
-            let from = fs::read(&seg)
-                .unwrap()
-                .iter()
-                .rposition(|&b| b != 0)
-                .unwrap()
-                + 1;
+            let from = records_end(&seg);
             r.store
                 .append(None, &[big_entry(2, 3000), entry(3, 1)])
                 .unwrap();
@@ -972,12 +978,7 @@ mod tests {
         let mut r = open(dir.path(), SEGMENT_BYTES);
         r.store.append(None, &[entry(1, 1)]).unwrap();
         r.store.sync().unwrap();
-        let from = fs::read(&seg)
-            .unwrap()
-            .iter()
-            .rposition(|&b| b != 0)
-            .unwrap()
-            + 1;
+        let from = records_end(&seg);
         r.store.append(None, &[big_entry(2, 3000)]).unwrap();
         r.store.sync().unwrap();
         drop(r);
