@@ -942,26 +942,25 @@ impl Node {
             // A checkpoint in progress finishes first; it is bounded by the datum count.
             let _ = f.join();
         }
-        if !self
+        // Leave the applied mark (and the datum files, if kept) exactly up to date and
+        // durable, so `dump` of a cleanly stopped node shows every applied write.
+        let flushed = self.shared.datums.flush();
+        let log_closed = self
             .shared
             .writer_done
             .log_closed
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
-            log_event("warning: the log was not closed; not marking the stop clean, so the next start checks everything");
-            return;
-        }
-        // Leave the applied mark (and the datum files, if kept) exactly up to date and
-        // durable, so `dump` of a cleanly stopped node shows every applied write.
-        let done = self
-            .shared
-            .datums
-            .flush()
-            .and_then(|_| store::datum_dir::mark_clean_stop(&self.shared.cfg.data_dir));
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let done = flushed.and_then(|_| match log_closed {
+            true => store::datum_dir::mark_clean_stop(&self.shared.cfg.data_dir),
+            false => Ok(()),
+        });
         if let Err(e) = done {
             log_event(&format!(
                 "warning: the data dir was not fully written at the stop: {e}; the next start checks it"
             ));
+        }
+        if !log_closed {
+            log_event("warning: the log was not closed; not marking the stop clean, so the next start checks everything");
         }
     }
 }
