@@ -950,9 +950,12 @@ impl Node {
             .writer_done
             .log_closed
             .load(std::sync::atomic::Ordering::SeqCst);
-        let done = flushed.and_then(|_| match log_closed {
-            true => store::datum_dir::mark_clean_stop(&self.shared.cfg.data_dir),
-            false => Ok(()),
+        let done = flushed.and_then(|_| {
+            if log_closed {
+                store::datum_dir::mark_clean_stop(&self.shared.cfg.data_dir)
+            } else {
+                Ok(())
+            }
         });
         if let Err(e) = done {
             log_event(&format!(

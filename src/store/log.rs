@@ -166,10 +166,9 @@ impl LogStore {
         let last = entries.last().map_or(start, Entry::id);
 
         if segments.is_empty() {
-            segments.push(create_segment(dir, 1, last)?);
-            log_end = fs::metadata(&segments[0].path)
-                .map_err(|e| Error::store(&segments[0].path, e))?
-                .len();
+            let (seg, len) = create_segment(dir, 1, last)?;
+            segments.push(seg);
+            log_end = len;
         }
         let active = segments.last().expect("at least one segment");
         let (file, file_end) = open_at(&active.path, log_end)?;
@@ -333,10 +332,7 @@ impl LogStore {
     fn roll(&mut self, prev: LogId) -> Result<()> {
         self.seal()?;
         let seq = self.segments.last().map_or(1, |s| s.seq + 1);
-        let seg = create_segment(&self.dir, seq, prev)?;
-        let len = fs::metadata(&seg.path)
-            .map_err(|e| Error::store(&seg.path, e))?
-            .len();
+        let (seg, len) = create_segment(&self.dir, seq, prev)?;
         let (file, file_end) = open_at(&seg.path, len)?;
         self.active_len = len;
         self.file_end = file_end;
@@ -398,18 +394,20 @@ fn open_at(path: &Path, at: u64) -> Result<(File, u64)> {
     Ok((file, len.max(at)))
 }
 
-fn create_segment(dir: &Path, seq: u64, prev: LogId) -> Result<Segment> {
+/// Creates a segment holding its START record, durably, and returns it with its length.
+fn create_segment(dir: &Path, seq: u64, prev: LogId) -> Result<(Segment, u64)> {
     let path = dir.join(segment_name(seq, prev.index + 1));
     let mut f = OpenOptions::new()
         .create_new(true)
         .append(true)
         .open(&path)
         .map_err(|e| Error::store(&path, e))?;
-    f.write_all(&frame(&start_payload(prev)))
+    let start = frame(&start_payload(prev));
+    f.write_all(&start)
         .and_then(|_| f.sync_data())
         .map_err(|e| Error::store(&path, e))?;
     sync_dir(dir)?;
-    Ok(Segment { seq, path, prev })
+    Ok((Segment { seq, path, prev }, start.len() as u64))
 }
 
 /// What a crash in the middle of a write can leave at the end of the newest segment
@@ -520,15 +518,13 @@ fn read_segment(
         // A zero header passes the checksum (crc32 of nothing is 0): zeros are never a record.
         let zero_header = header_ok && bytes[off..off + HEADER].iter().all(|&b| b == 0);
         if !crc_ok || zero_header {
-            if let (true, Some(prev)) = (may_be_torn, seg_start) {
-                if bytes[off..].iter().all(|&b| b == 0) {
-                    // The zeros written ahead of the records (module doc): the log ends here.
-                    return Ok((prev, off as u64));
-                }
-            }
-            let torn = torn_tail(&bytes[off..], off);
             // What the crash left written: the bytes worth keeping for inspection.
             let written = bytes.len() - bytes[off..].iter().rev().take_while(|&&b| b == 0).count();
+            if let (true, Some(prev), true) = (may_be_torn, seg_start, written == off) {
+                // The zeros written ahead of the records (module doc): the log ends here.
+                return Ok((prev, off as u64));
+            }
+            let torn = torn_tail(&bytes[off..], off);
             if let (true, Some(what), Some(prev), false) = (may_be_torn, torn, seg_start, repair) {
                 // Read only: the torn tail is left where it is (the node cuts it at its start).
                 warnings.push(format!(
@@ -917,6 +913,28 @@ mod tests {
         assert!(r.warnings.is_empty(), "{:?}", r.warnings);
     }
 
+    /// A log of `first`, fsynced, then `then`, fsynced and dropped as in a crash (or closed,
+    /// as at a clean stop): its dir, its segment and where `first`'s record ends.
+    fn first_then(
+        first: Entry,
+        then: &[Entry],
+        clean: bool,
+    ) -> (tempfile::TempDir, PathBuf, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = only_segment(dir.path());
+        let mut r = open(dir.path(), SEGMENT_BYTES);
+        r.store.append(None, &[first]).unwrap();
+        r.store.sync().unwrap();
+        let from = records_end(&seg);
+        r.store.append(None, then).unwrap();
+        if clean {
+            r.store.close().unwrap();
+        } else {
+            r.store.sync().unwrap();
+        }
+        (dir, seg, from)
+    }
+
     /// Over zeros written ahead, a crash in the middle of an fsync can leave any sector of
     /// the write unwritten: the record with a sector of zeros is cut as torn (none of it
     /// was acknowledged, nor anything after it), with its bytes kept. After a clean stop
@@ -924,21 +942,11 @@ mod tests {
     #[test]
     fn a_record_with_a_sector_never_written_is_a_torn_write_after_a_crash() {
         for clean in [false, true] {
-            let dir = tempfile::tempdir().unwrap();
-            let seg = only_segment(dir.path());
-            let mut r = open(dir.path(), SEGMENT_BYTES);
-            r.store.append(None, &[big_entry(1, 3000)]).unwrap();
-            r.store.sync().unwrap();
-            let from = records_end(&seg);
-            r.store
-                .append(None, &[big_entry(2, 3000), entry(3, 1)])
-                .unwrap();
-            if clean {
-                r.store.close().unwrap();
-            } else {
-                r.store.sync().unwrap();
-                drop(r);
-            }
+            let (dir, seg, from) = first_then(
+                big_entry(1, 3000),
+                &[big_entry(2, 3000), entry(3, 1)],
+                clean,
+            );
             // The second sector that lies wholly inside entry 2's record reads as zeros.
             let mut bytes = fs::read(&seg).unwrap();
             let sector = (from / SECTOR + 2) * SECTOR;
@@ -973,15 +981,7 @@ mod tests {
     /// written is a torn write too, not "zeros where a record should be".
     #[test]
     fn a_record_whose_header_was_never_written_is_torn_after_a_crash() {
-        let dir = tempfile::tempdir().unwrap();
-        let seg = only_segment(dir.path());
-        let mut r = open(dir.path(), SEGMENT_BYTES);
-        r.store.append(None, &[entry(1, 1)]).unwrap();
-        r.store.sync().unwrap();
-        let from = records_end(&seg);
-        r.store.append(None, &[big_entry(2, 3000)]).unwrap();
-        r.store.sync().unwrap();
-        drop(r);
+        let (dir, seg, from) = first_then(entry(1, 1), &[big_entry(2, 3000)], false);
         let mut bytes = fs::read(&seg).unwrap();
         let sector_end = (from / SECTOR + 1) * SECTOR;
         bytes[from..sector_end].fill(0);
@@ -1011,7 +1011,9 @@ mod tests {
             let seg = only_segment(dir.path());
             let mut r = open(dir.path(), SEGMENT_BYTES);
             let synced = synced.min(batches.len());
-            let (mut all, mut index, mut synced_end, mut synced_count) = (Vec::new(), 0, 0, 0);
+            // The START record is fsynced when the segment is created.
+            let mut synced_end = frame(&start_payload(LogId::ZERO)).len();
+            let (mut all, mut index, mut synced_count) = (Vec::new(), 0, 0);
             for (i, batch) in batches.iter().enumerate() {
                 let entries: Vec<Entry> = batch
                     .iter()
@@ -1028,9 +1030,6 @@ mod tests {
                     synced_end = r.store.active_len as usize;
                     synced_count = all.len();
                 }
-            }
-            if synced == 0 {
-                synced_end = fs::read(&seg).unwrap().len().min(HEADER + 17);
             }
             drop(r); // the crash
             let mut bytes = fs::read(&seg).unwrap();
