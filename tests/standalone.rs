@@ -282,3 +282,35 @@ fn a_torn_log_tail_is_cut_with_a_warning_and_the_node_serves() {
     let g = n.client(T).get("k", false).unwrap();
     assert_eq!((g.value, g.index), (json!("kept"), acked.index));
 }
+
+/// The nice value of `pid`'s thread named `name` (from /proc), if it runs.
+fn thread_nice(pid: u32, name: &str) -> Option<i64> {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .find_map(|t| {
+            let stat = fs::read_to_string(t.ok()?.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(") ")?;
+            if head.split_once(" (")?.1 != name {
+                return None;
+            }
+            // Fields after the name start at 3 (state); nice is field 19.
+            rest.split(' ').nth(19 - 3)?.parse().ok()
+        })
+}
+
+#[test]
+fn background_work_runs_below_the_request_path() {
+    let n = started();
+    let pid = n.pid().unwrap();
+    // Writing datum files and checkpoints yields the CPU to serving; the log writer and the
+    // request threads keep the process's priority.
+    // Relative to the process's own (the tests may run under `nice`).
+    let base = thread_nice(pid, "nacos-node").expect("the main thread's nice value");
+    let want = (base + 10).min(19);
+    let flusher = poll_until(T, || {
+        thread_nice(pid, "datum-flusher").filter(|&v| v == want)
+    });
+    assert_eq!(flusher, Some(want), "the datum-flusher thread's nice value");
+    assert_eq!(thread_nice(pid, "log-writer"), Some(base));
+    assert_eq!(thread_nice(pid, "driver"), Some(base));
+}

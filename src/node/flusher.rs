@@ -9,6 +9,7 @@ use super::*;
 /// Writes datum files behind the map and, when a checkpoint is due, writes one and lets the
 /// log before the previous checkpoint (less a retained tail) be dropped.
 pub(super) fn run_flusher(shared: &Shared) {
+    lower_thread_priority();
     let cfg = &shared.cfg;
     let mut last_round = 0;
     // Bytes applied when the newest checkpoint of this run began (0: none yet).
@@ -119,6 +120,7 @@ fn checkpoint_due(
 /// At start-up: compares every datum file with the state and queues the stale ones (after
 /// a crash some may be stale; after a clean stop only a hand could have changed them).
 pub(super) fn reconcile_datum_files(shared: &Shared, log_end: u64, clean_stop: bool) {
+    lower_thread_priority();
     // Compare with the state once the local log is replayed, not with the checkpoint it
     // started from: files written before the stop may hold writes the replay has not
     // reached yet (it needs the commit index from a leader), and "repairing" them to the

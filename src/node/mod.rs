@@ -106,6 +106,20 @@ pub(crate) fn spawn_critical(
         .unwrap_or_else(|e| fatal(&format!("cannot start the {name} thread: {e}")))
 }
 
+/// Lowers the calling thread's CPU priority to nice 10, for background work that can wait
+/// for serving: writing datum files and checkpoints. A checkpoint of 240,000 datums takes
+/// a core for a quarter of a second; at the same priority, the request path's many short
+/// wake-ups queued behind it and commits fell by two thirds while it ran
+/// (docs/benchmarks.md). At nice 10 it still gets a tenth of a busy core, so it finishes.
+/// Best effort: a refusal leaves the thread at its priority.
+pub(crate) fn lower_thread_priority() {
+    // SAFETY: neither call takes a pointer; `gettid` cannot fail.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+    }
+}
+
 /// A storage failure the node cannot continue after: the log can no longer promise
 /// durability, so serving on would risk acknowledging what is not on disk.
 pub fn fatal(msg: &str) -> ! {
