@@ -303,8 +303,8 @@ fn background_work_runs_below_the_request_path() {
     let n = started();
     let pid = n.pid().unwrap();
     // Writing datum files and checkpoints yields the CPU to serving; the log writer and the
-    // request threads keep the process's priority.
-    // Relative to the process's own (the tests may run under `nice`).
+    // driver keep the process's priority (relative to the process's own: the tests may run
+    // under `nice`).
     let base = thread_nice(pid, "nacos-node").expect("the main thread's nice value");
     let want = (base + 10).min(19);
     let flusher = poll_until(T, || {
