@@ -824,15 +824,10 @@ mod tests {
         fs::metadata(path).unwrap().len()
     }
 
-    /// Where the records of `seg` end: its last byte that is not a zero written ahead
-    /// (a record never ends in a zero byte: entries are JSON).
-    fn records_end(seg: &Path) -> usize {
-        fs::read(seg)
-            .unwrap()
-            .iter()
-            .rposition(|&b| b != 0)
-            .unwrap()
-            + 1
+    /// Where the records of a segment's `bytes` end: after its last byte that is not a
+    /// zero written ahead (a record never ends in a zero byte: entries are JSON).
+    fn records_end(bytes: &[u8]) -> usize {
+        bytes.iter().rposition(|&b| b != 0).unwrap() + 1
     }
 
     /// An entry of about `bytes` bytes, so that records span several sectors.
@@ -925,7 +920,7 @@ mod tests {
         let mut r = open(dir.path(), SEGMENT_BYTES);
         r.store.append(None, &[first]).unwrap();
         r.store.sync().unwrap();
-        let from = records_end(&seg);
+        let from = records_end(&fs::read(&seg).unwrap());
         r.store.append(None, then).unwrap();
         if clean {
             r.store.close().unwrap();
@@ -1033,7 +1028,7 @@ mod tests {
             }
             drop(r); // the crash
             let mut bytes = fs::read(&seg).unwrap();
-            let written_end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+            let written_end = records_end(&bytes);
             let mut sector = synced_end / SECTOR;
             while sector * SECTOR < written_end {
                 if lost[sector % lost.len()] {
