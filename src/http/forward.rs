@@ -1,11 +1,14 @@
-//! Forwarding client writes from a follower to the leader: the follower's side (a queue,
-//! and sender threads that ship whatever queued as one `POST /v1/raft/forward`) and the
-//! leader's (`peer_forward`, answering each write as the client API would have).
+//! Forwarding client writes from a follower to the leader: the follower's side (a queue of
+//! writes, shipped as one `POST /v1/raft/forward` per batch by the HTTP threads of the
+//! writes themselves) and the leader's (`peer_forward`, answering each write as the client
+//! API would have).
 //!
 //! Must not decide what a write means: parsing and answering are `ParsedWrite`'s, in the
 //! parent module.
 
+use std::collections::VecDeque;
 use std::io::Read;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -14,19 +17,31 @@ use crate::error::{Error, Result};
 use crate::node::{Node, PROXIED_HEADER, TOKEN_HEADER};
 use crate::raft::{Command, PeerAddr};
 
-/// What every forwarded write of this process shares: a queue of writes waiting to go to
-/// the leader, the sender threads that ship whatever queued as one `POST /v1/raft/forward`
-/// over keep-alive connections, and the sessions of writes that came without a request id.
-/// A write per request and connection cost the follower about as much CPU as the leader,
-/// and held writes through a follower to a third of the leader's rate (docs/benchmarks.md).
-/// Process-wide, like a client's pool: one node runs per process.
+/// What every forwarded write of this process shares: the writes waiting to go to the
+/// leader, the keep-alive connections their batches go over, and the sessions of writes
+/// that came without a request id. A write per request and connection cost the follower
+/// about as much CPU as the leader, and held writes through a follower to a third of the
+/// leader's rate (docs/benchmarks.md). Process-wide, like a client's pool: one node runs
+/// per process.
+///
+/// There are no sender threads: the HTTP thread of a queued write sends a batch itself when
+/// fewer than [`FORWARD_SENDERS`] are on their way, and when its own answer is in it hands
+/// that place to the thread of a write still queued. A lone write thus goes out at once,
+/// without waking another thread and being woken by it, which was a fifth of a forwarded
+/// write's time at one connection (docs/benchmarks.md).
 pub(super) struct Forwarder {
-    queue: std::sync::Mutex<std::collections::VecDeque<Pending>>,
-    queued: std::sync::Condvar,
+    queue: Mutex<Queue>,
     agent: ureq::Agent,
     /// `https` when the cluster runs TLS.
     scheme: &'static str,
     pub(super) sessions: crate::client::SessionPool,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<Pending>,
+    /// Batches on their way now, each sent by the HTTP thread of one of the writes.
+    sending: usize,
 }
 
 /// Batches in flight to the leader at once: while one waits for its answers, the next
@@ -43,7 +58,24 @@ struct Pending {
     token: Option<String>,
     write: crate::wire::peer::ForwardedWrite,
     deadline: Instant,
-    reply: std::sync::mpsc::Sender<std::result::Result<Response, Lost>>,
+    slot: Arc<Slot>,
+}
+
+/// Where one forwarded write stands; its HTTP thread waits on it.
+#[derive(Default)]
+struct Slot {
+    state: Mutex<SlotState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct SlotState {
+    answer: Option<std::result::Result<Response, Lost>>,
+    /// A place among the senders was handed to this write's thread: it must send, or pass
+    /// the place on, before it returns.
+    send: bool,
+    /// Its thread stopped waiting (the deadline passed): never hand it a place.
+    abandoned: bool,
 }
 
 /// Why a forwarded write has no answer.
@@ -53,16 +85,27 @@ enum Lost {
     NotSent,
     /// The exchange broke after sending: it may have been applied.
     MaybeSent,
+    /// The deadline passed, queued or on its way.
+    Expired,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().expect("forward queue lock")
+}
+
+impl Slot {
+    fn answer(&self, a: std::result::Result<Response, Lost>) {
+        lock(&self.state).answer = Some(a);
+        self.changed.notify_one();
+    }
 }
 
 /// The process's forwarder; the first call's node gives the peer TLS settings (one node
 /// runs per process).
 pub(super) fn forwarder(node: &Node) -> &'static Forwarder {
     static FORWARDER: std::sync::OnceLock<Forwarder> = std::sync::OnceLock::new();
-    static STARTED: std::sync::Once = std::sync::Once::new();
-    let f = FORWARDER.get_or_init(|| Forwarder {
+    FORWARDER.get_or_init(|| Forwarder {
         queue: Default::default(),
-        queued: Default::default(),
         agent: node
             .config()
             .peer_agent()
@@ -74,121 +117,195 @@ pub(super) fn forwarder(node: &Node) -> &'static Forwarder {
             "http"
         },
         sessions: crate::client::SessionPool::new(),
-    });
-    STARTED.call_once(|| {
-        for i in 0..FORWARD_SENDERS {
-            crate::node::spawn_critical(&format!("forward-{i}"), move || run_forwarder(f));
-        }
-    });
-    f
+    })
 }
 
-/// Takes every queued write for one leader (up to a batch) and sends them in one request.
-fn run_forwarder(f: &'static Forwarder) {
-    use crate::wire::peer::{ForwardedAnswer, MAX_FORWARD_BATCH};
+/// Waits for the answer to the write of `own`, sending batches with `send` while this
+/// thread holds a place among the senders (`sending`), and passing the place on before it
+/// returns.
+fn await_answer(
+    queue: &Mutex<Queue>,
+    own: &Slot,
+    deadline: Instant,
+    mut sending: bool,
+    send: &dyn Fn(Vec<Pending>),
+) -> std::result::Result<Response, Lost> {
     loop {
-        let batch: Vec<Pending> = {
-            let mut q = f.queue.lock().expect("forward queue lock");
-            while q.is_empty() {
-                q = f.queued.wait(q).expect("forward queue lock");
-            }
-            let leader = q.front().map(|p| p.leader.clone());
-            let mut batch = Vec::new();
-            let mut bytes = 0;
-            let mut rest = std::collections::VecDeque::new();
-            while let Some(p) = q.pop_front() {
-                // Bounded by count and by bytes: escaped into the batch a body grows at
-                // most twofold, so a batch stays well under the peer body limit; the first
-                // write always goes, and a client body is at most 4 MiB.
-                let fits = batch.is_empty()
-                    || (batch.len() < MAX_FORWARD_BATCH
-                        && bytes + p.write.body.len() <= MAX_FORWARD_BATCH_BODY_BYTES);
-                if Some(&p.leader) == leader.as_ref() && fits {
-                    bytes += p.write.body.len();
-                    batch.push(p);
-                } else {
-                    rest.push_back(p);
+        if sending {
+            let batch = {
+                let mut q = lock(queue);
+                let mut s = lock(&own.state);
+                if s.send {
+                    // Handed a place while holding one (our write was still queued): one
+                    // place is enough.
+                    s.send = false;
+                    q.sending -= 1;
                 }
-            }
-            *q = rest;
-            if !q.is_empty() {
-                f.queued.notify_one();
-            }
-            batch
-        };
-        let now = Instant::now();
-        // A write whose client gave up is not sent: it was told the outcome is unknown.
-        let batch: Vec<Pending> = batch.into_iter().filter(|p| p.deadline > now).collect();
-        let Some(first) = batch.first() else { continue };
-        let left = batch
-            .iter()
-            .map(|p| p.deadline)
-            .max()
-            .unwrap_or(now)
-            .saturating_duration_since(now);
-        let url = format!("{}://{}/v1/raft/forward", f.scheme, first.leader);
-        let mut r = f
-            .agent
-            .post(&url)
-            .timeout(left)
-            .set(PROXIED_HEADER, "1")
-            .set("Content-Type", "application/json");
-        if let Some(t) = &first.token {
-            r = r.set(TOKEN_HEADER, t);
+                if let Some(answer) = s.answer.take() {
+                    drop(s);
+                    hand_on(&mut q);
+                    return answer;
+                }
+                drop(s);
+                match take_batch(&mut q) {
+                    Some(batch) => batch,
+                    None => {
+                        // Nothing left to send; ours is in another sender's batch.
+                        q.sending -= 1;
+                        sending = false;
+                        continue;
+                    }
+                }
+            };
+            send(batch);
+            continue;
         }
-        let writes: Vec<&crate::wire::peer::ForwardedWrite> =
-            batch.iter().map(|p| &p.write).collect();
-        let body = serde_json::to_vec(&writes).expect("forwarded writes serialise");
-        let lost = |why: Lost| {
+        let mut s = lock(&own.state);
+        loop {
+            if s.send {
+                s.send = false;
+                sending = true;
+                break;
+            }
+            if let Some(answer) = s.answer.take() {
+                return answer;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                // Still queued (its batch will drop it) or on its way (its answer is lost).
+                s.abandoned = true;
+                return Err(Lost::Expired);
+            }
+            s = own
+                .changed
+                .wait_timeout(s, left)
+                .expect("forward queue lock")
+                .0;
+        }
+    }
+}
+
+/// Queues a write; true when its thread takes a free place among the senders.
+fn enqueue(queue: &Mutex<Queue>, p: Pending) -> bool {
+    let mut q = lock(queue);
+    q.waiting.push_back(p);
+    let free = q.sending < FORWARD_SENDERS;
+    if free {
+        q.sending += 1;
+    }
+    free
+}
+
+/// Gives the place of a sender that is done to the thread of the first write still
+/// queued, or gives it up when none is. Writes whose threads stopped waiting are dropped
+/// here, so that they do not stay queued until the next write comes.
+fn hand_on(q: &mut Queue) {
+    q.waiting.retain(|p| !lock(&p.slot.state).abandoned);
+    for p in &q.waiting {
+        let mut s = lock(&p.slot.state);
+        if !s.abandoned && !s.send {
+            s.send = true;
+            drop(s);
+            p.slot.changed.notify_one();
+            return;
+        }
+    }
+    q.sending -= 1;
+}
+
+/// Takes the queued writes for one leader, up to a batch. Writes whose deadline passed are
+/// answered as such and not sent: their clients were told the outcome is unknown.
+fn take_batch(q: &mut Queue) -> Option<Vec<Pending>> {
+    let now = Instant::now();
+    let mut batch: Vec<Pending> = Vec::new();
+    let mut bytes = 0;
+    let mut rest = VecDeque::new();
+    while let Some(p) = q.waiting.pop_front() {
+        if p.deadline <= now {
+            p.slot.answer(Err(Lost::Expired));
+            continue;
+        }
+        // Bounded by count and by bytes: escaped into the batch a body grows at most
+        // twofold, so a batch stays well under the peer body limit; the first write always
+        // goes, and a client body is at most 4 MiB.
+        let fits = batch.is_empty()
+            || (batch.len() < crate::wire::peer::MAX_FORWARD_BATCH
+                && bytes + p.write.body.len() <= MAX_FORWARD_BATCH_BODY_BYTES);
+        if fits && batch.first().is_none_or(|b| b.leader == p.leader) {
+            bytes += p.write.body.len();
+            batch.push(p);
+        } else {
+            rest.push_back(p);
+        }
+    }
+    q.waiting = rest;
+    (!batch.is_empty()).then_some(batch)
+}
+
+/// Sends one batch in one request and answers each of its writes.
+fn send_batch(f: &Forwarder, batch: Vec<Pending>) {
+    use crate::wire::peer::ForwardedAnswer;
+    let now = Instant::now();
+    let Some(first) = batch.first() else { return };
+    let left = batch
+        .iter()
+        .map(|p| p.deadline)
+        .max()
+        .unwrap_or(now)
+        .saturating_duration_since(now);
+    let url = format!("{}://{}/v1/raft/forward", f.scheme, first.leader);
+    let mut r = f
+        .agent
+        .post(&url)
+        .timeout(left)
+        .set(PROXIED_HEADER, "1")
+        .set("Content-Type", "application/json");
+    if let Some(t) = &first.token {
+        r = r.set(TOKEN_HEADER, t);
+    }
+    let writes: Vec<&crate::wire::peer::ForwardedWrite> = batch.iter().map(|p| &p.write).collect();
+    let body = serde_json::to_vec(&writes).expect("forwarded writes serialise");
+    let lost = |why: Lost| {
+        for p in &batch {
+            p.slot.answer(Err(why));
+        }
+    };
+    let resp = match r.send_bytes(&body) {
+        Ok(resp) => resp,
+        // The whole batch refused (a wrong secret, a draining leader): each gets that
+        // answer, as a single forwarded write would have.
+        Err(ureq::Error::Status(status, resp)) => {
+            let mut text = String::new();
+            let _ = resp
+                .into_reader()
+                .take(MAX_BODY_BYTES as u64)
+                .read_to_string(&mut text);
             for p in &batch {
-                let _ = p.reply.send(Err(why));
+                p.slot
+                    .answer(Ok(Response::json_bytes(status, text.clone().into_bytes())));
             }
-        };
-        let resp = match r.send_bytes(&body) {
-            Ok(resp) => resp,
-            // The whole batch refused (a wrong secret, a draining leader): each gets that
-            // answer, as a single forwarded write would have.
-            Err(ureq::Error::Status(status, resp)) => {
-                let mut text = String::new();
-                let _ = resp
-                    .into_reader()
-                    .take(MAX_BODY_BYTES as u64)
-                    .read_to_string(&mut text);
-                for p in &batch {
-                    let _ = p
-                        .reply
-                        .send(Ok(Response::json_bytes(status, text.clone().into_bytes())));
-                }
-                continue;
-            }
-            Err(e) if e.kind() == ureq::ErrorKind::ConnectionFailed => {
-                lost(Lost::NotSent);
-                continue;
-            }
-            Err(_) => {
-                lost(Lost::MaybeSent);
-                continue;
-            }
-        };
-        let answers: Option<Vec<ForwardedAnswer>> = {
-            let mut text = Vec::new();
-            resp.into_reader()
-                .take(crate::wire::peer::MAX_FORWARD_ANSWER_BYTES)
-                .read_to_end(&mut text)
-                .ok()
-                .and_then(|_| serde_json::from_slice(&text).ok())
-        };
-        match answers {
-            Some(answers) if answers.len() == batch.len() => {
-                for (p, a) in batch.iter().zip(answers) {
-                    let _ = p
-                        .reply
-                        .send(Ok(Response::json_bytes(a.status, a.body.into_bytes())));
-                }
-            }
-            // Cut short or not what was asked: every write of it may have been applied.
-            _ => lost(Lost::MaybeSent),
+            return;
         }
+        Err(e) if e.kind() == ureq::ErrorKind::ConnectionFailed => return lost(Lost::NotSent),
+        Err(_) => return lost(Lost::MaybeSent),
+    };
+    let answers: Option<Vec<ForwardedAnswer>> = {
+        let mut text = Vec::new();
+        resp.into_reader()
+            .take(crate::wire::peer::MAX_FORWARD_ANSWER_BYTES)
+            .read_to_end(&mut text)
+            .ok()
+            .and_then(|_| serde_json::from_slice(&text).ok())
+    };
+    match answers {
+        Some(answers) if answers.len() == batch.len() => {
+            for (p, a) in batch.iter().zip(answers) {
+                p.slot
+                    .answer(Ok(Response::json_bytes(a.status, a.body.into_bytes())));
+            }
+        }
+        // Cut short or not what was asked: every write of it may have been applied.
+        _ => lost(Lost::MaybeSent),
     }
 }
 
@@ -222,21 +339,20 @@ pub(super) fn forward(
         if left.is_zero() {
             return Err(timeout());
         }
-        let (tx, rx) = std::sync::mpsc::channel();
-        f.queue
-            .lock()
-            .expect("forward queue lock")
-            .push_back(Pending {
+        let slot = Arc::new(Slot::default());
+        let send_now = enqueue(
+            &f.queue,
+            Pending {
                 leader: leader.clone(),
                 token: node.config().cluster_token.clone(),
                 write: write.clone(),
                 deadline,
-                reply: tx,
-            });
-        f.queued.notify_one();
-        match rx.recv_timeout(left) {
-            Ok(Ok(resp)) => return Ok(resp),
-            Ok(Err(Lost::NotSent)) => {
+                slot: slot.clone(),
+            },
+        );
+        match await_answer(&f.queue, &slot, deadline, send_now, &|b| send_batch(f, b)) {
+            Ok(resp) => return Ok(resp),
+            Err(Lost::NotSent) => {
                 // Never arrived; the caller looks for the leader again, under the same id
                 // (and answers a timeout, not "not taken", if an earlier attempt may have
                 // arrived).
@@ -244,11 +360,11 @@ pub(super) fn forward(
                     leader: Some(leader.0.clone()),
                 });
             }
-            Ok(Err(Lost::MaybeSent)) => {
+            Err(Lost::MaybeSent) => {
                 *maybe_sent = true;
                 thread::sleep(Duration::from_millis(5).min(left));
             }
-            Err(_) => {
+            Err(Lost::Expired) => {
                 // Queued or sent, and no answer in time.
                 *maybe_sent = true;
                 return Err(timeout());
@@ -325,4 +441,119 @@ pub(super) fn peer_forward(node: &Node, req: &Request) -> Result<Response> {
         })
         .collect();
     Ok(Response::json(200, &answers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Many threads forwarding at once, batches for two leaders, some answered as lost,
+    /// some writes out of time while queued or on their way: every write gets its own
+    /// answer (or, for those out of time, a lost one), never more than two batches are on
+    /// their way, and at the end no place among the senders is held and nothing is queued.
+    /// A place lost or counted twice shows as threads that never finish.
+    #[test]
+    fn every_forwarded_write_is_answered_and_the_sender_places_come_back() {
+        const THREADS: usize = 24;
+        const WRITES: usize = 300;
+        let queue = Arc::new(Mutex::new(Queue::default()));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let batches = Arc::new(AtomicUsize::new(0));
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (queue, in_flight, most, batches) = (
+                    queue.clone(),
+                    in_flight.clone(),
+                    most.clone(),
+                    batches.clone(),
+                );
+                thread::spawn(move || {
+                    // xorshift: varied but repeatable per thread.
+                    let mut x = 0x9e37_79b9_7f4a_7c15_u64 ^ (t as u64 + 1);
+                    let mut next = move || {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x
+                    };
+                    for w in 0..WRITES {
+                        let id = format!("{t}-{w}");
+                        let short = next() % 16 == 0;
+                        let deadline = Instant::now()
+                            + if short {
+                                Duration::from_micros(next() % 500)
+                            } else {
+                                Duration::from_secs(60)
+                            };
+                        let slot = Arc::new(Slot::default());
+                        let sending = enqueue(
+                            &queue,
+                            Pending {
+                                leader: PeerAddr::new(if next() % 8 == 0 { "b:1" } else { "a:1" }),
+                                token: None,
+                                write: crate::wire::peer::ForwardedWrite {
+                                    method: "POST".into(),
+                                    query: Vec::new(),
+                                    body: String::new(),
+                                    request_id: id.clone(),
+                                    access_token: None,
+                                },
+                                deadline,
+                                slot: slot.clone(),
+                            },
+                        );
+                        let lose = next() % 10 == 0;
+                        let pause = Duration::from_micros(next() % 200);
+                        let send = |batch: Vec<Pending>| {
+                            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            batches.fetch_add(1, Ordering::SeqCst);
+                            assert!(batch.iter().all(|p| p.leader == batch[0].leader));
+                            // The exchange with the leader.
+                            thread::sleep(pause);
+                            in_flight.fetch_sub(1, Ordering::SeqCst);
+                            for p in batch {
+                                p.slot.answer(if lose {
+                                    Err(Lost::MaybeSent)
+                                } else {
+                                    Ok(Response::json_bytes(200, p.write.request_id.into_bytes()))
+                                });
+                            }
+                        };
+                        match await_answer(&queue, &slot, deadline, sending, &send) {
+                            Ok(resp) => {
+                                assert_eq!(resp.body, id.as_bytes(), "someone else's answer")
+                            }
+                            Err(Lost::MaybeSent) => {}
+                            Err(Lost::Expired) => assert!(short, "{id} ran out of time"),
+                            Err(Lost::NotSent) => panic!("never answered NotSent here"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !handles.iter().all(|h| h.is_finished()) {
+            assert!(
+                Instant::now() < deadline,
+                "forwarding threads hung: a place among the senders was lost"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        for h in handles {
+            h.join().expect("a forwarding thread panicked");
+        }
+        let q = lock(&queue);
+        assert_eq!(q.sending, 0, "places among the senders still held");
+        assert!(
+            q.waiting.is_empty(),
+            "{} writes left queued",
+            q.waiting.len()
+        );
+        assert!(most.load(Ordering::SeqCst) <= FORWARD_SENDERS);
+        // Batching happened: fewer batches than writes.
+        assert!(batches.load(Ordering::SeqCst) < THREADS * WRITES);
+    }
 }
