@@ -27,8 +27,8 @@ use crate::raft::{Command, PeerAddr};
 /// There are no sender threads: the HTTP thread of a queued write sends a batch itself when
 /// fewer than [`FORWARD_SENDERS`] are on their way, and when its own answer is in it hands
 /// that place to the thread of a write still queued. A lone write thus goes out at once,
-/// without waking another thread and being woken by it, which was a fifth of a forwarded
-/// write's time at one connection (docs/benchmarks.md).
+/// without waking another thread and being woken by it. With two sender threads instead, a
+/// forwarded write cost the forwarding member about 25 µs more CPU (docs/benchmarks.md).
 pub(super) struct Forwarder {
     queue: Mutex<Queue>,
     agent: ureq::Agent,
@@ -45,8 +45,9 @@ struct Queue {
 }
 
 /// Batches in flight to the leader at once: while one waits for its answers, the next
-/// fills. Two did better than four once peer streams made the leader faster: fewer, fuller
-/// batches cost less CPU per write on both members (docs/benchmarks.md).
+/// fills. Two did better than four (as sender threads) once peer streams made the leader
+/// faster: fewer, fuller batches cost less CPU per write on both members
+/// (docs/benchmarks.md).
 const FORWARD_SENDERS: usize = 2;
 
 /// Client bodies one forwarded batch carries at most (the peer endpoint takes 64 MiB).
@@ -130,6 +131,7 @@ fn await_answer(
     mut sending: bool,
     send: &dyn Fn(Vec<Pending>),
 ) -> std::result::Result<Response, Lost> {
+    let _fatal = PanicIsFatal;
     loop {
         if sending {
             let batch = {
@@ -194,6 +196,20 @@ fn enqueue(queue: &Mutex<Queue>, p: Pending) -> bool {
         q.sending += 1;
     }
     free
+}
+
+/// Ends the process if a thread panics (a bug) while it holds or may be handed a place
+/// among the senders: the place would be lost, and with both lost no forwarded write
+/// would go out again while the node looked healthy. As with the node's critical threads,
+/// a supervisor restarts it.
+struct PanicIsFatal;
+
+impl Drop for PanicIsFatal {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            crate::node::fatal("a thread failed while forwarding writes to the leader");
+        }
+    }
 }
 
 /// Gives the place of a sender that is done to the thread of the first write still
