@@ -40,7 +40,8 @@ pub(super) struct Forwarder {
 #[derive(Default)]
 struct Queue {
     waiting: VecDeque<Pending>,
-    /// Batches on their way now, each sent by the HTTP thread of one of the writes.
+    /// Places among the senders held now, at most [`FORWARD_SENDERS`]: each by the HTTP
+    /// thread of one of the writes, sending a batch or about to.
     sending: usize,
 }
 
