@@ -217,17 +217,22 @@ impl Drop for PanicIsFatal {
 /// queued, or gives it up when none is. Writes whose threads stopped waiting are dropped
 /// here, so that they do not stay queued until the next write comes.
 fn hand_on(q: &mut Queue) {
-    q.waiting.retain(|p| !lock(&p.slot.state).abandoned);
-    for p in &q.waiting {
+    let mut handed = false;
+    q.waiting.retain(|p| {
         let mut s = lock(&p.slot.state);
-        if !s.abandoned && !s.send {
-            s.send = true;
-            drop(s);
-            p.slot.changed.notify_one();
-            return;
+        if s.abandoned {
+            return false;
         }
+        if !handed && !s.send {
+            s.send = true;
+            handed = true;
+            p.slot.changed.notify_one();
+        }
+        true
+    });
+    if !handed {
+        q.sending -= 1;
     }
-    q.sending -= 1;
 }
 
 /// Takes the queued writes for one leader, up to a batch. Writes whose deadline passed are

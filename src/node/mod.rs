@@ -109,9 +109,10 @@ pub(crate) fn spawn_critical(
 /// Lowers the calling thread's CPU priority to nice 10, for background work that can wait
 /// for serving: writing datum files and checkpoints. A checkpoint of 240,000 datums took
 /// 410 to 490 ms; with its writes paced but the thread at the node's own priority, the
-/// slowest 100 ms of commits while it ran were 20-38% of the median (docs/benchmarks.md). At nice 10 it gets about a tenth of what a thread at the node's
-/// priority gets, so under load it finishes later, and on an idle core at full speed. Best
-/// effort: a refusal leaves the thread at its priority.
+/// slowest 100 ms of commits while it ran were 20-38% of the median (docs/benchmarks.md).
+/// At nice 10 it gets about a tenth of what a thread at the node's priority gets, so under
+/// load it finishes later, and on an idle core at full speed. Best effort: a refusal
+/// leaves the thread at its priority.
 pub(crate) fn lower_thread_priority() {
     // SAFETY: neither call takes a pointer; `gettid` cannot fail.
     unsafe {
