@@ -7,13 +7,13 @@
 //! parent module.
 
 use std::collections::VecDeque;
-use std::io::Read;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::{refuse_stranger, ParsedWrite, Request, Response, MAX_BODY_BYTES};
 use crate::error::{Error, Result};
+use crate::node::peer_call::PeerCall;
 use crate::node::{Node, PROXIED_HEADER, TOKEN_HEADER};
 use crate::raft::{Command, PeerAddr};
 
@@ -31,9 +31,10 @@ use crate::raft::{Command, PeerAddr};
 /// forwarded write cost the forwarding member about 25 µs more CPU (docs/benchmarks.md).
 pub(super) struct Forwarder {
     queue: Mutex<Queue>,
-    agent: ureq::Agent,
-    /// `https` when the cluster runs TLS.
-    scheme: &'static str,
+    /// Keep-alive connections to the leader between batches, at most [`FORWARD_SENDERS`].
+    idle: Mutex<Vec<PeerCall>>,
+    /// The cluster's TLS, when it runs TLS.
+    tls: Option<Arc<rustls::ClientConfig>>,
     pub(super) sessions: crate::client::SessionPool,
 }
 
@@ -108,16 +109,8 @@ pub(super) fn forwarder(node: &Node) -> &'static Forwarder {
     static FORWARDER: std::sync::OnceLock<Forwarder> = std::sync::OnceLock::new();
     FORWARDER.get_or_init(|| Forwarder {
         queue: Default::default(),
-        agent: node
-            .config()
-            .peer_agent()
-            .max_idle_connections_per_host(FORWARD_SENDERS)
-            .build(),
-        scheme: if node.config().tls.is_some() {
-            "https"
-        } else {
-            "http"
-        },
+        idle: Mutex::new(Vec::new()),
+        tls: node.config().tls.as_ref().map(|t| t.client.clone()),
         sessions: crate::client::SessionPool::new(),
     })
 }
@@ -266,61 +259,50 @@ fn take_batch(q: &mut Queue) -> Option<Vec<Pending>> {
 
 /// Sends one batch in one request and answers each of its writes.
 fn send_batch(f: &Forwarder, batch: Vec<Pending>) {
-    use crate::wire::peer::ForwardedAnswer;
+    use crate::wire::peer::{ForwardedAnswer, MAX_FORWARD_ANSWER_BYTES};
     let now = Instant::now();
     let Some(first) = batch.first() else { return };
-    let left = batch
-        .iter()
-        .map(|p| p.deadline)
-        .max()
-        .unwrap_or(now)
-        .saturating_duration_since(now);
-    let url = format!("{}://{}/v1/raft/forward", f.scheme, first.leader);
-    let mut r = f
-        .agent
-        .post(&url)
-        .timeout(left)
-        .set(PROXIED_HEADER, "1")
-        .set("Content-Type", "application/json");
-    if let Some(t) = &first.token {
-        r = r.set(TOKEN_HEADER, t);
-    }
-    let writes: Vec<&crate::wire::peer::ForwardedWrite> = batch.iter().map(|p| &p.write).collect();
-    let body = serde_json::to_vec(&writes).expect("forwarded writes serialise");
+    let deadline = batch.iter().map(|p| p.deadline).max().unwrap_or(now);
     let lost = |why: Lost| {
         for p in &batch {
             p.slot.answer(Err(why));
         }
     };
-    let resp = match r.send_bytes(&body) {
-        Ok(resp) => resp,
-        // The whole batch refused (a wrong secret, a draining leader): each gets that
-        // answer, as a single forwarded write would have.
-        Err(ureq::Error::Status(status, resp)) => {
-            let mut text = String::new();
-            let _ = resp
-                .into_reader()
-                .take(MAX_BODY_BYTES as u64)
-                .read_to_string(&mut text);
-            for p in &batch {
-                p.slot
-                    .answer(Ok(Response::json_bytes(status, text.clone().into_bytes())));
-            }
-            return;
-        }
-        Err(e) if e.kind() == ureq::ErrorKind::ConnectionFailed => return lost(Lost::NotSent),
+    let left = deadline.saturating_duration_since(now);
+    if left.is_zero() {
+        return lost(Lost::Expired);
+    }
+    let Some(mut call) = f.take_call(&first.leader, left) else {
+        return lost(Lost::NotSent);
+    };
+    let mut headers = vec![(PROXIED_HEADER, "1"), ("Content-Type", "application/json")];
+    if let Some(t) = &first.token {
+        headers.push((TOKEN_HEADER, t));
+    }
+    let writes: Vec<&crate::wire::peer::ForwardedWrite> = batch.iter().map(|p| &p.write).collect();
+    let body = serde_json::to_vec(&writes).expect("forwarded writes serialise");
+    let max_answer = usize::try_from(MAX_FORWARD_ANSWER_BYTES).unwrap_or(usize::MAX);
+    let answer = match call.post("/v1/raft/forward", &headers, &body, deadline, max_answer) {
+        Ok(a) => a,
+        // Sent, or partly: every write of it may have been applied.
         Err(_) => return lost(Lost::MaybeSent),
     };
-    let answers: Option<Vec<ForwardedAnswer>> = {
-        let mut text = Vec::new();
-        resp.into_reader()
-            .take(crate::wire::peer::MAX_FORWARD_ANSWER_BYTES)
-            .read_to_end(&mut text)
-            .ok()
-            .and_then(|_| serde_json::from_slice(&text).ok())
-    };
-    match answers {
-        Some(answers) if answers.len() == batch.len() => {
+    if answer.keep_alive {
+        f.put_call(call);
+    }
+    if answer.status >= 400 {
+        // The whole batch refused (a wrong secret, a draining leader): each gets that
+        // answer, as a single forwarded write would have.
+        let mut text = answer.body;
+        text.truncate(MAX_BODY_BYTES);
+        for p in &batch {
+            p.slot
+                .answer(Ok(Response::json_bytes(answer.status, text.clone())));
+        }
+        return;
+    }
+    match serde_json::from_slice::<Vec<ForwardedAnswer>>(&answer.body) {
+        Ok(answers) if answer.status == 200 && answers.len() == batch.len() => {
             for (p, a) in batch.iter().zip(answers) {
                 p.slot
                     .answer(Ok(Response::json_bytes(a.status, a.body.into_bytes())));
@@ -328,6 +310,33 @@ fn send_batch(f: &Forwarder, batch: Vec<Pending>) {
         }
         // Cut short or not what was asked: every write of it may have been applied.
         _ => lost(Lost::MaybeSent),
+    }
+}
+
+impl Forwarder {
+    /// A connection to `leader` for one batch: an idle one still usable, or a new one.
+    /// `None`: the leader cannot be reached, and nothing was sent.
+    fn take_call(&self, leader: &PeerAddr, timeout: Duration) -> Option<PeerCall> {
+        let idle = {
+            let mut idle = lock(&self.idle);
+            let at = idle.iter().rposition(|c| c.peer() == leader);
+            at.map(|i| idle.swap_remove(i))
+        };
+        // Probed outside the lock (a system call when it has been quiet).
+        if let Some(call) = idle.filter(PeerCall::usable) {
+            return Some(call);
+        }
+        PeerCall::open(leader, self.tls.as_ref(), timeout).ok()
+    }
+
+    /// Keeps a connection for the next batch; the oldest goes when there are more than
+    /// batches in flight at once (one to a former leader, say).
+    fn put_call(&self, call: PeerCall) {
+        let mut idle = lock(&self.idle);
+        if idle.len() >= FORWARD_SENDERS {
+            idle.remove(0);
+        }
+        idle.push(call);
     }
 }
 

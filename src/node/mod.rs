@@ -27,6 +27,7 @@ mod flusher;
 pub mod members;
 pub mod metrics;
 pub mod notifier;
+pub mod peer_call;
 mod peer_stream;
 mod sender;
 pub mod sessions;

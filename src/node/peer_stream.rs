@@ -21,13 +21,13 @@ pub(super) enum OpenError {
     Failed(String),
 }
 
-enum Conn {
+pub(super) enum Conn {
     Plain(TcpStream),
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
 }
 
 impl Conn {
-    fn tcp(&self) -> &TcpStream {
+    pub(super) fn tcp(&self) -> &TcpStream {
         match self {
             Conn::Plain(s) => s,
             Conn::Tls(s) => &s.sock,
@@ -86,44 +86,7 @@ impl PeerStream {
         let failed = |what: &str, e: &dyn std::fmt::Display| {
             OpenError::Failed(format!("unreachable: {what}: {e}"))
         };
-        let addrs = peer
-            .as_str()
-            .to_socket_addrs()
-            .map_err(|e| failed("cannot resolve it", &e))?;
-        let mut last = None;
-        let mut tcp = None;
-        for a in addrs {
-            match TcpStream::connect_timeout(&a, timeout) {
-                Ok(s) => {
-                    tcp = Some(s);
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        let tcp = match (tcp, last) {
-            (Some(s), _) => s,
-            (None, Some(e)) => return Err(failed("cannot connect", &e)),
-            (None, None) => return Err(failed("cannot resolve it", &"no address")),
-        };
-        let setup = |t: &TcpStream| -> io::Result<()> {
-            t.set_nodelay(true)?;
-            t.set_write_timeout(Some(timeout))?;
-            t.set_read_timeout(Some(timeout))?;
-            set_user_timeout(t, timeout)
-        };
-        setup(&tcp).map_err(|e| failed("cannot set up the connection", &e))?;
-        let mut conn = match tls {
-            None => Conn::Plain(tcp),
-            Some(cfg) => {
-                let host = host_of(peer.as_str());
-                let name = rustls::pki_types::ServerName::try_from(host.to_string())
-                    .map_err(|e| failed("not a TLS server name", &e))?;
-                let c = rustls::ClientConnection::new(cfg.clone(), name)
-                    .map_err(|e| failed("cannot start TLS", &e))?;
-                Conn::Tls(Box::new(rustls::StreamOwned::new(c, tcp)))
-            }
-        };
+        let mut conn = connect(peer, tls, timeout).map_err(|e| OpenError::Failed(e.to_string()))?;
         let mut ask = format!(
             "POST {PEER_STREAM_PATH} HTTP/1.1\r\nHost: {peer}\r\nConnection: Upgrade\r\nUpgrade: {PEER_STREAM_PROTOCOL}\r\nContent-Length: 0\r\n"
         );
@@ -173,26 +136,105 @@ impl PeerStream {
     /// Whether the peer ended the stream: it never writes on it, so anything to read (the
     /// end, an error, a TLS alert) means it is gone. Does not wait.
     fn closed_by_peer(&self) -> bool {
-        let mut byte = 0u8;
-        // SAFETY: the descriptor belongs to this open stream, and the buffer is one valid
-        // byte; MSG_PEEK leaves the data where it is and MSG_DONTWAIT never blocks.
-        let n = unsafe {
-            libc::recv(
-                self.conn.tcp().as_raw_fd(),
-                (&mut byte as *mut u8).cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return !matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-            );
-        }
-        true
+        closed_by_peer(&self.conn)
     }
+}
+
+/// Why a connection to a peer could not be made: nothing was sent on it.
+#[derive(Debug)]
+pub struct ConnectError(String);
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unreachable: {}", self.0)
+    }
+}
+
+/// Connects to `peer` within `timeout`, with TLS when `tls` is given (the handshake runs on
+/// the first write). Writes and reads then time out after `timeout`, and the kernel drops
+/// the connection when what it sent stays unacknowledged that long (`TCP_USER_TIMEOUT`).
+pub(super) fn connect(
+    peer: &PeerAddr,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+) -> Result<Conn, ConnectError> {
+    let failed = |what: &str, e: &dyn std::fmt::Display| ConnectError(format!("{what}: {e}"));
+    let addrs = peer
+        .as_str()
+        .to_socket_addrs()
+        .map_err(|e| failed("cannot resolve it", &e))?;
+    let mut last = None;
+    let mut tcp = None;
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, timeout) {
+            Ok(s) => {
+                tcp = Some(s);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let tcp = match (tcp, last) {
+        (Some(s), _) => s,
+        (None, Some(e)) => return Err(failed("cannot connect", &e)),
+        (None, None) => return Err(failed("cannot resolve it", &"no address")),
+    };
+    let setup = |t: &TcpStream| -> io::Result<()> {
+        t.set_nodelay(true)?;
+        t.set_write_timeout(Some(timeout))?;
+        t.set_read_timeout(Some(timeout))?;
+        set_user_timeout(t, timeout)
+    };
+    setup(&tcp).map_err(|e| failed("cannot set up the connection", &e))?;
+    Ok(match tls {
+        None => Conn::Plain(tcp),
+        Some(cfg) => {
+            let host = host_of(peer.as_str());
+            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                .map_err(|e| failed("not a TLS server name", &e))?;
+            let c = rustls::ClientConnection::new(cfg.clone(), name)
+                .map_err(|e| failed("cannot start TLS", &e))?;
+            Conn::Tls(Box::new(rustls::StreamOwned::new(c, tcp)))
+        }
+    })
+}
+
+/// Completes the TLS handshake of a new connection (nothing for plain TCP), so that a peer
+/// refusing our certificate, or one we refuse, is an error before anything is sent.
+pub(super) fn handshake(conn: &mut Conn) -> Result<(), ConnectError> {
+    if let Conn::Tls(s) = conn {
+        while s.conn.is_handshaking() {
+            s.conn
+                .complete_io(&mut s.sock)
+                .map_err(|e| ConnectError(format!("TLS handshake failed: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the peer ended `conn` or sent something unasked (the end, an error, a TLS
+/// alert): on a connection where the peer only ever answers, either means it is not
+/// usable. Does not wait.
+pub(super) fn closed_by_peer(conn: &Conn) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: the descriptor belongs to this open connection, and the buffer is one valid
+    // byte; MSG_PEEK leaves the data where it is and MSG_DONTWAIT never blocks.
+    let n = unsafe {
+        libc::recv(
+            conn.tcp().as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return !matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        );
+    }
+    true
 }
 
 /// The status and (refusal) body of the answer to the upgrade request.
