@@ -1,7 +1,8 @@
 //! The sending end of a peer stream (`http::PEER_STREAM_PATH`): one connection to one peer,
 //! plain or TLS, switched by an HTTP upgrade to frames of peer batches that are written and
 //! never answered. Owns opening it, writing a frame, and telling a dead one from a quiet
-//! one; what to send and when to give up is `sender`'s.
+//! one, and the connecting (TCP or TLS) that `peer_call` shares; what to send and when to
+//! give up is `sender`'s.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
