@@ -319,8 +319,10 @@ impl Forwarder {
     fn take_call(&self, leader: &PeerAddr, timeout: Duration) -> Option<PeerCall> {
         let idle = {
             let mut idle = lock(&self.idle);
+            // The newest: the likeliest to be open still. `remove` keeps the rest oldest
+            // first, as `put_call` evicts them.
             let at = idle.iter().rposition(|c| c.peer() == leader);
-            at.map(|i| idle.swap_remove(i))
+            at.map(|i| idle.remove(i))
         };
         // Probed outside the lock (a system call when it has been quiet).
         if let Some(call) = idle.filter(PeerCall::usable) {
