@@ -5,10 +5,10 @@
 //! caller's.
 //!
 //! Not `ureq`, which the node uses elsewhere: per exchange it set the socket's timeouts
-//! again before every read and after it (and probed a pooled connection with two
-//! `ioctl`s), nine to eleven system calls a batch besides the send and the receive
-//! (docs/benchmarks.md). Here the timeouts change only when the deadline moves to another
-//! step, and a connection is probed only after it has been quiet.
+//! each time it read from its buffer (every line of an answer's head) and cleared them
+//! after, probed a pooled connection, and sent the head and the body apart: sixteen more
+//! system calls a batch (docs/benchmarks.md). Here the timeouts change only when the
+//! deadline moves by a step, and a connection is probed only after it has been quiet.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
