@@ -6,15 +6,15 @@
 //!
 //! Not `ureq`, which the node uses elsewhere: per exchange it set the socket's timeouts
 //! each time it read from its buffer (every line of an answer's head) and cleared them
-//! after, probed a pooled connection, and sent the head and the body apart: sixteen more
+//! after, probed a pooled connection, and sent the head and the body apart: fifteen more
 //! system calls a batch (docs/benchmarks.md). Here the timeouts change only when the
-//! deadline moves by a step, and a connection is probed only after it has been quiet.
+//! deadline moves by a step, and a pooled connection is probed with one non-blocking peek.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::peer_stream::{self, Conn, CHECK_AFTER_QUIET};
+use super::peer_stream::{self, Conn};
 use crate::raft::PeerAddr;
 
 pub use super::peer_stream::ConnectError;
@@ -33,7 +33,6 @@ pub struct PeerCall {
     buf: Vec<u8>,
     /// The socket timeouts set now.
     armed: Option<Duration>,
-    last_used: Instant,
 }
 
 /// One answer: its status and body, and whether the connection may carry another request.
@@ -58,7 +57,6 @@ impl PeerCall {
             peer: peer.clone(),
             buf: Vec::with_capacity(READ_CHUNK),
             armed: Some(timeout),
-            last_used: Instant::now(),
         })
     }
 
@@ -66,10 +64,11 @@ impl PeerCall {
         &self.peer
     }
 
-    /// Whether a connection taken from a pool may be used: one quiet for a while is
-    /// checked first, as the peer may have closed it (its keep-alive limit, a restart).
+    /// Whether a connection taken from a pool may be used: the peer may have closed it
+    /// (its keep-alive limit, a restart). One non-blocking peek, so that a leader that is
+    /// gone shows as a refused connection (nothing sent) rather than a broken exchange.
     pub fn usable(&self) -> bool {
-        self.last_used.elapsed() < CHECK_AFTER_QUIET || !peer_stream::closed_by_peer(&self.conn)
+        !peer_stream::closed_by_peer(&self.conn)
     }
 
     /// Sends `POST path` with `headers` and `body`, and reads the answer, all by
@@ -98,9 +97,7 @@ impl PeerCall {
         self.arm(deadline)?;
         self.conn.write_all(&msg)?;
         self.conn.flush()?;
-        let answer = self.read_answer(deadline, max_answer);
-        self.last_used = Instant::now();
-        answer
+        self.read_answer(deadline, max_answer)
     }
 
     /// Sets the socket's timeouts to the time left before `deadline`, rounded up (to 100 ms,
@@ -363,12 +360,20 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_the_peer_closed_is_not_usable_once_quiet() {
-        let (addr, t) = peer(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"]);
+    fn a_connection_the_peer_closed_is_not_usable() {
+        let ok: &'static [u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let (addr, t) = peer(vec![ok, ok]);
         let mut c = PeerCall::open(&addr, None, Duration::from_secs(2)).expect("open");
         c.post("/p", &[], b"", soon(), 10).expect("answer");
+        // The peer waits for a second request.
+        assert!(c.usable(), "open and answered");
+        c.post("/p", &[], b"", soon(), 10).expect("answer");
         t.join().expect("peer closes its end");
-        c.last_used = Instant::now() - CHECK_AFTER_QUIET;
+        // The end arrives asynchronously after the peer closes: poll with a deadline.
+        let until = Instant::now() + Duration::from_secs(5);
+        while c.usable() && Instant::now() < until {
+            thread::yield_now();
+        }
         assert!(!c.usable());
     }
 
