@@ -124,11 +124,11 @@ impl PeerCall {
         Ok(())
     }
 
-    /// Reads more of the answer into `buf`; an error at the end of the stream.
+    /// Reads more of the answer into `buf`; an error at the end of the stream. Each read
+    /// waits only for what is left of the deadline, so a peer that trickles its answer
+    /// cannot stretch the exchange.
     fn fill(&mut self, deadline: Instant) -> io::Result<()> {
-        if Instant::now() >= deadline {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
+        self.arm(deadline)?;
         let end = self.buf.len();
         self.buf.resize(end + READ_CHUNK, 0);
         let n = loop {
@@ -357,6 +357,42 @@ mod tests {
             started.elapsed()
         );
         drop(l);
+    }
+
+    #[test]
+    fn a_peer_that_answers_in_part_costs_the_deadline_not_more() {
+        // Part of the answer 600 ms into a 1 s deadline, then silence: the read after it
+        // waits only for what is left (to about 1.0 s), not for the timeout set when the
+        // request went out (about 1.7 s).
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = PeerAddr::new(l.local_addr().expect("addr").to_string());
+        let t = thread::spawn(move || {
+            let (mut s, _) = l.accept().expect("accept");
+            // The pace of the answer is what is tested, not a wait for another thread.
+            thread::sleep(Duration::from_millis(600));
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n[");
+            let mut b = [0u8; 64];
+            // Silent until the client gives up and closes.
+            while matches!(s.read(&mut b), Ok(n) if n > 0) {}
+        });
+        let mut c = PeerCall::open(&addr, None, Duration::from_secs(2)).expect("open");
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(1);
+        let e = c
+            .post("/p", &[], b"x", deadline, 100)
+            .err()
+            .expect("a timeout");
+        let took = started.elapsed();
+        assert!(
+            matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+            "{e}"
+        );
+        assert!(took < Duration::from_millis(1400), "{took:?}");
+        drop(c);
+        t.join().expect("peer");
     }
 
     #[test]
