@@ -324,7 +324,7 @@ impl Forwarder {
             let at = idle.iter().rposition(|c| c.peer() == leader);
             at.map(|i| idle.remove(i))
         };
-        // Probed outside the lock (a system call when it has been quiet).
+        // Probed outside the lock: a system call.
         if let Some(call) = idle.filter(PeerCall::usable) {
             return Some(call);
         }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::peer_stream::{self, Conn};
+use crate::http::server::socket_timeout;
 use crate::raft::PeerAddr;
 
 pub use super::peer_stream::ConnectError;
@@ -28,8 +29,8 @@ const READ_CHUNK: usize = 16 << 10;
 pub struct PeerCall {
     conn: Conn,
     peer: PeerAddr,
-    /// Bytes read past the end of the previous answer (a peer must not send any: they
-    /// make the connection unusable), then the answer being read.
+    /// The answer being read; empty between requests (bytes after an answer make it an
+    /// error, and bytes arriving later make the connection fail the probe of `usable`).
     buf: Vec<u8>,
     /// The socket timeouts set now.
     armed: Option<Duration>,
@@ -100,21 +101,11 @@ impl PeerCall {
         self.read_answer(deadline, max_answer)
     }
 
-    /// Sets the socket's timeouts to the time left before `deadline`, rounded up (to 100 ms,
-    /// or 10 ms under a second) so that successive requests, whose deadlines are about a
-    /// request timeout away, seldom change them. A read may thus end that much past the
-    /// deadline, never more.
+    /// Sets the socket's timeouts to what is left before `deadline`, as the server's
+    /// connections do ([`socket_timeout`]): successive requests, whose deadlines are about
+    /// a request timeout away, seldom change them.
     fn arm(&mut self, deadline: Instant) -> io::Result<()> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        let step = if left >= Duration::from_secs(1) {
-            100
-        } else {
-            10
-        };
-        let timeout = Duration::from_millis((left.as_millis() as u64 / step + 1) * step);
+        let timeout = socket_timeout(deadline).ok_or(io::ErrorKind::TimedOut)?;
         if self.armed != Some(timeout) {
             let tcp = self.conn.tcp();
             tcp.set_read_timeout(Some(timeout))?;
@@ -146,9 +137,6 @@ impl PeerCall {
 
     fn read_answer(&mut self, deadline: Instant, max_answer: usize) -> io::Result<Answer> {
         let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
-        if !self.buf.is_empty() {
-            return Err(invalid("the peer sent bytes nobody asked for".into()));
-        }
         let (head_len, status, length, keep_alive) = loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut resp = httparse::Response::new(&mut headers);

@@ -122,7 +122,9 @@ impl PeerStream {
 
     /// Writes one frame (its header included) whole.
     pub(super) fn send(&mut self, frame: &[u8]) -> io::Result<()> {
-        if self.last_write.elapsed() >= CHECK_AFTER_QUIET && self.closed_by_peer() {
+        // The peer never writes on a stream, so anything to read (the end, an error, a
+        // TLS alert) means it is gone.
+        if self.last_write.elapsed() >= CHECK_AFTER_QUIET && closed_by_peer(&self.conn) {
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionReset,
                 "the peer closed the stream",
@@ -132,12 +134,6 @@ impl PeerStream {
         self.conn.flush()?;
         self.last_write = Instant::now();
         Ok(())
-    }
-
-    /// Whether the peer ended the stream: it never writes on it, so anything to read (the
-    /// end, an error, a TLS alert) means it is gone. Does not wait.
-    fn closed_by_peer(&self) -> bool {
-        closed_by_peer(&self.conn)
     }
 }
 
