@@ -21,8 +21,14 @@ use crate::store::{write_meta, LogStore};
 use super::datum_set::Applied;
 use super::{log_event, Shared};
 
-/// A client's answer once its entry is applied (or why it never will be).
-pub type ProposeReply = Sender<ProposeResult>;
+/// A client's answer once its entry is applied (or why it never will be). A one-shot
+/// channel, not an `mpsc` one: `mpsc` allocates a zeroed block of 31 slots (3 KiB here) on
+/// the first send, one per write, which with its free was the largest allocation on the
+/// leader's hot path (docs/benchmarks.md).
+pub type ProposeReply = oneshot::Sender<ProposeResult>;
+
+/// Where a linearizable read's index goes (one-shot for the same reason).
+pub type ReadIndexReply = oneshot::Sender<Option<u64>>;
 
 /// What applying a proposed command did, with its term and index.
 pub type ProposeResult = Result<(Applied, u64, u64), Error>;
@@ -34,7 +40,7 @@ pub enum DriverEvent {
         reply: ProposeReply,
     },
     ReadIndex {
-        reply: Sender<Option<u64>>,
+        reply: ReadIndexReply,
     },
     TransferLeader {
         target: Option<PeerAddr>,
@@ -215,7 +221,7 @@ impl WriterDone {
 
 impl Driver {
     pub fn run(mut self) {
-        let mut reads: HashMap<u64, Sender<Option<u64>>> = HashMap::new();
+        let mut reads: HashMap<u64, ReadIndexReply> = HashMap::new();
         let mut refused = RefusalLog::default();
         let mut next_ctx = 1u64;
         let mut last_tick = Instant::now();
@@ -422,7 +428,7 @@ impl Driver {
         self.senders_for = Some(now);
     }
 
-    fn dispatch(&mut self, ready: Ready, reads: &mut HashMap<u64, Sender<Option<u64>>>) {
+    fn dispatch(&mut self, ready: Ready, reads: &mut HashMap<u64, ReadIndexReply>) {
         let Ready {
             hard_state,
             truncate_from,

@@ -38,7 +38,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -638,8 +638,8 @@ impl Node {
 
     /// Queues a command for the driver to append (this node must lead); the receiver gets
     /// what applying it did, with its term and index.
-    fn send_propose(&self, command: Command) -> Result<Receiver<ProposeResult>> {
-        let (tx, rx) = mpsc::channel();
+    fn send_propose(&self, command: Command) -> Result<oneshot::Receiver<ProposeResult>> {
+        let (tx, rx) = oneshot::channel();
         self.shared
             .driver
             .send(DriverEvent::Propose { command, reply: tx })
@@ -664,7 +664,7 @@ impl Node {
         writes: Vec<(String, Command)>,
         deadline: Instant,
     ) -> Vec<Result<(Outcome, LogId)>> {
-        let waiting: Vec<(String, Result<Receiver<ProposeResult>>)> = writes
+        let waiting: Vec<(String, Result<oneshot::Receiver<ProposeResult>>)> = writes
             .into_iter()
             .map(|(key, command)| (key, self.send_propose(command)))
             .collect();
@@ -769,7 +769,7 @@ impl Node {
             if in_force && s.role == Role::Leader {
                 return Ok((false, s.peers, LogId::new(s.peers_index, s.term)));
             }
-            let (tx, rx) = mpsc::channel();
+            let (tx, rx) = oneshot::channel();
             self.shared
                 .driver
                 .send(DriverEvent::ChangePeers {
@@ -828,7 +828,7 @@ impl Node {
                     },
                 });
             }
-            let (tx, rx) = mpsc::channel();
+            let (tx, rx) = oneshot::channel();
             self.shared
                 .driver
                 .send(DriverEvent::ReadIndex { reply: tx })
@@ -850,8 +850,8 @@ impl Node {
                         deadline.min(Instant::now() + Duration::from_millis(10)),
                     );
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(Error::ShuttingDown),
+                Err(oneshot::RecvTimeoutError::Timeout) => {}
+                Err(oneshot::RecvTimeoutError::Disconnected) => return Err(Error::ShuttingDown),
             }
         }
     }
@@ -1100,16 +1100,16 @@ fn answer(key: &str, applied: Applied, at: LogId) -> Result<(Outcome, LogId)> {
 }
 
 fn wait_reply<T>(
-    rx: &Receiver<Result<T>>,
+    rx: &oneshot::Receiver<Result<T>>,
     deadline: Instant,
     timeout_ms: u64,
 ) -> Result<Result<T>> {
     match rx.recv_timeout(datum_set::remaining(deadline)) {
         Ok(r) => Ok(r),
-        Err(mpsc::RecvTimeoutError::Timeout) => Err(Error::Timeout {
+        Err(oneshot::RecvTimeoutError::Timeout) => Err(Error::Timeout {
             waited_ms: timeout_ms,
         }),
-        Err(mpsc::RecvTimeoutError::Disconnected) => Err(Error::ShuttingDown),
+        Err(oneshot::RecvTimeoutError::Disconnected) => Err(Error::ShuttingDown),
     }
 }
 

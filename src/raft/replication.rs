@@ -232,8 +232,8 @@ impl RaftCore {
                 self.send_append(&from);
             }
         }
-        let voters = self.peers.latest().voters.clone();
-        for (ctx, from, index) in self.read_only.ack(&from, read_ctx, &voters) {
+        let voters = &self.peers.latest().voters;
+        for (ctx, from, index) in self.read_only.ack(&from, read_ctx, voters) {
             self.answer_read(ctx, from, Some(index));
         }
         Ok(())
