@@ -794,8 +794,8 @@ fn read_head(
 ) -> Result<(Head, usize), ReadError> {
     loop {
         // The header slots live on the stack up to the default limit: a 2 KiB allocation
-        // per request was the largest on the server's path, and freeing it made glibc
-        // consolidate its free lists.
+        // per request was the largest on the server's path, and glibc merges its fast
+        // bins (`malloc_consolidate`) before it serves any allocation over 1 KiB.
         let mut on_stack = [httparse::EMPTY_HEADER; HEADER_SLOTS_ON_STACK];
         let mut on_heap = Vec::new();
         let slots: &mut [httparse::Header] = if limits.max_headers <= HEADER_SLOTS_ON_STACK {
