@@ -381,42 +381,29 @@ fn refusal(code: ErrorCode, msg: impl Into<String>) -> ReadError {
     ReadError::Refuse(Response::refusal(code, msg))
 }
 
-/// Bytes read from the socket and not yet used.
+/// A client's connection, and what was read from it and not yet used.
 struct Conn {
     stream: Stream,
-    /// Storage read into, zeroed once when it grows (not per read); bytes `pos..end` are
-    /// read and not yet used.
-    buf: Vec<u8>,
-    pos: usize,
-    end: usize,
+    read: ReadBuf,
     /// The socket's read timeout as last set: set again only when it changes.
     armed: Option<Duration>,
 }
-
-/// Room for one read.
-const READ_CHUNK: usize = 16 << 10;
 
 impl Conn {
     fn new(stream: Stream) -> Conn {
         Conn {
             stream,
-            buf: Vec::new(),
-            pos: 0,
-            end: 0,
+            read: ReadBuf::default(),
             armed: None,
         }
     }
 
     fn buffered(&self) -> &[u8] {
-        &self.buf[self.pos..self.end]
+        self.read.buffered()
     }
 
     fn consume(&mut self, n: usize) {
-        self.pos = (self.pos + n).min(self.end);
-        if self.pos == self.end {
-            self.pos = 0;
-            self.end = 0;
-        }
+        self.read.consume(n);
     }
 
     /// Reads more bytes, waiting until `deadline` at most, or a little past it
@@ -427,6 +414,46 @@ impl Conn {
             self.stream.set_read_timeout(Some(timeout))?;
             self.armed = Some(timeout);
         }
+        match self.read.read_from(&mut self.stream) {
+            Ok(0) => Ok(false),
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(io::ErrorKind::TimedOut.into()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Bytes read from a connection and not yet used: what the server's connections and the
+/// forwarding connection (`node::peer_call`) read into. The storage is zeroed once when it
+/// grows, not per read.
+#[derive(Default)]
+pub(crate) struct ReadBuf {
+    buf: Vec<u8>,
+    /// Bytes `pos..end` are read and not yet used.
+    pos: usize,
+    end: usize,
+}
+
+/// Room for one read.
+const READ_CHUNK: usize = 16 << 10;
+
+impl ReadBuf {
+    pub(crate) fn buffered(&self) -> &[u8] {
+        &self.buf[self.pos..self.end]
+    }
+
+    /// Marks the first `n` buffered bytes used.
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.end);
+        if self.pos == self.end {
+            self.pos = 0;
+            self.end = 0;
+        }
+    }
+
+    /// One read from `from` after the buffered bytes (retried if interrupted), with room
+    /// for [`READ_CHUNK`]; `Ok(0)` at the end of the stream.
+    pub(crate) fn read_from(&mut self, from: &mut impl Read) -> io::Result<usize> {
         if self.pos > 0 && (self.pos * 2 > self.buf.len() || self.buf.len() - self.end < READ_CHUNK)
         {
             self.buf.copy_within(self.pos..self.end, 0);
@@ -437,16 +464,12 @@ impl Conn {
             self.buf.resize(self.end + READ_CHUNK, 0);
         }
         loop {
-            match self.stream.read(&mut self.buf[self.end..]) {
-                Ok(0) => return Ok(false),
+            match from.read(&mut self.buf[self.end..]) {
                 Ok(n) => {
                     self.end += n;
-                    return Ok(true);
+                    return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock) => {
-                    return Err(io::ErrorKind::TimedOut.into())
-                }
                 Err(e) => return Err(e),
             }
         }

@@ -10,20 +10,18 @@
 //! system calls a batch (docs/benchmarks.md). Here the timeouts change only when the
 //! deadline moves by a step, and a pooled connection is probed with one non-blocking peek.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::peer_stream::{self, Conn};
-use crate::http::server::socket_timeout;
+use crate::http::server::{socket_timeout, ReadBuf};
 use crate::raft::PeerAddr;
 
 pub use super::peer_stream::ConnectError;
 
 /// Largest answer head read.
 const MAX_HEAD_BYTES: usize = 16 << 10;
-/// Bytes read from the socket at a time.
-const READ_CHUNK: usize = 16 << 10;
 
 /// An open keep-alive connection to one peer.
 pub struct PeerCall {
@@ -31,7 +29,7 @@ pub struct PeerCall {
     peer: PeerAddr,
     /// The answer being read; empty between requests (bytes after an answer make it an
     /// error, and bytes arriving later make the connection fail the probe of `usable`).
-    buf: Vec<u8>,
+    buf: ReadBuf,
     /// The socket timeouts set now.
     armed: Option<Duration>,
 }
@@ -56,7 +54,7 @@ impl PeerCall {
         Ok(PeerCall {
             conn,
             peer: peer.clone(),
-            buf: Vec::with_capacity(READ_CHUNK),
+            buf: ReadBuf::default(),
             armed: Some(timeout),
         })
     }
@@ -120,16 +118,7 @@ impl PeerCall {
     /// cannot stretch the exchange.
     fn fill(&mut self, deadline: Instant) -> io::Result<()> {
         self.arm(deadline)?;
-        let end = self.buf.len();
-        self.buf.resize(end + READ_CHUNK, 0);
-        let n = loop {
-            match self.conn.read(&mut self.buf[end..]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => break r,
-            }
-        };
-        self.buf.truncate(end + *n.as_ref().unwrap_or(&0));
-        match n? {
+        match self.buf.read_from(&mut self.conn)? {
             0 => Err(io::ErrorKind::UnexpectedEof.into()),
             _ => Ok(()),
         }
@@ -140,7 +129,7 @@ impl PeerCall {
         let (head_len, status, length, keep_alive) = loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut resp = httparse::Response::new(&mut headers);
-            match resp.parse(&self.buf) {
+            match resp.parse(self.buf.buffered()) {
                 Ok(httparse::Status::Complete(len)) => {
                     let status = resp.code.unwrap_or(0);
                     let header = |name: &str| {
@@ -166,7 +155,7 @@ impl PeerCall {
                         && !header("connection").is_some_and(|v| v.eq_ignore_ascii_case(b"close"));
                     break (len, status, length, keep_alive);
                 }
-                Ok(httparse::Status::Partial) if self.buf.len() < MAX_HEAD_BYTES => {}
+                Ok(httparse::Status::Partial) if self.buf.buffered().len() < MAX_HEAD_BYTES => {}
                 Ok(httparse::Status::Partial) => {
                     return Err(invalid(format!(
                         "an answer head over {MAX_HEAD_BYTES} bytes"
@@ -184,14 +173,14 @@ impl PeerCall {
                 "an answer of {length} bytes, over the limit of {max_answer}"
             )));
         }
-        while self.buf.len() < head_len + length {
+        while self.buf.buffered().len() < head_len + length {
             self.fill(deadline)?;
         }
-        if self.buf.len() > head_len + length {
+        if self.buf.buffered().len() > head_len + length {
             return Err(invalid("the peer sent bytes nobody asked for".into()));
         }
-        let body = self.buf.split_off(head_len);
-        self.buf.clear();
+        let body = self.buf.buffered()[head_len..].to_vec();
+        self.buf.consume(head_len + length);
         Ok(Answer {
             status,
             body,
@@ -203,6 +192,7 @@ impl PeerCall {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
     use std::net::TcpListener;
     use std::thread;
 
