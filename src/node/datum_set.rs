@@ -13,10 +13,15 @@
 //! acknowledged write is already fsynced in the log, and start-up loads a checkpoint
 //! (`checkpoint`, the whole set in one file) and replays the log after it. After a crash,
 //! `reconcile_files` brings the datum files back in line.
+//!
+//! Committed entries may be applied before the local log has them durable (a majority
+//! does). Nothing here persists their effect before it does: checkpoints and datum files
+//! wait for the durable mark the driver keeps ([`DatumSet::set_durable`]), so what is on
+//! disk never runs ahead of the log it is replayed with.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -242,6 +247,10 @@ pub struct DatumSet {
     digests: Mutex<Digests>,
     /// Latest state of each key not yet written to its file (None: remove the file).
     dirty: Mutex<HashMap<String, Option<Datum>>>,
+    /// The highest entry index whose effect was queued in `dirty` (changed under its lock).
+    dirty_upto: AtomicU64,
+    /// How far the local log is durable.
+    durable: DurableMark,
     /// Every change up to this index is in the datum files.
     flushed: Mutex<u64>,
     /// Serialises flush rounds, checkpoints and snapshot installs (all write the data dir).
@@ -373,7 +382,78 @@ pub struct Checkpoints {
     pub previous: Option<u64>,
 }
 
+/// How long a flush round or a checkpoint waits for the log to be durable up to what it
+/// would write before it gives up for this round: far above one `fdatasync`, and short
+/// enough that a stop is not held up by a log that never catches up.
+const DURABLE_WAIT: Duration = Duration::from_secs(5);
+
+/// How far the local log is durable, as the driver last saw it (`RaftCore::stable_index`:
+/// lowered when a truncation is decided, raised once the write is durable). `u64::MAX`, the
+/// start, stands for no log behind the set (`nacosctl dump`, tests) or for one that holds
+/// all that applied (start-up replays only durable entries; a clean stop closed the log);
+/// the driver sets it before it hands the applier any entry it committed.
+struct DurableMark {
+    index: AtomicU64,
+    /// Threads in [`DurableMark::wait`]: the driver takes the lock to wake them only when
+    /// there are some, so its turns pay one atomic load otherwise.
+    waiters: AtomicUsize,
+    lock: Mutex<()>,
+    moved: Condvar,
+}
+
+impl Default for DurableMark {
+    fn default() -> Self {
+        DurableMark {
+            index: AtomicU64::new(u64::MAX),
+            waiters: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            moved: Condvar::new(),
+        }
+    }
+}
+
+impl DurableMark {
+    fn set(&self, index: u64) {
+        self.index.store(index, Ordering::SeqCst);
+        // After the store: a waiter that registered too late to be seen here reads the
+        // new index after registering.
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            let _held = self.lock.lock().expect("durable lock");
+            self.moved.notify_all();
+        }
+    }
+
+    /// Waits until the log is durable up to `index`; false when `deadline` passes first.
+    fn wait(&self, index: u64, deadline: Instant) -> bool {
+        if self.index.load(Ordering::SeqCst) >= index {
+            return true;
+        }
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let mut held = self.lock.lock().expect("durable lock");
+        let reached = loop {
+            if self.index.load(Ordering::SeqCst) >= index {
+                break true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break false;
+            }
+            held = self.moved.wait_timeout(held, left).expect("durable lock").0;
+        };
+        drop(held);
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        reached
+    }
+}
+
 impl DatumSet {
+    /// Records how far the local log is durable: what checkpoints and datum files may
+    /// reflect. The driver calls it before it hands committed entries to the applier, so
+    /// a lowered mark (a truncation decided) is seen before anything past it applies.
+    pub fn set_durable(&self, index: u64) {
+        self.durable.set(index);
+    }
+
     /// Loads the datum files of a data dir. Each holds the index that wrote it, so the log
     /// replay that follows can skip what a file already reflects.
     pub fn load(data_dir: PathBuf) -> Result<DatumSet> {
@@ -565,6 +645,8 @@ impl DatumSet {
                 floor: floor - 1,
             }),
             dirty: Mutex::new(HashMap::new()),
+            dirty_upto: AtomicU64::new(0),
+            durable: DurableMark::default(),
             flushed: Mutex::new(0),
             files: Mutex::new(()),
             write_files: AtomicBool::new(true),
@@ -897,7 +979,11 @@ impl DatumSet {
             }
         }
         if !dirty.is_empty() && self.writes_files() {
-            self.dirty.lock().expect("dirty lock").extend(dirty);
+            let mut queued = self.dirty.lock().expect("dirty lock");
+            queued.extend(dirty);
+            if let Some(last) = entries.last() {
+                self.dirty_upto.fetch_max(last.index, Ordering::SeqCst);
+            }
         }
         // Listeners first: once a reader sees the applied index move, the events up to it
         // are already queued for every watcher.
@@ -925,12 +1011,28 @@ impl DatumSet {
         // For `nacosctl dump` of a member that stopped without a clean stop: how far its
         // log was applied (so committed) about a second before (see `store::datum_dir`).
         datum_dir::write_applied_mark(&self.data_dir, upto)?;
-        let batch = std::mem::take(&mut *self.dirty.lock().expect("dirty lock"));
+        let (batch, newest) = {
+            let mut dirty = self.dirty.lock().expect("dirty lock");
+            (
+                std::mem::take(&mut *dirty),
+                self.dirty_upto.load(Ordering::SeqCst),
+            )
+        };
         let batch = if self.writes_files() {
             batch
         } else {
             HashMap::new()
         };
+        if !batch.is_empty() && !self.durable.wait(newest, Instant::now() + DURABLE_WAIT) {
+            // A file must not show a write the log here may still lose in a crash (it is
+            // committed, but a restart without a checkpoint would load the file as the
+            // state and replay a log that ends before it). Next round, then.
+            let mut dirty = self.dirty.lock().expect("dirty lock");
+            for (k, v) in batch {
+                dirty.entry(k).or_insert(v);
+            }
+            return Ok(*self.flushed.lock().expect("flushed lock"));
+        }
         // With a checkpoint on disk, restarts read it and the log, never the files, so a
         // file may be rewritten in place (a crash can tear it; the check after an unclean
         // stop repairs it). Without one (a new node, just after a snapshot install) a
@@ -972,15 +1074,28 @@ impl DatumSet {
         let mut w = checkpoint::CheckpointWriter::create(&self.data_dir, base)?;
         w.add_sessions(&lines)?;
         let mut after: Option<String> = None;
+        let mut newest = base;
         loop {
             let chunk = self.list_after(after.as_deref(), 4096);
             let Some(last) = chunk.last() else { break };
             after = Some(last.key.clone());
             for d in &chunk {
+                newest = newest.max(d.index);
                 w.add(d)?;
             }
         }
-        let bytes = w.finish(self.applied_index())?;
+        let end = self.applied_index();
+        // Published only once the log is durable up to all it holds: a start-up refuses a
+        // checkpoint ahead of the log (an acknowledged write would be missing from it).
+        if !self
+            .durable
+            .wait(end.max(newest), Instant::now() + DURABLE_WAIT)
+        {
+            return Err(Error::Timeout {
+                waited_ms: DURABLE_WAIT.as_millis() as u64,
+            });
+        }
+        let bytes = w.finish(end)?;
         let mut c = self.checkpoints.lock().expect("checkpoint lock");
         *c = Checkpoints {
             newest: Some(base),

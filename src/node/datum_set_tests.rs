@@ -984,3 +984,58 @@ fn the_datum_hash_is_fnv_over_the_compact_json_text() {
         assert_eq!(datum_hash(&d), reference(&d), "{}", d.value);
     }
 }
+
+/// Waits (with a deadline) until a thread is blocked in the durable mark's wait.
+fn until_waiting_for_the_log(sm: &DatumSet) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sm.durable.waiters.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "nothing waited for the log");
+        std::thread::yield_now();
+    }
+}
+
+/// Entries may apply before the local log has them durable (they are committed): the
+/// datum files and the checkpoint that reflect them wait until it does, so a crash never
+/// leaves on disk a state ahead of the log it is replayed with.
+#[test]
+fn files_and_checkpoints_wait_for_the_log_to_be_durable_up_to_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let sm = std::sync::Arc::new(DatumSet::load(dir.path().into()).unwrap());
+    sm.set_durable(1);
+    sm.apply(&[e(1, publish("a", 1))]).unwrap();
+    assert_eq!(sm.flush().unwrap(), 1, "durable: written at once");
+    assert_eq!(datum_dir::read_datum_dir(dir.path()).unwrap().len(), 1);
+
+    sm.apply(&[e(2, publish("b", 2)), e(3, publish("c", 3))])
+        .unwrap();
+    let flushing = {
+        let sm = sm.clone();
+        std::thread::spawn(move || sm.flush())
+    };
+    until_waiting_for_the_log(&sm);
+    assert_eq!(
+        datum_dir::read_datum_dir(dir.path()).unwrap().len(),
+        1,
+        "no file of an entry the log here does not hold yet"
+    );
+    sm.set_durable(3);
+    assert_eq!(flushing.join().unwrap().unwrap(), 3);
+    assert_eq!(datum_dir::read_datum_dir(dir.path()).unwrap().len(), 3);
+
+    sm.apply(&[e(4, publish("d", 4))]).unwrap();
+    let checkpointing = {
+        let sm = sm.clone();
+        std::thread::spawn(move || sm.checkpoint())
+    };
+    until_waiting_for_the_log(&sm);
+    assert!(
+        !checkpoint::checkpoint_path(dir.path()).exists(),
+        "no checkpoint ahead of the log"
+    );
+    // A truncation decided meanwhile lowers the mark; only the write of 4 raises it.
+    sm.set_durable(2);
+    sm.set_durable(4);
+    checkpointing.join().unwrap().unwrap();
+    let (restarted, base) = DatumSet::open(dir.path().into(), 0, 4).unwrap();
+    assert_eq!((base, restarted.len()), (4, 4));
+}

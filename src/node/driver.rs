@@ -485,6 +485,9 @@ impl Driver {
             });
         }
         self.send_all(messages);
+        // Before any entry goes to the applier: committed entries may apply before they are
+        // durable here, and what persists their effect waits for this mark.
+        self.shared.datums.set_durable(self.core.stable_index());
         if !direct.is_empty() {
             let _ = self.applier.send(ApplierMsg::Apply(direct));
         }

@@ -52,6 +52,12 @@ pub(super) fn run_flusher(shared: &Shared) {
                 short.hit("write a checkpoint", &e);
                 continue;
             }
+            // The log here is not durable up to the state yet (a stalled disk): the
+            // checkpoint waits for a later round, and the log keeps everything meanwhile.
+            Err(Error::Timeout { .. }) => {
+                log_event("checkpoint postponed: the log is not durable up to the applied state yet (a slow disk); trying again next round");
+                continue;
+            }
             Err(e) => fatal(&format!("cannot write a checkpoint: {e}")),
         };
         short.recovered();

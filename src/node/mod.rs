@@ -952,6 +952,11 @@ impl Node {
             }
             let _ = w.join();
         }
+        if self.shared.writer_done.log_closed.load(Ordering::SeqCst) {
+            // The writer wrote and synced all it was handed, every applied entry included,
+            // after the driver's last word on it: the flusher may write all that applied.
+            self.shared.datums.set_durable(u64::MAX);
+        }
         *self.shared.stopping.lock().expect("stopping lock") = true;
         self.shared.stop_cv.notify_all();
         if let Some(f) = self.shared.flusher.lock().expect("flusher lock").take() {

@@ -198,6 +198,11 @@ impl RaftCore {
     pub fn last_index(&self) -> u64 {
         self.log.last_index()
     }
+    /// The highest index durable in the local log as it stands: lowered as soon as a
+    /// truncation is decided, raised by `on_persisted`.
+    pub fn stable_index(&self) -> u64 {
+        self.log.stable_index()
+    }
     /// The configuration in force: the latest in the log, committed or not (thesis §4.1).
     pub fn peer_set(&self) -> &PeerSet {
         self.peers.latest()

@@ -11,6 +11,10 @@ pub(super) fn addr(s: &str) -> PeerAddr {
     PeerAddr::new(s)
 }
 
+pub(super) fn indices(entries: &[Entry]) -> Vec<u64> {
+    entries.iter().map(|e| e.index).collect()
+}
+
 fn names(n: usize) -> Vec<PeerAddr> {
     (0..n)
         .map(|i| addr(&((b'a' + i as u8) as char).to_string()))
@@ -835,4 +839,58 @@ fn long_divergent_suffix_is_repaired_in_logarithmic_round_trips() {
         rejections <= 10,
         "{rejections} round trips to find where b's log matches"
     );
+}
+
+/// Two followers that made an entry durable commit it, and the leader applies it while its
+/// own write is still under way (Raft thesis §10.2.1): a leader whose disk stalls does not
+/// hold the answer back. The leader counts itself only once its write is durable, so one
+/// follower alone does not commit.
+#[test]
+fn leader_applies_what_two_followers_made_durable_before_its_own_write_ends() {
+    let log = vec![noop(1, 1)];
+    let mut a = RaftCore::new(config("a", 3), hs(1, None), LogId::ZERO, log);
+    a.tick(2 * ET);
+    a.step(env("c", "a", 2, Message::PreVoteResp { granted: true }))
+        .unwrap();
+    a.step(env("c", "a", 2, Message::VoteResp { granted: true }))
+        .unwrap();
+    assert_eq!(a.role(), Role::Leader);
+    let ack = |from: &str, index: u64| {
+        env(
+            from,
+            "a",
+            2,
+            Message::AppendResp {
+                success: true,
+                index,
+                hint: 0,
+            },
+        )
+    };
+    // Nothing is reported durable on the leader until the end.
+    let rd = a.take_ready();
+    assert_eq!(indices(&rd.entries), [2], "its no-op");
+    a.step(ack("b", 2)).unwrap();
+    assert!(
+        a.take_ready().committed.is_empty(),
+        "one follower and a leader whose write is not durable are not a majority"
+    );
+    assert_eq!(a.commit_index(), 0);
+    a.step(ack("c", 2)).unwrap();
+    assert_eq!(a.commit_index(), 2);
+    assert_eq!(indices(&a.take_ready().committed), [1, 2]);
+
+    let first = a.propose(vec![publish("k", 1)]).expect("leader");
+    assert_eq!(first, LogId::new(3, 2));
+    assert_eq!(indices(&a.take_ready().entries), [3]);
+    a.step(ack("b", 3)).unwrap();
+    assert!(a.take_ready().committed.is_empty());
+    a.step(ack("c", 3)).unwrap();
+    let rd = a.take_ready();
+    assert_eq!(indices(&rd.committed), [3]);
+    assert_eq!(rd.committed[0].command, publish("k", 1));
+    assert_eq!(a.stable_index(), 1, "still not durable on the leader");
+
+    a.on_persisted(LogId::new(3, 2));
+    assert!(a.take_ready().committed.is_empty(), "applied once");
 }

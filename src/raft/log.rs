@@ -37,8 +37,11 @@ impl std::fmt::Display for LogId {
 }
 
 /// The retained log. Invariants: `entries[i].index == start.index + 1 + i`; terms never
-/// decrease along the log; `start.index <= applied_handed <= committed`, and
-/// `applied_handed <= stable` (nothing is applied before it is durable locally).
+/// decrease along the log; `start.index <= applied_handed <= committed`. Entries may be
+/// handed out for applying before they are durable locally: once committed they are
+/// durable on a majority and are never truncated, so the local write only has to catch up
+/// before anything persists the state they produced (the shell's checkpoints and datum
+/// files wait for it, see `node::datum_set`). Compaction stays behind `stable`.
 #[derive(Debug)]
 pub struct RaftLog {
     /// The entry the retained log continues after: the compaction or snapshot point
@@ -195,10 +198,11 @@ impl RaftLog {
         (self.truncate_from.take(), entries)
     }
 
-    /// Committed entries not yet handed out for applying, never past the local durable
-    /// index.
+    /// Committed entries not yet handed out for applying, durable locally or not (Raft
+    /// thesis §10.2.1: a majority holds them). So a member whose own disk stalls does not
+    /// hold up the answers to writes the other two made durable (docs/architecture.md).
     pub fn take_committed(&mut self) -> Vec<Entry> {
-        let apply_to = self.committed.min(self.stable);
+        let apply_to = self.committed;
         if apply_to <= self.applied_handed {
             return Vec::new();
         }
@@ -316,18 +320,28 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_applied_before_it_is_durable_and_committed() {
+    fn committed_entries_are_applied_before_they_are_durable_locally_but_not_compacted() {
         let mut l = log(LogId::ZERO, &[]);
         for i in 1..=3 {
             l.push(e(i, 1));
         }
         assert_eq!(l.take_unstable().1.len(), 3);
-        l.commit_to(3);
-        assert!(l.take_committed().is_empty(), "not durable yet");
+        l.commit_to(2);
+        assert_eq!(
+            l.take_committed().len(),
+            2,
+            "committed: durable on a majority"
+        );
+        assert!(!l.compact(2), "not durable here yet: the log keeps them");
         assert!(l.on_persisted(LogId::new(2, 1)));
-        assert_eq!(l.take_committed().len(), 2);
+        assert!(
+            l.take_committed().is_empty(),
+            "each entry is handed out once"
+        );
         assert!(!l.on_persisted(LogId::new(3, 9)), "wrong term: ignored");
         assert!(l.on_persisted(LogId::new(3, 1)));
+        assert!(l.take_committed().is_empty(), "not committed");
+        l.commit_to(3);
         assert_eq!(l.take_committed().len(), 1);
     }
 

@@ -18,7 +18,9 @@ pub struct ReadState {
 /// 1. persist `hard_state`, then apply `truncate_from` and append `entries` to the log, all
 ///    durably, and report it with `on_persisted`;
 /// 2. `messages` may be sent at once, `after_persist` only once step 1 is durable;
-/// 3. apply `committed` in index order (they are durable locally already);
+/// 3. apply `committed` in index order: they are durable on a majority, but may not be
+///    durable locally yet, so nothing that persists their effect (a checkpoint, a datum
+///    file) may be written before `on_persisted` covers them;
 /// 4. answer `reads`.
 #[derive(Debug, Default)]
 pub struct Ready {
