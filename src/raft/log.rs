@@ -363,7 +363,10 @@ mod tests {
         let _ = l.take_unstable();
         l.commit_to(n);
         let taken = l.take_committed();
-        assert_eq!(taken.last().map(|e| e.index), Some(3 + APPLY_AHEAD_OF_DURABLE));
+        assert_eq!(
+            taken.last().map(|e| e.index),
+            Some(3 + APPLY_AHEAD_OF_DURABLE)
+        );
         assert!(l.on_persisted(LogId::new(n, 1)));
         assert_eq!(l.take_committed().len(), 10);
     }
