@@ -28,7 +28,7 @@ pub use self::config::Config;
 pub use self::core::{
     ChangeError, FollowerStatus, ProposeError, RaftCore, Role, Status, CAUGHT_UP_ENTRIES,
 };
-pub use self::log::LogId;
+pub use self::log::{LogId, APPLY_AHEAD_OF_DURABLE};
 pub use self::peer_set::{check_addr, check_name, PeerChange, PeerSet, PeerSetLog, MAX_MEMBERS};
 pub use self::ready::{InstallPoint, ReadState, Ready};
 pub use self::validate::{Rejected, MAX_POSITION};
