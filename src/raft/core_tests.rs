@@ -15,6 +15,24 @@ pub(super) fn indices(entries: &[Entry]) -> Vec<u64> {
     entries.iter().map(|e| e.index).collect()
 }
 
+/// `a` of a, b, c, started over `log` in `term`, wins the next term with `voter`'s votes.
+pub(super) fn elected(log: Vec<Entry>, term: u64, voter: &str) -> RaftCore {
+    let mut a = RaftCore::new(config("a", 3), hs(term, None), LogId::ZERO, log);
+    a.tick(2 * ET);
+    let next = term + 1;
+    a.step(env(
+        voter,
+        "a",
+        next,
+        Message::PreVoteResp { granted: true },
+    ))
+    .unwrap();
+    a.step(env(voter, "a", next, Message::VoteResp { granted: true }))
+        .unwrap();
+    assert_eq!(a.role(), Role::Leader);
+    a
+}
+
 fn names(n: usize) -> Vec<PeerAddr> {
     (0..n)
         .map(|i| addr(&((b'a' + i as u8) as char).to_string()))
@@ -721,13 +739,7 @@ fn stale_probe_rejections_do_not_move_next_index_back_up() {
     // chain of Appends that never ends (found by the simulator, seed 933: ~37,000
     // Append/AppendResp to repair 300 entries).
     let log = vec![noop(1, 1), noop(2, 3), noop(3, 3), noop(4, 3)];
-    let mut a = RaftCore::new(config("a", 3), hs(3, None), LogId::ZERO, log);
-    a.tick(2 * ET);
-    a.step(env("c", "a", 4, Message::PreVoteResp { granted: true }))
-        .unwrap();
-    a.step(env("c", "a", 4, Message::VoteResp { granted: true }))
-        .unwrap();
-    assert_eq!(a.role(), Role::Leader);
+    let mut a = elected(log, 3, "c");
     let _ = a.take_ready();
     let b = addr("b");
     assert_eq!(a.progress[&b].next_index, 5, "first probe: prev 4");
@@ -847,14 +859,7 @@ fn long_divergent_suffix_is_repaired_in_logarithmic_round_trips() {
 /// follower alone does not commit.
 #[test]
 fn leader_applies_what_two_followers_made_durable_before_its_own_write_ends() {
-    let log = vec![noop(1, 1)];
-    let mut a = RaftCore::new(config("a", 3), hs(1, None), LogId::ZERO, log);
-    a.tick(2 * ET);
-    a.step(env("c", "a", 2, Message::PreVoteResp { granted: true }))
-        .unwrap();
-    a.step(env("c", "a", 2, Message::VoteResp { granted: true }))
-        .unwrap();
-    assert_eq!(a.role(), Role::Leader);
+    let mut a = elected(vec![noop(1, 1)], 1, "c");
     let ack = |from: &str, index: u64| {
         env(
             from,

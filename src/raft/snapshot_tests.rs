@@ -3,7 +3,7 @@
 //! reset and the `Ready` that installs it. The simulator in `tests/sim.rs` streams
 //! snapshots under faults.
 
-use super::tests::{addr, config, env, hs, indices, noop, publish, ET, HB};
+use super::tests::{addr, config, elected, env, hs, indices, noop, publish, ET, HB};
 use super::*;
 
 /// The Appends in `rd` to `to`, as (prev_log_index, number of entries).
@@ -50,14 +50,7 @@ fn heartbeat_resp(from: &str, last_index: u64) -> Envelope {
 /// `a` leads term 2 of a, b, c over entries 1..=n of term 1 and its no-op at n + 1, which b
 /// acknowledged: everything is committed and handed out for applying. c has not answered.
 fn leader(n: u64) -> RaftCore {
-    let log = (1..=n).map(|i| noop(i, 1)).collect();
-    let mut a = RaftCore::new(config("a", 3), hs(1, None), LogId::ZERO, log);
-    a.tick(2 * ET);
-    a.step(env("b", "a", 2, Message::PreVoteResp { granted: true }))
-        .unwrap();
-    a.step(env("b", "a", 2, Message::VoteResp { granted: true }))
-        .unwrap();
-    assert_eq!(a.role(), Role::Leader);
+    let mut a = elected((1..=n).map(|i| noop(i, 1)).collect(), 1, "b");
     a.on_persisted(LogId::new(n + 1, 2));
     a.step(append_resp("b", true, n + 1, 0)).unwrap();
     assert_eq!(a.commit_index(), n + 1);
