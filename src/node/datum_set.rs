@@ -392,6 +392,10 @@ const DURABLE_WAIT: Duration = Duration::from_secs(5);
 /// start, stands for no log behind the set (`nacosctl dump`, tests) or for one that holds
 /// all that applied (start-up replays only durable entries; a clean stop closed the log);
 /// the driver sets it before it hands the applier any entry it committed.
+///
+/// Not a `Mutex<u64>` and `Condvar` like `applied`: the driver sets it every turn, and
+/// `Condvar::notify_all` makes a system call whether or not anyone waits; here only the
+/// rare flush round or checkpoint that waits is woken.
 struct DurableMark {
     index: AtomicU64,
     /// Threads in [`DurableMark::wait`]: the driver takes the lock to wake them only when
@@ -998,7 +1002,9 @@ impl DatumSet {
     }
 
     /// Writes every queued datum change to its file; returns the applied index the files
-    /// now reflect. Rounds run one at a time (the caller serialises them).
+    /// now reflect. Rounds run one at a time (the caller serialises them). `Error::Timeout`
+    /// when the log here did not become durable up to the queued changes in time: they
+    /// stay queued for the next round.
     pub fn flush(&self) -> Result<u64> {
         let _files = self.files.lock().expect("files lock");
         self.flush_files()
@@ -1031,7 +1037,9 @@ impl DatumSet {
             for (k, v) in batch {
                 dirty.entry(k).or_insert(v);
             }
-            return Ok(*self.flushed.lock().expect("flushed lock"));
+            return Err(Error::Timeout {
+                waited_ms: DURABLE_WAIT.as_millis() as u64,
+            });
         }
         // With a checkpoint on disk, restarts read it and the log, never the files, so a
         // file may be rewritten in place (a crash can tear it; the check after an unclean

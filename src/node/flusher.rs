@@ -28,6 +28,11 @@ pub(super) fn run_flusher(shared: &Shared) {
                 short.hit("write datum files", &e);
                 continue;
             }
+            // Not a checkpoint either this round: it would wait for the same log.
+            Err(Error::Timeout { .. }) => {
+                postponed("datum files");
+                continue;
+            }
             Err(e) => fatal(&format!("cannot write datum files: {e}")),
         };
         let quiet = flushed == last_round;
@@ -55,7 +60,7 @@ pub(super) fn run_flusher(shared: &Shared) {
             // The log here is not durable up to the state yet (a stalled disk): the
             // checkpoint waits for a later round, and the log keeps everything meanwhile.
             Err(Error::Timeout { .. }) => {
-                log_event("checkpoint postponed: the log is not durable up to the applied state yet (a slow disk); trying again next round");
+                postponed("checkpoint");
                 continue;
             }
             Err(e) => fatal(&format!("cannot write a checkpoint: {e}")),
@@ -91,6 +96,14 @@ pub(super) fn run_flusher(shared: &Shared) {
             pinned,
         });
     }
+}
+
+/// A flush round or a checkpoint waited in vain for the log here to be durable up to what
+/// it would write (`DatumSet::set_durable`): the log keeps everything meanwhile.
+fn postponed(what: &str) {
+    log_event(&format!(
+        "{what} postponed: the log is not durable up to the applied state yet (a slow disk); trying again next round"
+    ));
 }
 
 /// Whether the bytes applied since the last checkpoint call for one: at least

@@ -40,7 +40,8 @@ impl std::fmt::Display for LogId {
 /// send more, so without a bound a member whose disk is slower than the other two would
 /// queue writes for it without end; with it, the backlog is this many entries plus one per
 /// client connection, as when nothing applied before it was durable. Far above what one
-/// slow `fdatasync` lets queue (about 25 entries at 8,000 writes a second and 3 ms).
+/// slow `fdatasync` lets queue: 8,000 writes a second (about what three members on tmpfs
+/// took with 3 ms added to the leader's, docs/benchmarks.md) for 3 ms is 24 entries.
 pub const APPLY_AHEAD_OF_DURABLE: u64 = 512;
 
 /// The retained log. Invariants: `entries[i].index == start.index + 1 + i`; terms never

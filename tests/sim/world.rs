@@ -921,7 +921,7 @@ impl Sim {
         let stable = self.nodes[n]
             .core
             .as_ref()
-            .map_or(0, |c| c.status().stable_index);
+            .map_or(0, RaftCore::stable_index);
         assert!(
             e.index <= stable + APPLY_AHEAD_OF_DURABLE,
             "n{n} was told to apply entry {} with only {stable} durable here",
@@ -995,7 +995,7 @@ impl Sim {
         }
         // The shell publishes a checkpoint only once its log is durable up to what it holds
         // (`DatumSet::checkpoint`); here it is taken at a later apply instead.
-        let stable = nd.core.as_ref().map_or(0, |c| c.status().stable_index);
+        let stable = nd.core.as_ref().map_or(0, RaftCore::stable_index);
         if stable < nd.applied {
             return;
         }
@@ -1845,7 +1845,7 @@ impl Sim {
                     && nd.applied == last
                     && nd.mem_log.last_index() == last
                     // Applied may run ahead of durable: converged once the disk caught up.
-                    && nd.core.as_ref().is_some_and(|c| c.status().stable_index == last)
+                    && nd.core.as_ref().is_some_and(|c| c.stable_index() == last)
                     // An installed snapshot counts once it is durable.
                     && nd.installs_queued == 0
             })
