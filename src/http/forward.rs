@@ -58,8 +58,8 @@ impl Queue {
     /// [`MAX_SPACING`]). Unspaced, the batches travelled in step: the leader commits those
     /// that reach it during one fsync together, so their places came back together and
     /// the writes queued meanwhile waited for both, about 40% of a round trip (1.0 ms of
-    /// 2.5 ms), while the leader had nothing of theirs to commit. Spaced, they wait about a
-    /// quarter (docs/benchmarks.md).
+    /// 2.5 ms), while the leader had nothing of theirs to commit. Spaced, they wait about
+    /// 30% (docs/benchmarks.md, ninth sitting).
     fn next_send(&self) -> Option<Instant> {
         if self.on_way == 0 {
             return None;
