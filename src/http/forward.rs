@@ -44,40 +44,6 @@ struct Queue {
     /// Places among the senders held now, at most [`FORWARD_SENDERS`]: each by the HTTP
     /// thread of one of the writes, sending a batch or about to.
     sending: usize,
-    /// Batches sent and not yet answered (or lost).
-    on_way: usize,
-    /// When the newest batch was sent.
-    last_sent: Option<Instant>,
-    /// A moving average of a batch's round trip (0: none yet).
-    round_trip_us: u64,
-}
-
-impl Queue {
-    /// When the next batch may go: at once when none is on its way, else a share of a
-    /// round trip after the newest one ([`FORWARD_SENDERS`] shares, at most
-    /// [`MAX_SPACING`]). Unspaced, the batches travelled in step: the leader commits those
-    /// that reach it during one fsync together, so their places came back together and
-    /// the writes queued meanwhile waited for both, about 40% of a round trip (1.0 ms of
-    /// 2.5 ms), while the leader had nothing of theirs to commit. Spaced, they wait about
-    /// 30% (docs/benchmarks.md, ninth sitting).
-    fn next_send(&self) -> Option<Instant> {
-        if self.on_way == 0 {
-            return None;
-        }
-        let share = Duration::from_micros(self.round_trip_us / FORWARD_SENDERS as u64);
-        self.last_sent.map(|t| t + share.min(MAX_SPACING))
-    }
-
-    /// Records a batch's round trip (or its loss) once it is over.
-    fn sent(&mut self, round_trip: Duration) {
-        self.on_way = self.on_way.saturating_sub(1);
-        let us = u64::try_from(round_trip.as_micros()).unwrap_or(u64::MAX);
-        self.round_trip_us = if self.round_trip_us == 0 {
-            us
-        } else {
-            (self.round_trip_us.saturating_mul(7)).saturating_add(us) / 8
-        };
-    }
 }
 
 /// Batches in flight to the leader at once: while one waits for its answers, the next
@@ -85,10 +51,6 @@ impl Queue {
 /// faster: fewer, fuller batches cost less CPU per write on both members
 /// (docs/benchmarks.md).
 const FORWARD_SENDERS: usize = 2;
-
-/// The longest a batch is held back to keep batches spaced ([`Queue::next_send`]): a
-/// leader slow to answer costs a queued write at most this much more.
-const MAX_SPACING: Duration = Duration::from_millis(5);
 
 /// Client bodies one forwarded batch carries at most (the peer endpoint takes 64 MiB).
 const MAX_FORWARD_BATCH_BODY_BYTES: usize = 16 << 20;
@@ -181,30 +143,8 @@ fn await_answer(
                     return answer;
                 }
                 drop(s);
-                let now = Instant::now();
-                let early = q.next_send().filter(|at| *at > now && now < deadline);
-                if let Some(at) = early.filter(|_| !q.waiting.is_empty()) {
-                    // Too soon after the last batch: wait, holding the place, unless our
-                    // answer comes or a place is handed to us meanwhile (under our slot's
-                    // lock, so that neither is missed).
-                    drop(q);
-                    let s = lock(&own.state);
-                    if s.answer.is_none() && !s.send {
-                        let left = at.min(deadline).saturating_duration_since(now);
-                        drop(
-                            own.changed
-                                .wait_timeout(s, left)
-                                .expect("forward queue lock"),
-                        );
-                    }
-                    continue;
-                }
                 match take_batch(&mut q) {
-                    Some(batch) => {
-                        q.on_way += 1;
-                        q.last_sent = Some(now);
-                        batch
-                    }
+                    Some(batch) => batch,
                     None => {
                         // Nothing left to send; ours is in another sender's batch.
                         q.sending -= 1;
@@ -213,9 +153,7 @@ fn await_answer(
                     }
                 }
             };
-            let started = Instant::now();
             send(batch);
-            lock(queue).sent(started.elapsed());
             continue;
         }
         let mut s = lock(&own.state);
@@ -542,32 +480,6 @@ pub(super) fn peer_forward(node: &Node, req: &Request) -> Result<Response> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// With a batch on its way, the next waits a share of the measured round trip after
-    /// it (at most `MAX_SPACING`); with none, it goes at once.
-    #[test]
-    fn batches_on_their_way_are_spaced_by_a_share_of_the_round_trip() {
-        let mut q = Queue::default();
-        assert_eq!(q.next_send(), None, "none on its way: at once");
-        let t = Instant::now();
-        q.on_way = 2;
-        q.last_sent = Some(t);
-        q.sent(Duration::from_millis(4));
-        assert_eq!(q.on_way, 1);
-        assert_eq!(q.next_send(), Some(t + Duration::from_millis(2)));
-        // A moving average: one slow round trip moves it an eighth of the way.
-        q.on_way = 2;
-        q.sent(Duration::from_millis(12));
-        assert_eq!(q.next_send(), Some(t + Duration::from_micros(2_500)));
-        q.sent(Duration::from_secs(60));
-        assert_eq!(q.next_send(), None, "none on its way any more");
-        q.on_way = 1;
-        assert_eq!(
-            q.next_send(),
-            Some(t + MAX_SPACING),
-            "a slow leader: capped"
-        );
-    }
 
     /// Many threads forwarding at once, batches for two leaders, some answered as lost,
     /// some writes out of time while queued or on their way: every write gets its own
