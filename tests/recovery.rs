@@ -322,14 +322,14 @@ fn values(client: &Client) -> std::collections::BTreeMap<String, serde_json::Val
 fn a_damaged_checkpoint_and_stale_datum_files_lose_nothing() {
     let mut n = TestNode::standalone(&with_datum_files(&COMPACTING));
     let client = n.client(T);
-    let edited_upto = overwrite(&client, 600, 150, "first");
+    overwrite(&client, 600, 150, "first");
+    let edited_upto = client.delete("key-3").unwrap().index;
     let ckpt = n.data_dir.join("checkpoint");
     // Later writes touch other keys only, so that the replay after the restart does not
     // rewrite the files edited below: only the comparison with the state can repair them.
     for i in 0..300 {
         client.put(&format!("hot-{}", i % 10), json!(i)).unwrap();
     }
-    client.delete("key-3").unwrap();
     let expected = values(&client);
     assert_eq!(expected.len(), 159);
     // The files trail the map by up to a flush round; wait for them before the crash so
@@ -341,8 +341,9 @@ fn a_damaged_checkpoint_and_stale_datum_files_lose_nothing() {
     })
     .unwrap_or_else(|| panic!("datum files never caught up\n{}", n.log_excerpt()));
     // And for the previous checkpoint, which the restart falls back to, to hold the last
-    // writes to the keys edited below: a replay of them would rewrite those files and leave
-    // nothing for the check to find. (The hot writes above make the checkpoints move on.)
+    // writes to the keys edited below, the delete included: a replay of them would rewrite
+    // those files and leave nothing for the check to find. (The hot writes above make the
+    // checkpoints move on.)
     let previous = n.data_dir.join("checkpoint.prev");
     poll_until(Duration::from_secs(20), || {
         let base = nacos_raft::store::checkpoint::read_base(&previous).ok()??;
@@ -407,7 +408,7 @@ fn a_damaged_checkpoint_and_stale_datum_files_lose_nothing() {
         n.log_excerpt()
     );
     assert!(
-        log.contains("checked 159 datum files after an unclean stop") && log.contains(": 3 stale"),
+        log.contains("checked 159 datum files after an unclean stop") && log.contains(": 4 stale"),
         "{}",
         n.log_excerpt()
     );
