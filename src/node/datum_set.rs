@@ -427,11 +427,13 @@ impl DurableMark {
         }
     }
 
-    /// Waits until the log is durable up to `index`; false when `deadline` passes first.
-    fn wait(&self, index: u64, deadline: Instant) -> bool {
+    /// Waits until the log is durable up to `index`: `Error::Timeout` when
+    /// [`DURABLE_WAIT`] passes first.
+    fn wait(&self, index: u64) -> Result<()> {
         if self.index.load(Ordering::SeqCst) >= index {
-            return true;
+            return Ok(());
         }
+        let deadline = Instant::now() + DURABLE_WAIT;
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let mut held = self.lock.lock().expect("durable lock");
         let reached = loop {
@@ -446,7 +448,13 @@ impl DurableMark {
         };
         drop(held);
         self.waiters.fetch_sub(1, Ordering::SeqCst);
-        reached
+        if reached {
+            Ok(())
+        } else {
+            Err(Error::Timeout {
+                waited_ms: DURABLE_WAIT.as_millis() as u64,
+            })
+        }
     }
 }
 
@@ -1029,17 +1037,14 @@ impl DatumSet {
         } else {
             HashMap::new()
         };
-        if !batch.is_empty() && !self.durable.wait(newest, Instant::now() + DURABLE_WAIT) {
+        if !batch.is_empty() {
             // A file must not show a write the log here may still lose in a crash (it is
             // committed, but a restart without a checkpoint would load the file as the
             // state and replay a log that ends before it). Next round, then.
-            let mut dirty = self.dirty.lock().expect("dirty lock");
-            for (k, v) in batch {
-                dirty.entry(k).or_insert(v);
+            if let Err(e) = self.durable.wait(newest) {
+                self.requeue(batch);
+                return Err(e);
             }
-            return Err(Error::Timeout {
-                waited_ms: DURABLE_WAIT.as_millis() as u64,
-            });
         }
         // With a checkpoint on disk, restarts read it and the log, never the files, so a
         // file may be rewritten in place (a crash can tear it; the check after an unclean
@@ -1054,18 +1059,23 @@ impl DatumSet {
                 None => datum_dir::remove_datum(&self.data_dir, &key).map(drop),
             };
             if let Err(e) = written {
-                // Back into the queue, so a retry (after descriptors come back, say) writes
-                // them; a change queued meanwhile is newer and wins.
-                let mut dirty = self.dirty.lock().expect("dirty lock");
-                for (k, v) in std::iter::once((key, d)).chain(pending) {
-                    dirty.entry(k).or_insert(v);
-                }
+                // A retry (after descriptors come back, say) writes them.
+                self.requeue(std::iter::once((key, d)).chain(pending));
                 return Err(e);
             }
         }
         let mut flushed = self.flushed.lock().expect("flushed lock");
         *flushed = (*flushed).max(upto);
         Ok(*flushed)
+    }
+
+    /// Puts changes a flush round took back into the queue; a change queued meanwhile is
+    /// newer and wins.
+    fn requeue(&self, changes: impl IntoIterator<Item = (String, Option<Datum>)>) {
+        let mut dirty = self.dirty.lock().expect("dirty lock");
+        for (k, v) in changes {
+            dirty.entry(k).or_insert(v);
+        }
     }
 
     /// Writes a checkpoint: flushes the datum files, then writes the whole datum set to the
@@ -1095,14 +1105,7 @@ impl DatumSet {
         let end = self.applied_index();
         // Published only once the log is durable up to all it holds: a start-up refuses a
         // checkpoint ahead of the log (an acknowledged write would be missing from it).
-        if !self
-            .durable
-            .wait(end.max(newest), Instant::now() + DURABLE_WAIT)
-        {
-            return Err(Error::Timeout {
-                waited_ms: DURABLE_WAIT.as_millis() as u64,
-            });
-        }
+        self.durable.wait(end.max(newest))?;
         let bytes = w.finish(end)?;
         let mut c = self.checkpoints.lock().expect("checkpoint lock");
         *c = Checkpoints {
