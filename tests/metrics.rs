@@ -157,3 +157,41 @@ fn status_watch_prints_a_round_per_interval_until_interrupted() {
     // --interval without --watch is a usage error.
     assert_code(&nacosctl_at(&node.addr, &["status", "--interval", "1s"]), 2);
 }
+
+/// Writes through a follower go to the leader on one forward stream, opened once and kept:
+/// the follower counts them by way, the leader counts the stream opened.
+#[test]
+fn writes_through_a_follower_go_on_one_forward_stream() {
+    let mut c = TestCluster::start(3, &[]);
+    let leader = c.wait_for_leader(LEADER_DEADLINE);
+    let follower = (leader + 1) % 3;
+    let client = c.nodes[follower].client(T);
+    const WRITES: u64 = 12;
+    for i in 1..=WRITES {
+        let r = client.put("streamed", json!(i)).unwrap();
+        assert_eq!(r.timestamp, i, "applied once, in order");
+    }
+    let (_, f) = scrape(&c.nodes[follower].addr);
+    assert_eq!(
+        value(&f, "nacos_forwarded_writes_total{way=\"stream\"}"),
+        WRITES as f64
+    );
+    assert!(
+        !f.contains_key("nacos_forwarded_writes_total{way=\"batch\"}"),
+        "no write went in a batch: {f:#?}"
+    );
+    let (_, l) = scrape(&c.nodes[leader].addr);
+    assert_eq!(
+        value(
+            &l,
+            "nacos_http_requests_total{route=\"raft_forward_stream\",code=\"101\"}"
+        ),
+        1.0
+    );
+    assert!(
+        !l.keys().any(|k| k.contains("route=\"raft_forward\"")),
+        "no batch reached the leader"
+    );
+    let got = c.client(T).get("streamed", true).unwrap();
+    assert_eq!((got.value, got.timestamp), (json!(WRITES), WRITES));
+}
