@@ -736,7 +736,7 @@ fn a_forward_stream_is_for_members_and_ends_at_a_bad_frame() {
     wait_log(&c.nodes[l], "is over the limit of 8519680");
 
     let client = c.client(T);
-    let got = client.get("fw", false).unwrap();
+    let got = client.get("fw", true).unwrap();
     assert_eq!((got.value, got.timestamp), (json!(1), 1));
     assert!(
         client.get("stolen", true).is_err(),

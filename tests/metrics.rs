@@ -192,6 +192,6 @@ fn writes_through_a_follower_go_on_one_forward_stream() {
         !l.keys().any(|k| k.contains("route=\"raft_forward\"")),
         "no batch reached the leader"
     );
-    let got = c.client(T).get("streamed", false).unwrap();
+    let got = c.client(T).get("streamed", true).unwrap();
     assert_eq!((got.value, got.timestamp), (json!(WRITES), WRITES));
 }

@@ -175,33 +175,6 @@ fn a_tls_cluster_serves_clients_and_peers_over_https_with_mutual_tls() {
         .set(nacos_raft::node::TOKEN_HEADER, CLUSTER_SECRET)
         .send_string("[]");
     assert_eq!(taken.map(|r| r.status()).ok(), Some(204));
-    // A forward stream is plain TCP only: over TLS the switch is refused as not found, and
-    // followers forward in batches (the write through the follower above went so).
-    let forward_url = format!("https://{}/v1/raft/forward-stream", c.nodes[leader].addr);
-    match agent
-        .post(&forward_url)
-        .set(nacos_raft::node::TOKEN_HEADER, CLUSTER_SECRET)
-        .set("Connection", "Upgrade")
-        .set("Upgrade", "nacos-raft-forward/1")
-        .call()
-    {
-        Err(ureq::Error::Status(404, r)) => {
-            let text = r.into_string().unwrap();
-            assert!(text.contains("plain TCP only"), "{text}");
-        }
-        other => panic!("a forward stream over TLS: {other:?}"),
-    }
-    let metrics = agent
-        .get(&format!("https://{}/metrics", c.nodes[follower].addr))
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
-    assert!(
-        metrics.contains("nacos_forwarded_writes_total{way=\"batch\"}")
-            && !metrics.contains("way=\"stream\""),
-        "{metrics}"
-    );
 
     // Plain HTTP to the TLS port: a plain-text answer that says so.
     let plain = format!("http://{}/v1/health", c.nodes[0].addr);

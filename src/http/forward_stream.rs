@@ -49,11 +49,6 @@ const MAX_SERVED_STREAMS: usize = 32;
 /// answers go out, and TCP holds the follower back.
 const MAX_UNANSWERED: usize = 4096;
 
-/// Frames and bytes held back at most while writes are on their way (see `Link::put`); a
-/// write past either goes out at once with those held.
-const HOLD_FRAMES: usize = 64;
-const HOLD_BYTES: usize = 1 << 20;
-
 /// Connect, switch, and each write of a frame, within this; and the kernel drops a
 /// connection whose data stays unacknowledged this long (`TCP_USER_TIMEOUT`).
 const LINK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -282,11 +277,10 @@ enum LinkState {
 struct Link {
     /// The writing half; frames are written whole under the lock.
     writer: Mutex<TcpStream>,
-    /// Frames waiting to be written, and whether a thread is writing. Frames that come
-    /// while writes are on their way are held until an answer comes, and go out together:
-    /// one system call and one wake-up of the leader's reader for many. Sent one by one,
-    /// at 64 connections a forwarded write cost all members 242 to 279 µs of CPU; held,
-    /// 209 to 228 (docs/benchmarks.md).
+    /// Frames waiting to be written, and whether a thread is writing: frames that come
+    /// while one is go out with its next write, one system call for many (each its own
+    /// cost about 50 µs more per write on the two members at 16 connections, the
+    /// receiver's wake-ups included).
     outbox: Mutex<Outbox>,
     /// The same socket, to shut down while a sender may hold `writer`.
     socket: TcpStream,
@@ -296,7 +290,6 @@ struct Link {
 #[derive(Default)]
 struct Outbox {
     frames: Vec<u8>,
-    count: usize,
     writing: bool,
 }
 
@@ -453,49 +446,18 @@ impl Link {
         Sent::Answer(slot.take_answer().unwrap_or(Err(Lost::Expired)))
     }
 
-    /// Writes a frame now, with any held, unless writes are on their way: then it is held
-    /// for the next answer (`flush`) or the thread writing now.
+    /// Writes a frame, with those of other threads that came while it was written.
     fn put(&self, frame: &StreamedWrite) {
-        let out = {
+        let mut out = {
             let mut o = lock(&self.outbox);
             put_frame(&mut o.frames, frame);
-            o.count += 1;
             if o.writing {
                 // The writing thread takes it with its next write.
                 return;
             }
-            // Nagle's rule, with answers for acknowledgements: while a write is on its way,
-            // the next ones wait for its answer (or another's) and go together, up to a
-            // bound. A lone write goes at once; under load the leader reads many writes per
-            // wake-up, as it did a batch.
-            if o.count < HOLD_FRAMES && o.frames.len() < HOLD_BYTES {
-                let in_flight = lock(&self.waiting).slots.len().saturating_sub(o.count);
-                if in_flight > 0 {
-                    return;
-                }
-            }
             o.writing = true;
-            o.count = 0;
             std::mem::take(&mut o.frames)
         };
-        self.write_out(out);
-    }
-
-    /// Sends what the outbox holds, if no thread is writing (an answer came).
-    fn flush(&self) {
-        let out = {
-            let mut o = lock(&self.outbox);
-            if o.writing || o.frames.is_empty() {
-                return;
-            }
-            o.writing = true;
-            o.count = 0;
-            std::mem::take(&mut o.frames)
-        };
-        self.write_out(out);
-    }
-
-    fn write_out(&self, mut out: Vec<u8>) {
         loop {
             if lock(&self.writer).write_all(&out).is_err() {
                 // Perhaps partly written: every write on the stream may have arrived.
@@ -509,7 +471,6 @@ impl Link {
                 o.frames = out;
                 return;
             }
-            o.count = 0;
             std::mem::swap(&mut out, &mut o.frames);
         }
     }
@@ -565,9 +526,6 @@ impl Link {
             // None: its write stopped waiting (the deadline passed).
             if let Some(slot) = lock(&self.waiting).slots.remove(&a.seq) {
                 slot.answer(Ok(Response::json_bytes(a.status, a.body.into_bytes())));
-            }
-            if r.buffer().is_empty() {
-                self.flush();
             }
         }
     }
