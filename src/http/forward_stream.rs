@@ -277,20 +277,9 @@ enum LinkState {
 struct Link {
     /// The writing half; frames are written whole under the lock.
     writer: Mutex<TcpStream>,
-    /// Frames waiting to be written, and whether a thread is writing: frames that come
-    /// while one is go out with its next write, one system call for many (each its own
-    /// cost about 50 µs more per write on the two members at 16 connections, the
-    /// receiver's wake-ups included).
-    outbox: Mutex<Outbox>,
     /// The same socket, to shut down while a sender may hold `writer`.
     socket: TcpStream,
     waiting: Mutex<Waiting>,
-}
-
-#[derive(Default)]
-struct Outbox {
-    frames: Vec<u8>,
-    writing: bool,
 }
 
 #[derive(Default)]
@@ -399,7 +388,6 @@ impl Link {
         reading.set_read_timeout(Some(LINK_IDLE)).ok()?;
         let link = Arc::new(Link {
             writer: Mutex::new(tcp),
-            outbox: Mutex::default(),
             socket,
             waiting: Mutex::default(),
         });
@@ -433,46 +421,25 @@ impl Link {
             w.slots.insert(seq, slot.clone());
             seq
         };
-        let frame = StreamedWrite {
-            seq,
-            write: write.clone(),
-        };
-        self.put(&frame);
+        let mut frame = Vec::with_capacity(write.body.len() + 256);
+        put_frame(
+            &mut frame,
+            &StreamedWrite {
+                seq,
+                write: write.clone(),
+            },
+        );
+        let written = lock(&self.writer).write_all(&frame);
+        if written.is_err() {
+            // Perhaps partly written: every write on the stream may have arrived.
+            self.end();
+        }
         if let Some(answer) = slot.wait_answer(deadline) {
             return Sent::Answer(answer);
         }
         lock(&self.waiting).slots.remove(&seq);
         // A last look: answered between the wait and the removal.
         Sent::Answer(slot.take_answer().unwrap_or(Err(Lost::Expired)))
-    }
-
-    /// Writes a frame, with those of other threads that came while it was written.
-    fn put(&self, frame: &StreamedWrite) {
-        let mut out = {
-            let mut o = lock(&self.outbox);
-            put_frame(&mut o.frames, frame);
-            if o.writing {
-                // The writing thread takes it with its next write.
-                return;
-            }
-            o.writing = true;
-            std::mem::take(&mut o.frames)
-        };
-        loop {
-            if lock(&self.writer).write_all(&out).is_err() {
-                // Perhaps partly written: every write on the stream may have arrived.
-                self.end();
-            }
-            out.clear();
-            let mut o = lock(&self.outbox);
-            if o.frames.is_empty() {
-                o.writing = false;
-                // Keep the buffer for the next write.
-                o.frames = out;
-                return;
-            }
-            std::mem::swap(&mut out, &mut o.frames);
-        }
     }
 
     /// Reads answers until the stream ends; why, when that is not the leader closing it or
