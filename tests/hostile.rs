@@ -522,11 +522,8 @@ fn peer_requests_without_the_secret_are_refused_and_change_nothing() {
 /// Opens a peer stream on `addr` with these extra header lines; the answer to the upgrade
 /// and the connection, to write frames on.
 fn open_peer_stream(addr: &str, headers: &[(&str, &str)]) -> (Answer, BufReader<TcpStream>) {
-    open_stream(addr, "/v1/raft/stream", headers)
-}
-
-fn open_stream(addr: &str, path: &str, headers: &[(&str, &str)]) -> (Answer, BufReader<TcpStream>) {
-    let mut head = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n");
+    let mut head =
+        format!("POST /v1/raft/stream HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n");
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -631,118 +628,6 @@ fn a_peer_stream_drops_outsiders_and_ends_at_a_bad_frame() {
 
     assert_eq!(terms(&c), vec![term; 3], "the term moved");
     assert_eq!(status(&c.nodes[f]).leader.as_deref(), Some(leader.as_str()));
-    wait_consistent(&c);
-}
-
-const FORWARD_UPGRADE: [(&str, &str); 2] = [
-    ("Connection", "Upgrade"),
-    ("Upgrade", "nacos-raft-forward/1"),
-];
-
-/// A frame of a forward stream carrying one client write under `seq`.
-fn forward_frame(seq: u64, key: &str, value: Value, request_id: &str) -> Vec<u8> {
-    let write = json!({"seq": seq, "write": {
-        "method": "POST",
-        "body": json!({"key": key, "value": value}).to_string(),
-        "request_id": request_id,
-    }});
-    frame(write.to_string().as_bytes())
-}
-
-/// Reads one answer frame of a forward stream.
-fn read_forward_answer(conn: &mut BufReader<TcpStream>) -> Value {
-    let mut len = [0u8; 4];
-    conn.read_exact(&mut len).expect("an answer frame's length");
-    let mut body = vec![0; u32::from_be_bytes(len) as usize];
-    conn.read_exact(&mut body).expect("an answer frame");
-    serde_json::from_slice(&body).expect("an answer frame is JSON")
-}
-
-// The forward stream is a door to the leader's log: the secret is checked when it opens, as
-// for /v1/raft/forward, and nothing a stranger writes after a refusal is read. With the
-// secret each write is checked as the client API checks it and answered under its number;
-// a frame that is not a write, or is over the limit, ends the stream, and the member goes
-// on serving.
-#[test]
-fn a_forward_stream_is_for_members_and_ends_at_a_bad_frame() {
-    let (c, l) = three();
-    let leader = c.nodes[l].addr.clone();
-    let path = "/v1/raft/forward-stream";
-    for token in [None, Some("wrong-secret-0123456789abcdef")] {
-        let mut headers = FORWARD_UPGRADE.to_vec();
-        headers.extend(token.map(|t| (TOKEN_HEADER, t)));
-        let (a, mut conn) = open_stream(&leader, path, &headers);
-        assert_eq!(a.status, 403, "{token:?}: {}", a.text());
-        assert_eq!(a.error(), "forbidden", "{}", a.text());
-        let _ = conn
-            .get_mut()
-            .write_all(&forward_frame(1, "stolen", json!("x"), "thief:1"));
-        assert_closed(&mut conn);
-    }
-    let (a, _) = open_stream(&leader, path, &[(TOKEN_HEADER, CLUSTER_SECRET)]);
-    assert_eq!(a.status, 400, "{}", a.text());
-    assert!(
-        a.message().contains("Upgrade: nacos-raft-forward/1"),
-        "{}",
-        a.text()
-    );
-
-    let mut member = FORWARD_UPGRADE.to_vec();
-    member.push((TOKEN_HEADER, CLUSTER_SECRET));
-    let (a, mut conn) = open_stream(&leader, path, &member);
-    assert_eq!(a.status, 101, "{}", a.text());
-    send(
-        &mut conn,
-        &forward_frame(7, "fw", json!(1), "member-test:1"),
-    );
-    send(
-        &mut conn,
-        &forward_frame(8, "bad\u{0}key", json!(1), "member-test:2"),
-    );
-    send(
-        &mut conn,
-        &forward_frame(9, "fw", json!(1), "member-test:1"),
-    );
-    let first = read_forward_answer(&mut conn);
-    assert_eq!(
-        (first["seq"].as_u64(), first["status"].as_u64()),
-        (Some(7), Some(200)),
-        "{first}"
-    );
-    let body: Value = serde_json::from_str(first["body"].as_str().unwrap()).unwrap();
-    assert_eq!(body["timestamp"], 1, "{body}");
-    let bad = read_forward_answer(&mut conn);
-    assert_eq!(
-        (bad["seq"].as_u64(), bad["status"].as_u64()),
-        (Some(8), Some(400)),
-        "{bad}"
-    );
-    // The same request id again: the first answer, applied once.
-    let again = read_forward_answer(&mut conn);
-    assert_eq!(
-        (again["seq"].as_u64(), again["status"].as_u64()),
-        (Some(9), Some(200)),
-        "{again}"
-    );
-    assert_eq!(again["body"], first["body"]);
-    send(&mut conn, &frame(b"{\"not\": \"a write\"}"));
-    assert_closed(&mut conn);
-    wait_log(&c.nodes[l], "a forward stream closed");
-
-    let (a, mut conn) = open_stream(&leader, path, &member);
-    assert_eq!(a.status, 101, "{}", a.text());
-    send(&mut conn, &((64u32 << 20) + 1).to_be_bytes());
-    assert_closed(&mut conn);
-    wait_log(&c.nodes[l], "is over the limit of 8519680");
-
-    let client = c.client(T);
-    let got = client.get("fw", true).unwrap();
-    assert_eq!((got.value, got.timestamp), (json!(1), 1));
-    assert!(
-        client.get("stolen", true).is_err(),
-        "a stranger's write was taken"
-    );
-    put(&client, "after", json!("served"));
     wait_consistent(&c);
 }
 

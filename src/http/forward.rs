@@ -11,7 +11,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::forward_stream::Sent;
 use super::{refuse_stranger, ParsedWrite, Request, Response, MAX_BODY_BYTES};
 use crate::error::{Error, Result};
 use crate::node::peer_call::PeerCall;
@@ -37,8 +36,6 @@ pub(super) struct Forwarder {
     /// The cluster's TLS, when it runs TLS.
     tls: Option<Arc<rustls::ClientConfig>>,
     pub(super) sessions: crate::client::SessionPool,
-    /// Forward streams, used where the leader serves them (plain TCP).
-    links: super::forward_stream::Links,
 }
 
 #[derive(Default)]
@@ -69,13 +66,13 @@ struct Pending {
 
 /// Where one forwarded write stands; its HTTP thread waits on it.
 #[derive(Default)]
-pub(super) struct Slot {
+struct Slot {
     state: Mutex<SlotState>,
     changed: Condvar,
 }
 
 #[derive(Default)]
-pub(super) struct SlotState {
+struct SlotState {
     answer: Option<std::result::Result<Response, Lost>>,
     /// A place among the senders was handed to this write's thread: it must send, or pass
     /// the place on, before it returns.
@@ -86,7 +83,7 @@ pub(super) struct SlotState {
 
 /// Why a forwarded write has no answer.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Lost {
+enum Lost {
     /// The connection was refused: the leader never saw it.
     NotSent,
     /// The exchange broke after sending: it may have been applied.
@@ -95,41 +92,14 @@ pub(super) enum Lost {
     Expired,
 }
 
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().expect("forward queue lock")
 }
 
 impl Slot {
-    pub(super) fn answer(&self, a: std::result::Result<Response, Lost>) {
+    fn answer(&self, a: std::result::Result<Response, Lost>) {
         lock(&self.state).answer = Some(a);
         self.changed.notify_one();
-    }
-
-    /// Waits for the answer until `deadline`; `None` if none came by then.
-    pub(super) fn wait_answer(
-        &self,
-        deadline: Instant,
-    ) -> Option<std::result::Result<Response, Lost>> {
-        let mut s = lock(&self.state);
-        loop {
-            if let Some(answer) = s.answer.take() {
-                return Some(answer);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            s = self
-                .changed
-                .wait_timeout(s, left)
-                .expect("forward queue lock")
-                .0;
-        }
-    }
-
-    /// The answer, if one came.
-    pub(super) fn take_answer(&self) -> Option<std::result::Result<Response, Lost>> {
-        lock(&self.state).answer.take()
     }
 }
 
@@ -142,7 +112,6 @@ pub(super) fn forwarder(node: &Node) -> &'static Forwarder {
         idle: Mutex::new(Vec::new()),
         tls: node.config().tls.as_ref().map(|t| t.client.clone()),
         sessions: crate::client::SessionPool::new(),
-        links: Default::default(),
     })
 }
 
@@ -227,7 +196,7 @@ fn enqueue(queue: &Mutex<Queue>, p: Pending) -> bool {
 /// among the senders: the place would be lost, and with both lost no forwarded write
 /// would go out again while the node looked healthy. As with the node's critical threads,
 /// a supervisor restarts it.
-pub(super) struct PanicIsFatal;
+struct PanicIsFatal;
 
 impl Drop for PanicIsFatal {
     fn drop(&mut self) {
@@ -403,36 +372,18 @@ pub(super) fn forward(
         if left.is_zero() {
             return Err(timeout());
         }
-        let token = node.config().cluster_token.clone();
-        // On the leader's forward stream when there is one; in a batch when not.
-        let sent = match &f.tls {
-            None => f.links.send(leader, token.as_deref(), &write, deadline),
-            Some(_) => Sent::NoStream,
-        };
-        let way = |way| crate::node::metrics::WayLabel { way };
-        let answer = match sent {
-            Sent::Answer(a) => {
-                node.metrics().forwarded.get_or_create(&way("stream")).inc();
-                a
-            }
-            Sent::Again => continue,
-            Sent::NoStream => {
-                node.metrics().forwarded.get_or_create(&way("batch")).inc();
-                let slot = Arc::new(Slot::default());
-                let send_now = enqueue(
-                    &f.queue,
-                    Pending {
-                        leader: leader.clone(),
-                        token,
-                        write: write.clone(),
-                        deadline,
-                        slot: slot.clone(),
-                    },
-                );
-                await_answer(&f.queue, &slot, deadline, send_now, &|b| send_batch(f, b))
-            }
-        };
-        match answer {
+        let slot = Arc::new(Slot::default());
+        let send_now = enqueue(
+            &f.queue,
+            Pending {
+                leader: leader.clone(),
+                token: node.config().cluster_token.clone(),
+                write: write.clone(),
+                deadline,
+                slot: slot.clone(),
+            },
+        );
+        match await_answer(&f.queue, &slot, deadline, send_now, &|b| send_batch(f, b)) {
             Ok(resp) => return Ok(resp),
             Err(Lost::NotSent) => {
                 // Never arrived; the caller looks for the leader again, under the same id
@@ -474,7 +425,32 @@ pub(super) fn peer_forward(node: &Node, req: &Request) -> Result<Response> {
     let deadline = Instant::now() + node.publish_timeout();
     let parsed: Vec<Result<ParsedWrite>> = writes
         .into_iter()
-        .map(|w| admit_forwarded(node, w, deadline))
+        .map(|w| {
+            if w.method != "POST" && w.method != "DELETE" {
+                return Err(Error::BadRequest(format!(
+                    "a forwarded write is a POST or a DELETE, not {}",
+                    w.method
+                )));
+            }
+            let request = Request {
+                method: w.method,
+                path: "/v1/datum".to_string(),
+                query: w.query,
+                proxied: true,
+                token: None,
+                access_token: w.access_token,
+                request_id: Some(w.request_id),
+                content_type: None,
+                body: w.body.into_bytes(),
+            };
+            let mut parsed = ParsedWrite::parse(&request)?;
+            // The forwarding member checked too; the leader's table may be newer (and the
+            // entry is judged once more when it applies).
+            let caller = super::auth::caller(node, &request, deadline)?;
+            caller.check(node, crate::auth::Access::Write, &parsed.key, deadline)?;
+            parsed.user = caller.user().map(str::to_string);
+            Ok(parsed)
+        })
         .collect();
     let commands: Vec<(String, Command)> = parsed
         .iter()
@@ -498,38 +474,6 @@ pub(super) fn peer_forward(node: &Node, req: &Request) -> Result<Response> {
         })
         .collect();
     Ok(Response::json(200, &answers))
-}
-
-/// Checks one forwarded write as the client API checks it: what to propose, or why not.
-pub(super) fn admit_forwarded(
-    node: &Node,
-    w: crate::wire::peer::ForwardedWrite,
-    deadline: Instant,
-) -> Result<ParsedWrite> {
-    if w.method != "POST" && w.method != "DELETE" {
-        return Err(Error::BadRequest(format!(
-            "a forwarded write is a POST or a DELETE, not {}",
-            w.method
-        )));
-    }
-    let request = Request {
-        method: w.method,
-        path: "/v1/datum".to_string(),
-        query: w.query,
-        proxied: true,
-        token: None,
-        access_token: w.access_token,
-        request_id: Some(w.request_id),
-        content_type: None,
-        body: w.body.into_bytes(),
-    };
-    let mut parsed = ParsedWrite::parse(&request)?;
-    // The forwarding member checked too; the leader's table may be newer (and the entry is
-    // judged once more when it applies).
-    let caller = super::auth::caller(node, &request, deadline)?;
-    caller.check(node, crate::auth::Access::Write, &parsed.key, deadline)?;
-    parsed.user = caller.user().map(str::to_string);
-    Ok(parsed)
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ mod auth;
 mod backup;
 pub mod error;
 mod forward;
-mod forward_stream;
 mod members;
 mod naming;
 mod peer;
@@ -772,7 +771,7 @@ impl server::Handler for NodeHandler {
         let code = match &reply {
             server::Reply::Full(r) => r.status,
             server::Reply::Stream(_) => 200,
-            server::Reply::Frames { .. } | server::Reply::Duplex { .. } => 101,
+            server::Reply::Frames { .. } => 101,
         };
         self.node
             .metrics()
@@ -813,9 +812,6 @@ impl NodeHandler {
         }
         if req.method == "POST" && req.path == PEER_STREAM_PATH {
             return peer_stream(&self.node, &req, upgrade.as_deref());
-        }
-        if req.method == "POST" && req.path == forward_stream::FORWARD_STREAM_PATH {
-            return forward_stream::serve(&self.node, &req, upgrade.as_deref());
         }
         if req.method == "GET" && req.path == "/v1/watch" {
             return match watch::start(&self.node, &req) {

@@ -137,11 +137,6 @@ pub type FrameFn = Box<dyn FnMut(&[u8]) -> Result<(), ()> + Send>;
 /// Length of a frame's header: its body's length, a big-endian u32.
 pub const FRAME_HEADER_BYTES: usize = 4;
 
-/// Starts the answering side of a duplex connection (`Reply::Duplex`): given the
-/// connection's write half, the taker of its frames, or the refusal to send instead of
-/// switching (no room for another such connection, say).
-pub type DuplexFn = Box<dyn FnOnce(TcpStream) -> Result<FrameFn, Response> + Send>;
-
 /// What a handler answers.
 pub enum Reply {
     Full(Response),
@@ -158,16 +153,6 @@ pub enum Reply {
         protocol: &'static str,
         max_frame: usize,
         take: FrameFn,
-    },
-    /// As `Frames`, and the handler writes frames back on the connection's write half,
-    /// from a thread of its own and in its own time (answers as they are ready). Plain TCP
-    /// only: a TLS connection cannot be split into halves, so there the switch is refused
-    /// as not found, and the client uses what it would with a member that has no such
-    /// protocol.
-    Duplex {
-        protocol: &'static str,
-        max_frame: usize,
-        start: DuplexFn,
     },
 }
 
@@ -703,47 +688,6 @@ fn serve_one(
             if conn.stream.write_all(switch.as_bytes()).is_ok() && conn.stream.flush().is_ok() {
                 serve_frames(conn, limits, shared, max_frame, take);
             }
-            Ok(false)
-        }
-        Reply::Duplex {
-            protocol,
-            max_frame,
-            start,
-        } => {
-            let half = match &conn.stream {
-                Stream::Plain(tcp) => tcp.try_clone().and_then(|half| {
-                    half.set_write_timeout(Some(limits.write_timeout))?;
-                    Ok(half)
-                }),
-                Stream::Tls(_) => Err(io::ErrorKind::Unsupported.into()),
-            };
-            let started = match half {
-                Ok(half) => start(half),
-                Err(e) if e.kind() == io::ErrorKind::Unsupported => Err(Response::refusal(
-                    ErrorCode::NoRoute,
-                    format!("{protocol} is served on plain TCP only; over TLS send batches"),
-                )),
-                Err(e) => Err(Response::refusal(
-                    ErrorCode::Busy,
-                    format!("cannot switch to {protocol}: {e}"),
-                )),
-            };
-            let take = match started {
-                Ok(take) => take,
-                Err(r) => {
-                    write_response(&mut conn.stream, &r, false, http10)
-                        .map_err(|_| ReadError::Gone)?;
-                    return Ok(false);
-                }
-            };
-            let switch = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {protocol}\r\n\r\n"
-            );
-            if conn.stream.write_all(switch.as_bytes()).is_ok() && conn.stream.flush().is_ok() {
-                serve_frames(conn, limits, shared, max_frame, take);
-            }
-            // The write half ends with the connection, and the taker with it.
-            let _ = conn.stream.tcp().shutdown(std::net::Shutdown::Both);
             Ok(false)
         }
     }

@@ -31,11 +31,6 @@ pub struct RouteCodeLabel {
     pub code: u16,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct WayLabel {
-    pub way: &'static str,
-}
-
 /// Histograms of durations in seconds: 100 us to about 13 s, doubling.
 #[derive(Clone)]
 pub struct Seconds;
@@ -78,7 +73,6 @@ pub struct Metrics {
     pub peer_rtt: Family<PeerLabel, Histogram, Seconds>,
     pub http_requests: Family<RouteCodeLabel, Counter>,
     pub http_seconds: Family<RouteLabel, Histogram, Seconds>,
-    pub forwarded: Family<WayLabel, Counter>,
     term: Gauge,
     is_leader: Gauge,
     has_leader: Gauge,
@@ -113,7 +107,6 @@ impl Metrics {
             peer_rtt: Family::new_with_constructor(Seconds),
             http_requests: Family::default(),
             http_seconds: Family::new_with_constructor(Seconds),
-            forwarded: Family::default(),
             term: Gauge::default(),
             is_leader: Gauge::default(),
             has_leader: Gauge::default(),
@@ -223,11 +216,6 @@ impl Metrics {
             Unit::Seconds,
             m.http_seconds.clone(),
         );
-        r.register(
-            "nacos_forwarded_writes",
-            "Client writes this member sent to the leader, by way: `stream` (a forward stream) or `batch` (POST /v1/raft/forward); a write sent again after a lost connection counts again",
-            m.forwarded.clone(),
-        );
         r.register_with_unit(
             "process_resident_memory",
             "Resident memory of this process",
@@ -320,7 +308,6 @@ pub fn route_label(method: &str, path: &str) -> &'static str {
         ("POST", "/v1/raft/stream") => "raft_stream",
         ("POST", "/v1/raft/snapshot") => "raft_snapshot",
         ("POST", "/v1/raft/forward") => "raft_forward",
-        ("POST", "/v1/raft/forward-stream") => "raft_forward_stream",
         (_, p) if p.starts_with("/v1/auth/") || p.starts_with("/nacos/v1/auth/") => "auth",
         (_, p) if p.starts_with("/nacos/") => "nacos",
         (_, p) if p.starts_with("/ui") => "ui",

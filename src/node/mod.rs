@@ -28,7 +28,7 @@ pub mod members;
 pub mod metrics;
 pub mod notifier;
 pub mod peer_call;
-pub(crate) mod peer_stream;
+mod peer_stream;
 mod sender;
 pub mod sessions;
 pub mod snapshot;
@@ -664,21 +664,18 @@ impl Node {
         writes: Vec<(String, Command)>,
         deadline: Instant,
     ) -> Vec<Result<(Outcome, LogId)>> {
-        let waiting: Vec<Result<PendingWrite>> = writes
+        let waiting: Vec<(String, Result<oneshot::Receiver<ProposeResult>>)> = writes
             .into_iter()
-            .map(|(key, command)| self.write_later(key, command))
+            .map(|(key, command)| (key, self.send_propose(command)))
             .collect();
-        waiting.into_iter().map(|w| w?.wait(deadline)).collect()
-    }
-
-    /// Queues a write to `key` for the driver (this node must lead) without waiting: what
-    /// it did is the returned [`PendingWrite`]'s, as [`Node::write_one`] would answer it.
-    pub fn write_later(&self, key: String, command: Command) -> Result<PendingWrite> {
-        Ok(PendingWrite {
-            key,
-            reply: self.send_propose(command)?,
-            timeout_ms: self.shared.cfg.publish_timeout_ms,
-        })
+        waiting
+            .into_iter()
+            .map(|(key, rx)| {
+                let (applied, term, index) =
+                    wait_reply(&rx?, deadline, self.shared.cfg.publish_timeout_ms)??;
+                answer(&key, applied, LogId::new(index, term))
+            })
+            .collect()
     }
 
     /// Proposes one write to `key` and waits for what it did: a refused compare-and-set is
@@ -1104,34 +1101,6 @@ fn answer(key: &str, applied: Applied, at: LogId) -> Result<(Outcome, LogId)> {
             current,
         }),
         other => Ok((other, at)),
-    }
-}
-
-/// A write queued to the driver and not yet answered ([`Node::write_later`]).
-pub struct PendingWrite {
-    key: String,
-    reply: oneshot::Receiver<ProposeResult>,
-    timeout_ms: u64,
-}
-
-impl PendingWrite {
-    /// What the write did, once applied (or refused); `None` while it is on its way.
-    pub fn try_answer(&self) -> Option<Result<(Outcome, LogId)>> {
-        match self.reply.try_recv() {
-            Ok(r) => Some(self.answer(r)),
-            Err(oneshot::TryRecvError::Empty) => None,
-            Err(oneshot::TryRecvError::Disconnected) => Some(Err(Error::ShuttingDown)),
-        }
-    }
-
-    /// Waits until the write is applied (or refused), at most until `deadline`.
-    pub fn wait(&self, deadline: Instant) -> Result<(Outcome, LogId)> {
-        self.answer(wait_reply(&self.reply, deadline, self.timeout_ms)?)
-    }
-
-    fn answer(&self, r: ProposeResult) -> Result<(Outcome, LogId)> {
-        let (applied, term, index) = r?;
-        answer(&self.key, applied, LogId::new(index, term))
     }
 }
 

@@ -14,21 +14,21 @@ use crate::http::{PEER_STREAM_PATH, PEER_STREAM_PROTOCOL};
 use crate::raft::PeerAddr;
 
 /// Why a stream could not be opened.
-pub(crate) enum OpenError {
-    /// The peer does not serve this protocol (a member of an older version, during a
-    /// rolling upgrade, or one that serves it on plain TCP only): batches go to it as POSTs.
+pub(super) enum OpenError {
+    /// The peer does not serve streams (a member of an older version, during a rolling
+    /// upgrade): batches go to it as POSTs.
     Unsupported,
     /// Unreachable, or it refused (the reason is the peer's own words), for the log.
     Failed(String),
 }
 
-pub(crate) enum Conn {
+pub(super) enum Conn {
     Plain(TcpStream),
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
 }
 
 impl Conn {
-    pub(crate) fn tcp(&self) -> &TcpStream {
+    pub(super) fn tcp(&self) -> &TcpStream {
         match self {
             Conn::Plain(s) => s,
             Conn::Tls(s) => &s.sock,
@@ -84,20 +84,40 @@ impl PeerStream {
         token: Option<&str>,
         timeout: Duration,
     ) -> Result<PeerStream, OpenError> {
-        let conn = upgrade(
-            peer,
-            tls,
-            token,
-            timeout,
-            PEER_STREAM_PATH,
-            PEER_STREAM_PROTOCOL,
-        )?;
-        // From here on nothing is read: a quiet stream must not wait on reads.
-        let _ = conn.tcp().set_read_timeout(None);
-        Ok(PeerStream {
-            conn,
-            last_write: Instant::now(),
-        })
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            OpenError::Failed(format!("unreachable: {what}: {e}"))
+        };
+        let mut conn = connect(peer, tls, timeout).map_err(|e| OpenError::Failed(e.to_string()))?;
+        let mut ask = format!(
+            "POST {PEER_STREAM_PATH} HTTP/1.1\r\nHost: {peer}\r\nConnection: Upgrade\r\nUpgrade: {PEER_STREAM_PROTOCOL}\r\nContent-Length: 0\r\n"
+        );
+        if let Some(t) = token {
+            ask.push_str(&format!("{}: {t}\r\n", super::TOKEN_HEADER));
+        }
+        ask.push_str("\r\n");
+        conn.write_all(ask.as_bytes())
+            .and_then(|()| conn.flush())
+            .map_err(|e| failed("cannot send", &e))?;
+        let (status, body) = read_answer(&mut conn).map_err(|e| failed("no answer", &e))?;
+        match status {
+            101 => {
+                // From here on nothing is read: a quiet stream must not wait on reads.
+                let _ = conn.tcp().set_read_timeout(None);
+                Ok(PeerStream {
+                    conn,
+                    last_write: Instant::now(),
+                })
+            }
+            404 | 405 => Err(OpenError::Unsupported),
+            code => {
+                let text = String::from_utf8_lossy(&body).into_owned();
+                let message = serde_json::from_str::<crate::wire::ErrorBody>(&text)
+                    .map_or(text, |b| b.message);
+                Err(OpenError::Failed(format!(
+                    "it refuses our messages ({code}): {message}"
+                )))
+            }
+        }
     }
 
     /// Writes one frame (its header included) whole.
@@ -114,45 +134,6 @@ impl PeerStream {
         self.conn.flush()?;
         self.last_write = Instant::now();
         Ok(())
-    }
-}
-
-/// Connects to `peer` and switches the connection to `protocol` with a `POST path`
-/// carrying the cluster secret, within `timeout` for each step (see [`connect`]).
-pub(crate) fn upgrade(
-    peer: &PeerAddr,
-    tls: Option<&Arc<rustls::ClientConfig>>,
-    token: Option<&str>,
-    timeout: Duration,
-    path: &str,
-    protocol: &str,
-) -> Result<Conn, OpenError> {
-    let failed = |what: &str, e: &dyn std::fmt::Display| {
-        OpenError::Failed(format!("unreachable: {what}: {e}"))
-    };
-    let mut conn = connect(peer, tls, timeout).map_err(|e| OpenError::Failed(e.to_string()))?;
-    let mut ask = format!(
-        "POST {path} HTTP/1.1\r\nHost: {peer}\r\nConnection: Upgrade\r\nUpgrade: {protocol}\r\nContent-Length: 0\r\n"
-    );
-    if let Some(t) = token {
-        ask.push_str(&format!("{}: {t}\r\n", super::TOKEN_HEADER));
-    }
-    ask.push_str("\r\n");
-    conn.write_all(ask.as_bytes())
-        .and_then(|()| conn.flush())
-        .map_err(|e| failed("cannot send", &e))?;
-    let (status, body) = read_answer(&mut conn).map_err(|e| failed("no answer", &e))?;
-    match status {
-        101 => Ok(conn),
-        404 | 405 => Err(OpenError::Unsupported),
-        code => {
-            let text = String::from_utf8_lossy(&body).into_owned();
-            let message =
-                serde_json::from_str::<crate::wire::ErrorBody>(&text).map_or(text, |b| b.message);
-            Err(OpenError::Failed(format!(
-                "it refuses our messages ({code}): {message}"
-            )))
-        }
     }
 }
 

@@ -97,23 +97,6 @@ pub struct ForwardedAnswer {
     pub body: String,
 }
 
-/// One frame a follower sends on a forward stream: a client write, and the number the
-/// leader's answer to it comes back under.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct StreamedWrite {
-    pub seq: u64,
-    pub write: ForwardedWrite,
-}
-
-/// One frame the leader sends back on a forward stream: the answer to the write sent under
-/// `seq`, as [`ForwardedAnswer`].
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct StreamedAnswer {
-    pub seq: u64,
-    pub status: u16,
-    pub body: String,
-}
-
 /// Encodes a snapshot chunk.
 pub fn encode_chunk(datums: &[Datum]) -> Vec<u8> {
     serde_json::to_vec(datums).expect("datums serialise")
